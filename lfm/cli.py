@@ -1,0 +1,42 @@
+"""`lfm`: one console script, thin verbs over the packages.
+
+Each module in `lfm.commands` registers its verbs; a verb parses arguments, loads the config and calls one
+function of a package. User-fixable failures (`LfmError`) print one line and exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+
+import lfm.commands
+from lfm.config import load_config
+from lfm.errors import LfmError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lfm", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="config file (default: $LFM_CONFIG, ./lfm.yaml, embedded default)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for info in sorted(pkgutil.iter_modules(lfm.commands.__path__), key=lambda m: m.name):
+        importlib.import_module(f"lfm.commands.{info.name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        cfg = load_config(args.config)
+        return int(args.run(args, cfg) or 0)
+    except LfmError as err:
+        print(f"lfm {args.verb}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

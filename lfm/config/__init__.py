@@ -1,0 +1,95 @@
+"""The one config of lfm-export: `lfm.yaml`, validated with pydantic.
+
+Load order: an explicit path, else `$LFM_CONFIG`, else `./lfm.yaml`, else the embedded default (all defaults).
+Relative paths in the file are resolved against the file's folder, so a config works from any working directory.
+Every section is strict: an unknown key or a bad value stops with one message naming it.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+from pydantic import Field, ValidationError
+
+from lfm.config.model import ModelSettings, TrainSettings
+from lfm.config.platform import RegistrySettings, SparkSettings
+from lfm.config.refresh import RefreshSettings
+from lfm.config.schema import DataSchema, FeatureField, FieldKind, Strict
+from lfm.config.serving import FeastSettings
+from lfm.config.quality import QualitySettings
+from lfm.errors import LfmError
+
+__all__ = ["LfmConfig", "ConfigError", "load_config", "DataSchema", "FeatureField", "FieldKind"]
+
+
+class ConfigError(LfmError, ValueError):
+    """A config file that cannot be used; the message names the key and the fix."""
+
+
+class LfmConfig(Strict):
+    lakehouse: str = "./lakehouse"
+    spark: SparkSettings = Field(default_factory=SparkSettings)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    schema_: DataSchema = Field(default_factory=DataSchema, alias="schema")
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    refresh: RefreshSettings = Field(default_factory=RefreshSettings)
+    feast: FeastSettings = Field(default_factory=FeastSettings)
+    quality: QualitySettings = Field(default_factory=QualitySettings)
+    base_dir: str = Field(default=".", exclude=True)  # folder of the config file; relative paths resolve here
+
+    @property
+    def schema(self) -> DataSchema:  # type: ignore[override]
+        return self.schema_
+
+    def resolve(self, path: str) -> Path:
+        """An absolute path for a config path (URIs such as s3a:// are returned as given)."""
+        if "://" in path:
+            return Path(path)
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (Path(self.base_dir) / p).resolve()
+
+    def table_path(self, name: str) -> str:
+        """Location of one Delta table under the lakehouse (a local path or an object-store URI)."""
+        from lfm.names import check_table_name
+
+        check_table_name(name)
+        if "://" in self.lakehouse:
+            return self.lakehouse.rstrip("/") + "/" + name
+        return str(self.resolve(self.lakehouse) / name)
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = "unknown key (remove it or fix its spelling)" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"{loc}: {msg}")
+    return f"invalid config {source}: " + "; ".join(lines)
+
+
+def config_from_dict(data: dict, source: str = "<dict>", base_dir: str = ".") -> LfmConfig:
+    try:
+        return LfmConfig.model_validate({**data, "base_dir": base_dir})
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def load_config(path: str | os.PathLike | None = None) -> LfmConfig:
+    """Load and validate the config (see module docstring for the search order)."""
+    chosen = path or os.environ.get("LFM_CONFIG")
+    if chosen is None and Path("lfm.yaml").exists():
+        chosen = "lfm.yaml"
+    if chosen is None:
+        return config_from_dict({}, "<embedded default>", os.getcwd())
+    p = Path(chosen)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist: pass --config PATH or set LFM_CONFIG")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}  # safe_load: a config is data, never code
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {p} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must hold a mapping of sections at the top level")
+    return config_from_dict(data, str(p), str(p.resolve().parent))

@@ -1,0 +1,48 @@
+"""Validation of names and dates before they reach a path or a SQL predicate."""
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+from lfm.errors import LfmError
+
+_TABLE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_DS = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_VERSION = re.compile(r"^[0-9a-f]{12,64}$")
+
+
+class BadInput(LfmError, ValueError):
+    """Input that the platform refuses; the message names the value and what is expected."""
+
+
+def check_table_name(name: str) -> str:
+    if not isinstance(name, str) or not _TABLE_NAME.match(name):
+        raise BadInput(f"bad table name {name!r}: use lower-case letters, digits and '_' (e.g. 'events')")
+    return name
+
+
+def parse_ds(value: str | dt.date) -> dt.date:
+    """A partition date `YYYY-MM-DD`; anything else (including injection-shaped strings) is refused."""
+    if isinstance(value, dt.datetime):
+        raise BadInput(f"bad date {value!r}: pass a day as YYYY-MM-DD, not a timestamp")
+    if isinstance(value, dt.date):
+        return value
+    if not isinstance(value, str) or not _DS.match(value):
+        raise BadInput(f"bad date {value!r}: expected YYYY-MM-DD, e.g. 2022-05-02")
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise BadInput(f"bad date {value!r}: not a calendar day (expected YYYY-MM-DD)") from None
+
+
+def ds_range(first: str | dt.date, last: str | dt.date) -> list[dt.date]:
+    a, b = parse_ds(first), parse_ds(last)
+    if b < a:
+        raise BadInput(f"bad date range {a}..{b}: --from must not be after --to")
+    return [a + dt.timedelta(days=i) for i in range((b - a).days + 1)]
+
+
+def check_model_version(value: str) -> str:
+    if not isinstance(value, str) or not _VERSION.match(value):
+        raise BadInput(f"bad model version {value!r}: expected a hex content hash (see `lfm models list`)")
+    return value

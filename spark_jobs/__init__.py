@@ -1,0 +1,1 @@
+"""Spark jobs of lfm-export: the one SparkSession factory, ingest, synthetic data, refresh, backfill."""

@@ -1,0 +1,161 @@
+"""Ingest a folder in the KuaiRand release layout into the Delta tables `events` (by ds), `users`, `items`.
+
+Everything is checked before anything is written: missing files, missing or renamed columns, values that do not
+parse as their declared type, empty keys and unparseable dates each stop the run with one message that names the
+file, the column and the fix. Re-ingesting a day replaces its partition atomically, so reruns never duplicate.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyspark.errors import PySparkException
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from lfm.config import LfmConfig
+from lfm.names import BadInput, parse_ds
+from spark_jobs.delta_io import ds_predicate, overwrite_table, replace_partitions
+from spark_jobs.layout import ITEMS_BASIC, ITEMS_STATISTIC, KUAIRAND_LAYOUT, LOG, USERS, RawFile
+
+class IngestError(BadInput):
+    """Raw input that cannot be ingested; nothing was written."""
+
+@dataclass(frozen=True)
+class IngestResult:
+    events_rows: int
+    days: list[dt.date]
+    users_rows: int
+    items_rows: int
+
+def find_files(source: Path, raw: RawFile) -> list[Path]:
+    files = sorted(source.glob(raw.pattern))
+    if not files:
+        raise IngestError(
+            f"no {raw.role} file matching {raw.pattern!r} in {source}: point --source at a folder in the "
+            "KuaiRand release layout (log_standard_*.csv, user_features_*.csv, video_features_basic_*.csv, "
+            "video_features_statistic_*.csv)")
+    if raw is not LOG and len(files) > 1:
+        raise IngestError(f"{len(files)} files match {raw.pattern!r} in {source}; keep exactly one")
+    return files
+
+def check_header(path: Path, raw: RawFile) -> None:
+    """The header must list exactly the layout's columns in order (a changed schema is refused, not guessed)."""
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            header = next(csv.reader(fh), [])
+    except UnicodeDecodeError:
+        raise IngestError(f"{path} is not a UTF-8 CSV file (corrupt or compressed?)") from None
+    expected = raw.names
+    if header == expected:
+        return
+    missing = [c for c in expected if c not in header]
+    extra = [c for c in header if c not in expected]
+    detail = []
+    if missing:
+        detail.append(f"missing columns {missing}")
+    if extra:
+        detail.append(f"unexpected columns {extra}")
+    if not detail:
+        detail.append("columns in a different order")
+    raise IngestError(f"{path}: {'; '.join(detail)}; expected the {raw.role} layout {expected}")
+
+def read_typed(spark: SparkSession, files: list[Path], raw: RawFile) -> DataFrame:
+    """Read raw CSV as strings, then cast each column to its declared type (checked by `check_values`)."""
+    string_schema = T.StructType([T.StructField(c, T.StringType()) for c in raw.names])
+    df = (spark.read.option("header", "true").option("mode", "FAILFAST").schema(string_schema)
+          .csv([str(f) for f in files]))
+    return df.select(*[F.col(c).alias(f"__raw_{c}") for c in raw.names],
+                     *[F.expr(f"try_cast(`{c}` AS {t})").alias(c) for c, t in raw.columns])
+
+def check_values(df: DataFrame, raw: RawFile, files: list[Path]) -> int:
+    """One pass: count values that failed their cast and empty required columns; raise naming the worst."""
+    aggs = [F.count(F.lit(1)).alias("__rows")]
+    for c, _ in raw.columns:
+        aggs.append(F.sum(F.when(F.col(f"__raw_{c}").isNotNull() & F.col(c).isNull(), 1).otherwise(0)).alias(f"bad_{c}"))
+    for c in raw.required:
+        aggs.append(F.sum(F.when(F.col(c).isNull(), 1).otherwise(0)).alias(f"null_{c}"))
+    try:
+        row = df.agg(*aggs).collect()[0].asDict()
+    except PySparkException as err:
+        first = str(err).splitlines()[0][:300]
+        raise IngestError(f"{', '.join(map(str, files))}: cannot parse as CSV ({first}); the file is corrupt or "
+                          "truncated: restore it from the source and rerun") from None
+    names = ", ".join(str(f) for f in files)
+    types = dict(raw.columns)
+    bad = {k[4:]: v for k, v in row.items() if k.startswith("bad_") and v}
+    if bad:
+        col = max(bad, key=bad.get)
+        sample = df.filter(F.col(f"__raw_{col}").isNotNull() & F.col(col).isNull()).select(f"__raw_{col}").first()[0]
+        raise IngestError(f"{names}: column {col!r} has {bad[col]} value(s) that are not {types[col]} "
+                          f"(e.g. {sample!r}); fix the file or the layout in spark_jobs/layout.py")
+    nulls = {k[5:]: v for k, v in row.items() if k.startswith("null_") and v}
+    if nulls:
+        col = max(nulls, key=nulls.get)
+        raise IngestError(f"{names}: required column {col!r} is empty in {nulls[col]} row(s) "
+                          "(a truncated file?); restore the file and rerun")
+    return int(row["__rows"])
+
+def build_events(log: DataFrame, cfg: LfmConfig, days: list[dt.date] | None) -> tuple[DataFrame, list[dt.date]]:
+    """Typed events with `ds` (the local calendar day of the `date` column) and `event_timestamp`."""
+    s = cfg.schema
+    events = log.select(*[c for c in LOG.names])
+    events = events.withColumn("ds", F.expr(f"CAST(try_to_timestamp(CAST(`{s.date}` AS STRING), 'yyyyMMdd') AS DATE)"))
+    bad_dates = events.filter(F.col("ds").isNull()).select(s.date).limit(3).collect()
+    if bad_dates:
+        raise IngestError(f"column {s.date!r} holds values that are not yyyymmdd dates, e.g. "
+                          f"{[r[0] for r in bad_dates]}; fix the log file")
+    events = events.withColumn("event_timestamp", F.timestamp_millis(F.col(s.timestamp)))
+    present = sorted(r["ds"] for r in events.select("ds").distinct().collect())
+    if days is None:
+        return events, present
+    wanted = sorted({parse_ds(d) for d in days})
+    absent = [d for d in wanted if d not in present]
+    if absent:
+        span = f"{present[0]}..{present[-1]}" if present else "no days"
+        raise IngestError(f"no events for ds {[d.isoformat() for d in absent]} in the source (it covers {span}); "
+                          "pass days the log holds")
+    return events.filter(F.col("ds").isin(wanted)), wanted
+
+def ingest(spark: SparkSession, cfg: LfmConfig, source: Path, days: list[dt.date] | None = None,
+           run_id: str | None = None) -> IngestResult:
+    """Check every raw file, then write `events` (only the given days' partitions), `users` and `items`."""
+    source = Path(source)
+    if not source.is_dir():
+        raise IngestError(f"source folder {source} does not exist: pass --source DIR with the raw files")
+    run_id = run_id or uuid.uuid4().hex[:12]
+    frames: dict[str, DataFrame] = {}
+    for raw in KUAIRAND_LAYOUT:
+        files = find_files(source, raw)
+        for f in files:
+            check_header(f, raw)
+        typed = read_typed(spark, files, raw)
+        check_values(typed, raw, files)
+        frames[raw.role] = typed.select(*raw.names)
+
+    events, written_days = build_events(frames[LOG.role], cfg, days)
+    users = frames[USERS.role]
+    items = frames[ITEMS_BASIC.role].join(frames[ITEMS_STATISTIC.role], on="video_id", how="left")
+    _check_unique(users, cfg.schema.user_key, "users")
+    _check_unique(items, cfg.schema.item_key, "items")
+
+    meta = {"job": "ingest", "run_id": run_id, "source": str(source.resolve())}
+    replace_partitions(events, cfg.table_path("events"), written_days, {**meta, "days": [d.isoformat() for d in written_days]})
+    overwrite_table(users, cfg.table_path("users"), meta)
+    overwrite_table(items, cfg.table_path("items"), meta)
+    spark_read = spark.read.format("delta")
+
+    n_events = spark_read.load(cfg.table_path("events")).where(ds_predicate(written_days)).count()
+    return IngestResult(events_rows=n_events, days=written_days,
+                        users_rows=spark_read.load(cfg.table_path("users")).count(),
+                        items_rows=spark_read.load(cfg.table_path("items")).count())
+
+def _check_unique(df: DataFrame, key: str, table: str) -> None:
+    dupes = df.groupBy(key).count().filter("count > 1").limit(3).collect()
+    if dupes:
+        raise IngestError(f"{table}: key {key!r} is not unique (e.g. {[r[key] for r in dupes]}); "
+                          "deduplicate the source file")
