@@ -33,23 +33,17 @@ def singular_spectrum(matrix: np.ndarray) -> np.ndarray:
     return s / s[0] if s[0] > _EPS else np.zeros_like(s)
 
 
-def information_abundance(matrix: np.ndarray) -> float:
-    s = singular_spectrum(matrix)
-    return float(s.sum() / s.max()) if s.max() > 0 else 0.0
-
-
-def effective_rank(matrix: np.ndarray) -> float:
-    s = singular_spectrum(matrix)
-    total = s.sum()
-    if total <= 0:
-        return 0.0
-    p = s[s > 0] / total
-    return float(np.exp(-(p * np.log(p)).sum()))
-
-
 def analyse(matrix: np.ndarray) -> Spectrum:
     s = singular_spectrum(matrix)
     total = s.sum()
     p = s[s > 0] / total if total > 0 else np.ones(1)
     return Spectrum(singular_values=s, information_abundance=float(total / s.max()) if s.max() > 0 else 0.0,
                     effective_rank=float(np.exp(-(p * np.log(p)).sum())) if total > 0 else 0.0)
+
+
+def information_abundance(matrix: np.ndarray) -> float:
+    return analyse(matrix).information_abundance
+
+
+def effective_rank(matrix: np.ndarray) -> float:
+    return analyse(matrix).effective_rank
