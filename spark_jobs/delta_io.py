@@ -22,11 +22,13 @@ def ds_predicate(days: list[dt.date], column: str = "ds") -> str:
     return f"{column} IN ({literals})"
 
 
-def replace_partitions(df: DataFrame, path: str, days: list[dt.date], metadata: dict, extra_predicate: str = "") -> None:
+def replace_partitions(df: DataFrame, path: str, days: list[dt.date], metadata: dict,
+                       extra_predicate: str = "") -> int | None:
     """Replace the `ds` partitions `days` of the Delta table at `path` with `df` in one atomic commit.
 
     Readers see either the old partitions or the new ones, never a mix; rerunning replaces, never duplicates.
     `extra_predicate` narrows the replaced rows further (e.g. one model_version inside a ds).
+    Returns the table version after the write (the commit just made, unless another writer committed since).
     """
     predicate = ds_predicate(days)
     if extra_predicate:
@@ -37,6 +39,7 @@ def replace_partitions(df: DataFrame, path: str, days: list[dt.date], metadata: 
         writer.mode("overwrite").option("replaceWhere", predicate).save(path)
     else:
         writer.mode("overwrite").partitionBy("ds").save(path)
+    return table_version(spark, path)
 
 
 def overwrite_table(df: DataFrame, path: str, metadata: dict) -> None:
@@ -50,3 +53,42 @@ def table_version(spark: SparkSession, path: str) -> int | None:
     if not table_exists(spark, path):
         return None
     return int(DeltaTable.forPath(spark, path).history(1).collect()[0]["version"])
+
+
+def read_table(spark: SparkSession, path: str, version: int | None = None) -> DataFrame:
+    """A Delta table, pinned to `version` when given, so a job reads exactly the inputs it records."""
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", int(version))
+    return reader.load(path)
+
+
+def commit_info(spark: SparkSession, path: str, version: int | None = None) -> dict:
+    """The commit `version` (default: latest): version, operation and the parsed userMetadata."""
+    hist = DeltaTable.forPath(spark, path).history()
+    if version is not None:
+        hist = hist.where(f"version = {int(version)}")
+    row = hist.orderBy("version", ascending=False).select("version", "operation", "userMetadata").first()
+    if row is None:
+        raise ValueError(f"{path} has no commit {version}")
+    meta = json.loads(row["userMetadata"]) if row["userMetadata"] else {}
+    return {"version": int(row["version"]), "operation": row["operation"], "userMetadata": meta}
+
+
+def restore_partitions(spark: SparkSession, path: str, days: list[dt.date], version_before: int | None,
+                       metadata: dict, extra_predicate: str = "") -> int | None:
+    """Undo a replace of (`days`, `extra_predicate`): put back those rows as they were at `version_before`.
+
+    Used to roll back the tables a multi-table job already committed when a later step fails. The rows come
+    from time travel; `version_before=None` (the table did not exist) deletes the rows the job wrote.
+    """
+    if not table_exists(spark, path):
+        return None
+    predicate = ds_predicate(days)
+    if extra_predicate:
+        predicate = f"({predicate}) AND ({extra_predicate})"
+    if version_before is None:
+        DeltaTable.forPath(spark, path).delete(predicate)
+        return table_version(spark, path)
+    old = read_table(spark, path, version_before).where(predicate)
+    return replace_partitions(old, path, days, metadata, extra_predicate)

@@ -12,6 +12,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import re
+
+from py4j.protocol import Py4JJavaError
 from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -81,9 +84,10 @@ def check_values(df: DataFrame, raw: RawFile, files: list[Path]) -> int:
         aggs.append(F.sum(F.when(F.col(c).isNull(), 1).otherwise(0)).alias(f"null_{c}"))
     try:
         row = df.agg(*aggs).collect()[0].asDict()
-    except PySparkException as err:
-        first = str(err).splitlines()[0][:300]
-        raise IngestError(f"{', '.join(map(str, files))}: cannot parse as CSV ({first}); the file is corrupt or "
+    except (PySparkException, Py4JJavaError) as err:
+        found = re.search(r"Malformed CSV record[^\n]{0,200}", str(err))
+        detail = found.group(0) if found else str(err).splitlines()[0][:200]
+        raise IngestError(f"{', '.join(map(str, files))}: cannot parse as CSV ({detail}); the file is corrupt or "
                           "truncated: restore it from the source and rerun") from None
     names = ", ".join(str(f) for f in files)
     types = dict(raw.columns)

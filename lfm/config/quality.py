@@ -1,10 +1,93 @@
-"""Quality-gate thresholds (the validation issue owns these)."""
+"""Quality-gate thresholds (the validation issue owns these).
+
+Defaults are chosen to pass healthy exports of a trained model and to fail the faults the gate exists for:
+NaN/inf values, a wrong width, exploded or all-zero vectors, missing entities, stale or shuffled vectors and a
+collapsed space. Every vector threshold can be overridden per embedding table under `quality.tables.<name>`.
+"""
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from lfm.config.schema import Strict
 
+EMBEDDING_TABLES = ("ur", "ir", "cr_user", "cr_item")
+
+
+class VectorThresholds(Strict):
+    """Bounds for one embedding table's vectors and for its day-level metrics."""
+
+    min_norm: float = Field(1e-6, ge=0)  # L2 norm of every non-zero, finite vector ...
+    max_norm: float = Field(1e4, gt=0)  # ... lies in [min_norm, max_norm]; catches blow-ups and underflow
+    max_zero_share: float = Field(0.01, ge=0, le=1)  # share of all-zero vectors in the partition
+    min_coverage: float = Field(0.99, ge=0, le=1)  # share of the day's active users/items that have a vector
+    # Drift against D-1 over entities present on both days. A frozen model over static features gives UR/IR
+    # identical from day to day (cosine 1), so the upper bound stays at 1 unless a table must change daily.
+    min_mean_cosine: float = Field(0.5, ge=-1, le=1)
+    max_mean_cosine: float = Field(1.0, ge=-1, le=1)
+    moved_cosine: float = Field(0.5, ge=-1, le=1)  # an entity whose cosine to D-1 is below this has "moved"
+    max_moved_share: float = Field(0.2, ge=0, le=1)
+    # Collapse (DOMAIN.md section 4), on a sample of the partition: an isotropic d-dim cloud scores close to d,
+    # a rank-1 export scores 1. Floors well above 1 and well below a trained model's width.
+    min_effective_rank: float = Field(4.0, ge=1)
+    min_information_abundance: float = Field(2.0, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "VectorThresholds":
+        if self.min_norm >= self.max_norm:
+            raise ValueError(f"min_norm {self.min_norm} must be below max_norm {self.max_norm}")
+        if self.min_mean_cosine > self.max_mean_cosine:
+            raise ValueError(f"min_mean_cosine {self.min_mean_cosine} must not exceed max_mean_cosine "
+                             f"{self.max_mean_cosine}")
+        return self
+
+
+class TableOverrides(Strict):
+    """Per-table overrides of `VectorThresholds`; a key left out keeps the section-wide value."""
+
+    min_norm: float | None = None
+    max_norm: float | None = None
+    max_zero_share: float | None = None
+    min_coverage: float | None = None
+    min_mean_cosine: float | None = None
+    max_mean_cosine: float | None = None
+    moved_cosine: float | None = None
+    max_moved_share: float | None = None
+    min_effective_rank: float | None = None
+    min_information_abundance: float | None = None
+
 
 class QualitySettings(Strict):
-    enabled: bool = True
+    enabled: bool = True  # `lfm refresh` runs the gate before it reports success
+    # Root of the Great Expectations file context (stores, validation results, Data Docs) and of the PNG
+    # reports. Default: `<lakehouse>/_quality`. Must be a local path (GE's file stores are local).
+    context_dir: str | None = None
+    vectors: VectorThresholds = Field(default_factory=VectorThresholds)
+    tables: dict[str, TableOverrides] = Field(default_factory=dict)
+    # Expected vector width per table, used when the model registry cannot tell (no card for the version).
+    dims: dict[str, int] = Field(default_factory=dict)
+    collapse_sample_rows: int = Field(5000, ge=2)  # rows sampled for the singular spectrum (SVD on the driver)
+    histogram_bins: int = Field(40, ge=2)  # drift histogram of per-entity cosines in the PNG report
+    events_min_in_day_share: float = Field(0.98, ge=0, le=1)  # events whose local time falls on their ds
+    # False: a ds partition must hold exactly one model_version (the one validated). True: versions may sit
+    # side by side in a ds partition (distinct Feast view names) and each (ds, version) is validated alone.
+    allow_side_by_side_versions: bool = False
+    seed: int = 0  # sampling seed, so a rerun of the gate on the same data gives the same metrics
+
+    @model_validator(mode="after")
+    def _known_tables(self) -> "QualitySettings":
+        for section in ("tables", "dims"):
+            unknown = sorted(set(getattr(self, section)) - set(EMBEDDING_TABLES))
+            if unknown:
+                raise ValueError(f"quality.{section} names unknown tables {unknown}; use {list(EMBEDDING_TABLES)}")
+        bad = {t: d for t, d in self.dims.items() if d < 1}
+        if bad:
+            raise ValueError(f"quality.dims must be positive widths, got {bad}")
+        return self
+
+    def thresholds(self, table: str) -> VectorThresholds:
+        """The section-wide thresholds with `tables.<table>` overrides applied (and validated again)."""
+        override = self.tables.get(table)
+        if override is None:
+            return self.vectors
+        merged = {**self.vectors.model_dump(), **override.model_dump(exclude_none=True)}
+        return VectorThresholds.model_validate(merged)

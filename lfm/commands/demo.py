@@ -1,0 +1,25 @@
+"""`lfm demo`: the README's main command (see spark_jobs.demo)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from lfm.config import LfmConfig
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="run the whole platform end to end on the embedded default")
+    p.add_argument("--data", type=Path, help="a folder in the KuaiRand layout (default: synthesize one)")
+    p.add_argument("--users", type=int, default=3000)
+    p.add_argument("--items", type=int, default=600)
+    p.add_argument("--days", type=int, default=7)
+    p.add_argument("--events-per-day", type=int, default=8000)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, cfg: LfmConfig) -> int:
+    from spark_jobs.demo import DemoOptions, run_demo
+
+    run_demo(cfg, DemoOptions(data=args.data, users=args.users, items=args.items, days=args.days,
+                              events_per_day=args.events_per_day))
+    return 0

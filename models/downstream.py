@@ -1,0 +1,146 @@
+"""The downstream base ranker: one scenario's own fields -> DCNv2 cross layers -> DNN -> one logit.
+
+Same family as the LFM's mixing tower (embedding stack, DCNv2 cross x_{l+1} = x_0 * (W x_l + b) + x_l, then a
+DNN) with its own, smaller width, because a downstream team trains on one scenario's rows, not on all of them.
+Transferred representations enter through a `TransferBlock` (models/adapters.py): gates multiply into the field
+stack, concat adapters append fields to it, so every cross layer sees them.
+
+Read top to bottom: `Batch` (what every downstream model eats), `DownstreamSizes`, the three building blocks,
+then `DownstreamRanker`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from lfm.config.model import ModelSettings
+from models.adapters import AdapterSizes, Representation, TransferBlock, TransferSpec
+
+DNN_WIDTH_DIVISOR = 2  # the downstream DNN is this many times narrower than the LFM's mixing-tower DNN
+EMBEDDING_INIT_STD = 0.01  # small initial embeddings keep the multiplicative cross layers stable at the start
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A batch of encoded rows; every downstream model (ranker, IIM, two-tower) reads what it needs from it."""
+
+    fields: Tensor  # (B, F) int64: index of each raw field's value in its vocabulary (0 = out of vocabulary)
+    labels: Tensor  # (B,) float32 in {0, 1}
+    vectors: Mapping[str, Tensor] = field(default_factory=dict)  # representation name -> (B, d) float32
+    users: Tensor | None = None  # (B,) int64 user index, for id-based two-towers
+    items: Tensor | None = None  # (B,) int64 item index (0 = item unseen in training)
+    item_keys: Tensor | None = None  # (B,) int64 identity of the item over all frames; never a model input,
+    #                                   only tells candidates apart when measuring recall@K
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def take(self, index: Tensor) -> "Batch":
+        """The rows at `index` (a LongTensor), every tensor sliced alike."""
+        pick = (lambda t: None if t is None else t[index])
+        return replace(self, fields=self.fields[index], labels=self.labels[index],
+                       vectors={k: v[index] for k, v in self.vectors.items()},
+                       users=pick(self.users), items=pick(self.items), item_keys=pick(self.item_keys))
+
+    @staticmethod
+    def concat(parts: Sequence["Batch"]) -> "Batch":
+        """Rows of all parts, in order (parts must carry the same vectors)."""
+        def cat(name: str) -> Tensor | None:
+            ts = [getattr(p, name) for p in parts]
+            return None if any(t is None for t in ts) else torch.cat(ts)
+
+        return Batch(fields=torch.cat([p.fields for p in parts]), labels=torch.cat([p.labels for p in parts]),
+                     vectors={k: torch.cat([p.vectors[k] for p in parts]) for k in parts[0].vectors},
+                     users=cat("users"), items=cat("items"), item_keys=cat("item_keys"))
+
+
+@dataclass(frozen=True)
+class DownstreamSizes:
+    """Widths of the downstream ranker (derive them from the LFM settings with `from_lfm`)."""
+
+    embedding_dim: int
+    cross_layers: int
+    dnn: tuple[int, ...]
+    adapter_hidden: tuple[int, ...]
+
+    @classmethod
+    def from_lfm(cls, lfm: ModelSettings, divisor: int = DNN_WIDTH_DIVISOR) -> "DownstreamSizes":
+        """Same embedding width and cross depth as the LFM, a DNN `divisor` times narrower."""
+        dnn = tuple(max(1, w // divisor) for w in lfm.dnn)
+        return cls(embedding_dim=lfm.embedding_dim, cross_layers=lfm.cross_layers, dnn=dnn,
+                   adapter_hidden=(dnn[0],) if dnn else (lfm.embedding_dim,))
+
+    def adapter_sizes(self) -> AdapterSizes:
+        return AdapterSizes(field_dim=self.embedding_dim, mlp_hidden=self.adapter_hidden)
+
+
+class FieldEmbeddings(nn.Module):
+    """One embedding table per field, stored as one matrix with row offsets so a batch is one lookup.
+
+    Row 0 of each field's block is its out-of-vocabulary bucket (the encoders map unseen values there).
+    """
+
+    def __init__(self, vocab_sizes: Sequence[int], dim: int) -> None:
+        super().__init__()
+        sizes = torch.tensor([0, *vocab_sizes], dtype=torch.long)
+        self.register_buffer("offsets", sizes.cumsum(0)[:-1], persistent=False)  # (F,) first row of each field
+        self.vocab_sizes = tuple(int(n) for n in vocab_sizes)
+        self.table = nn.Embedding(int(sizes.sum()), dim)
+        nn.init.normal_(self.table.weight, std=EMBEDDING_INIT_STD)
+
+    def forward(self, fields: Tensor) -> Tensor:  # (B, F) -> (B, F, D)
+        return self.table(fields + self.offsets)
+
+
+class CrossNetV2(nn.Module):
+    """DCNv2 cross layers with full-rank W: x_{l+1} = x_0 * (W_l x_l + b_l) + x_l."""
+
+    def __init__(self, width: int, layers: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(width, width) for _ in range(layers))
+
+    def forward(self, x0: Tensor) -> Tensor:  # (B, n) -> (B, n)
+        x = x0
+        for layer in self.layers:
+            x = x0 * layer(x) + x
+        return x
+
+
+class Dnn(nn.Module):
+    """Linear + ReLU per hidden width; `out_dim` is the last width (the input width when there is none)."""
+
+    def __init__(self, in_dim: int, widths: Sequence[int]) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for w in widths:
+            layers += [nn.Linear(in_dim, w), nn.ReLU()]
+            in_dim = w
+        self.net = nn.Sequential(*layers)
+        self.out_dim = in_dim
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, n) -> (B, out_dim)
+        return self.net(x)
+
+
+class DownstreamRanker(nn.Module):
+    """Embeddings of the scenario's fields (+ adapters) -> cross -> DNN -> logit."""
+
+    def __init__(self, vocab_sizes: Sequence[int], sizes: DownstreamSizes, transfer: TransferSpec = TransferSpec(),
+                 vector_dims: Mapping[Representation, int] | None = None) -> None:
+        super().__init__()
+        n_fields = len(vocab_sizes)
+        self.embeddings = FieldEmbeddings(vocab_sizes, sizes.embedding_dim)
+        self.transfer = TransferBlock(transfer, vector_dims or {}, n_fields, sizes.adapter_sizes())
+        width = (n_fields + self.transfer.extra_field_count) * sizes.embedding_dim
+        self.cross = CrossNetV2(width, sizes.cross_layers)
+        self.dnn = Dnn(width, sizes.dnn)
+        self.head = nn.Linear(self.dnn.out_dim, 1)
+
+    def forward(self, batch: Batch) -> Tensor:  # -> (B,) logits
+        e = self.embeddings(batch.fields)  # (B, F, D)
+        e = self.transfer(e, batch.vectors).embeddings  # (B, F + E, D)
+        x = self.cross(e.flatten(1))  # (B, (F + E) * D)
+        return self.head(self.dnn(x)).squeeze(-1)  # (B,)

@@ -1,0 +1,287 @@
+"""Pretraining: (Arrow tables, config) -> trained LFM + metrics. No Spark here; callers bring the tables.
+
+Reproducible by construction: a fixed seed, deterministic torch algorithms, a fixed thread count, rows sorted
+before encoding and vocabularies sorted, so the same inputs and seed give the same metrics bit for bit.
+Early stopping keeps the epoch with the best validation score: the mean over tasks of the row-weighted mean of
+per-scenario AUCs (pooled AUC would mostly rank the tabs' click rates, DOMAIN.md section 5).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from lfm.config import DataSchema, LfmConfig
+from lfm.config.model import ModelSettings, TrainSettings
+from lfm.errors import LfmError
+from models.encoders import FeatureEncoders, _as_strings, _column, encode_labels, require_columns
+from models.lfm import Lfm, LfmSpec, lfm_loss
+
+Progress = Callable[[str], None]
+
+
+class PretrainError(LfmError):
+    """Training data that cannot produce a model (empty split, no labels)."""
+
+
+@dataclass
+class EncodedSplit:
+    """One split as tensors, plus what evaluation needs (raw scenario names, user codes for GAUC)."""
+
+    fields: torch.Tensor  # (n, fields) int64
+    scenario: torch.Tensor  # (n,) int64
+    labels: torch.Tensor  # (n, tasks) float32
+    mask: torch.Tensor  # (n, tasks) float32
+    scenario_names: np.ndarray  # (n,) raw scenario values as strings
+    users: np.ndarray  # (n,) int codes of the user key
+
+    @property
+    def rows(self) -> int:
+        return int(self.fields.shape[0])
+
+
+@dataclass
+class PretrainResult:
+    model: Lfm
+    encoders: FeatureEncoders
+    metrics: dict = field(default_factory=dict)
+
+
+def sort_rows(table: pa.Table, schema: DataSchema) -> pa.Table:
+    """Rows in a canonical order (time, keys, scenario, labels), whatever order Spark delivered them in."""
+    keys = [c for c in [schema.timestamp, "event_timestamp", schema.user_key, schema.item_key, schema.scenario,
+                        *schema.tasks] if c in table.schema.names]
+    return table.sort_by([(k, "ascending") for k in dict.fromkeys(keys)])
+
+
+def encode_split(table: pa.Table, encoders: FeatureEncoders, schema: DataSchema) -> EncodedSplit:
+    require_columns(table, [schema.user_key, schema.scenario, *schema.tasks], "pretraining samples")
+    labels, mask = encode_labels(table, schema.tasks)
+    users = pc.dictionary_encode(_as_strings(_column(table, schema.user_key))).indices
+    return EncodedSplit(fields=encoders.encode_fields(table), scenario=encoders.encode_scenario(table),
+                        labels=labels, mask=mask,
+                        scenario_names=np.asarray(_as_strings(_column(table, schema.scenario)).to_pylist(), dtype=object),
+                        users=pc.fill_null(users, -1).to_numpy(zero_copy_only=False))
+
+
+def build_model(encoders: FeatureEncoders, schema: DataSchema, settings: ModelSettings) -> Lfm:
+    names = [e.name for e in encoders.fields]
+    priors = tuple(names.index(k) for k in (schema.user_key, schema.item_key) if k in names)
+    spec = LfmSpec(cardinalities=tuple(encoders.cardinalities), user_fields=len(encoders.user),
+                   n_scenarios=encoders.scenario.cardinality, tasks=tuple(schema.tasks), prior_fields=priors,
+                   settings=settings)
+    return Lfm(spec)
+
+
+@contextlib.contextmanager
+def deterministic(seed: int, threads: int) -> Iterator[None]:
+    """Seeded, deterministic torch with a fixed thread count; the previous global settings come back after."""
+    old_threads, old_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old_threads)
+        torch.use_deterministic_algorithms(old_det)
+
+
+# ---- metrics ----
+
+def grouped_auc(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
+    """AUC per group by rank sums (ties averaged): columns n, positives, auc (NaN where one class is missing)."""
+    df = pd.DataFrame({"g": groups, "y": labels.astype(np.float64), "s": scores})
+    df["r"] = df.groupby("g", sort=True)["s"].rank(method="average")
+    df["ry"] = df["r"] * df["y"]
+    agg = df.groupby("g", sort=True).agg(n=("y", "size"), positives=("y", "sum"), rank_sum=("ry", "sum"))
+    neg = agg["n"] - agg["positives"]
+    auc = (agg["rank_sum"] - agg["positives"] * (agg["positives"] + 1) / 2) / (agg["positives"] * neg)
+    agg["auc"] = auc.where((agg["positives"] > 0) & (neg > 0))
+    return agg[["n", "positives", "auc"]]
+
+
+def auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    return float(grouped_auc(np.zeros(len(labels), np.int64), labels, scores)["auc"].iloc[0])
+
+
+def gauc(users: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> float:
+    """Impression-weighted mean of per-user AUC over users who have both classes."""
+    per_user = grouped_auc(users, labels, scores).dropna(subset=["auc"])
+    if per_user.empty:
+        return float("nan")
+    return float((per_user["auc"] * per_user["n"]).sum() / per_user["n"].sum())
+
+
+@torch.inference_mode()
+def predict(model: Lfm, split: EncodedSplit, batch_size: int) -> np.ndarray:
+    """Logits (n, tasks) in row order, in eval mode."""
+    model.eval()
+    out = [model(split.fields[i:i + batch_size], split.scenario[i:i + batch_size]).logits
+           for i in range(0, split.rows, batch_size)]
+    return torch.cat(out).numpy() if out else np.zeros((0, split.labels.shape[1]), np.float32)
+
+
+def evaluate(model: Lfm, split: EncodedSplit, tasks: list[str], batch_size: int) -> list[dict]:
+    """One row per (scenario, task), plus scenario '*' (all rows pooled): n, positives, AUC, GAUC."""
+    scores = predict(model, split, batch_size)
+    rows = []
+    scen_values = sorted(set(split.scenario_names), key=lambda v: (len(v), v))
+    for t, task in enumerate(tasks):
+        keep = split.mask[:, t].numpy() > 0
+        y, s = split.labels[:, t].numpy()[keep], scores[keep, t]
+        names, users = split.scenario_names[keep], split.users[keep]
+        for scen in ["*", *scen_values]:
+            sel = np.ones(len(y), bool) if scen == "*" else names == scen
+            if not sel.any():
+                continue
+            rows.append({"scenario": scen, "task": task, "n": int(sel.sum()), "positives": int(y[sel].sum()),
+                         "auc": _nan_none(auc(y[sel], s[sel])), "gauc": _nan_none(gauc(users[sel], y[sel], s[sel]))})
+    return rows
+
+
+def _nan_none(x: float) -> float | None:
+    return None if np.isnan(x) else round(float(x), 6)
+
+
+def monitor_score(rows: list[dict]) -> float:
+    """Mean over tasks of the row-weighted mean of per-scenario AUCs (the early-stopping criterion)."""
+    per_task = []
+    for task in dict.fromkeys(r["task"] for r in rows):
+        rs = [r for r in rows if r["task"] == task and r["scenario"] != "*" and r["auc"] is not None]
+        if rs:
+            per_task.append(sum(r["auc"] * r["n"] for r in rs) / sum(r["n"] for r in rs))
+    return float(np.mean(per_task)) if per_task else float("nan")
+
+
+# ---- training ----
+
+def train_epoch(model: Lfm, opt: torch.optim.Optimizer, data: EncodedSplit, ts: TrainSettings, power: float,
+                gen: torch.Generator, progress: Progress | None, epoch: int) -> float:
+    model.train()
+    perm = torch.randperm(data.rows, generator=gen)
+    n_batches = (data.rows + ts.batch_size - 1) // ts.batch_size
+    report_every = max(1, n_batches // 4)
+    total = 0.0
+    for b, start in enumerate(range(0, data.rows, ts.batch_size)):
+        idx = perm[start:start + ts.batch_size]
+        out = model(data.fields[idx], data.scenario[idx])
+        loss = lfm_loss(out, data.labels[idx], data.mask[idx], data.scenario[idx], model.spec.n_scenarios, power)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += float(loss)
+        if progress and (b + 1) % report_every == 0 and b + 1 < n_batches:
+            progress(f"  epoch {epoch} batch {b + 1}/{n_batches} loss {total / (b + 1):.4f}")
+    return total / max(n_batches, 1)
+
+
+def pretrain(train: pa.Table, valid: pa.Table, cfg: LfmConfig, test: pa.Table | None = None,
+             seed: int | None = None, progress: Progress | None = print) -> PretrainResult:
+    """Fit encoders on `train`, train with AdamW, stop early on validation, report valid (and test) metrics."""
+    schema, settings, ts = cfg.schema, cfg.model, cfg.train
+    seed = ts.seed if seed is None else seed
+    for name, table in (("train", train), ("valid", valid), ("test", test)):
+        if table is not None and table.num_rows == 0:
+            raise PretrainError(f"the {name} split has no rows: pick days that `lfm ingest` wrote to the lakehouse")
+    t0 = time.perf_counter()
+    with deterministic(seed, ts.threads):
+        train, valid = sort_rows(train, schema), sort_rows(valid, schema)
+        encoders = FeatureEncoders.fit(train, schema, settings)
+        tr, va = encode_split(train, encoders, schema), encode_split(valid, encoders, schema)
+        te = encode_split(sort_rows(test, schema), encoders, schema) if test is not None else None
+        model = build_model(encoders, schema, settings)
+        opt = torch.optim.AdamW(model.parameters(), lr=ts.lr, weight_decay=ts.weight_decay)
+        gen = torch.Generator().manual_seed(seed)
+        if progress:
+            progress(f"pretrain: {settings.embedding.value} LFM, {sum(p.numel() for p in model.parameters()):,} "
+                     f"parameters, train {tr.rows:,} / valid {va.rows:,} rows, seed {seed}")
+        best_score, best_state, best_epoch, history = -np.inf, None, 0, []
+        for epoch in range(1, ts.max_epochs + 1):
+            e0 = time.perf_counter()
+            loss = train_epoch(model, opt, tr, ts, settings.scenario_weight_power, gen, progress, epoch)
+            score = monitor_score(evaluate(model, va, schema.tasks, ts.eval_batch_size))
+            history.append({"epoch": epoch, "train_loss": round(loss, 6), "valid_score": round(score, 6)})
+            if progress:
+                progress(f"  epoch {epoch}: train loss {loss:.4f}, valid score {score:.4f} "
+                         f"({time.perf_counter() - e0:.1f}s)")
+            if score > best_score:
+                best_score, best_state, best_epoch = score, copy.deepcopy(model.state_dict()), epoch
+            elif epoch - best_epoch >= max(1, ts.patience):
+                break
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        model.eval()
+        metrics = {
+            "seed": seed, "embedding": settings.embedding.value, "best_epoch": best_epoch,
+            "epochs_run": len(history), "history": history,
+            "rows": {"train": tr.rows, "valid": va.rows, **({"test": te.rows} if te else {})},
+            "valid": evaluate(model, va, schema.tasks, ts.eval_batch_size),
+        }
+        if te is not None:
+            metrics["test"] = evaluate(model, te, schema.tasks, ts.eval_batch_size)
+    metrics["train_seconds"] = round(time.perf_counter() - t0, 2)
+    return PretrainResult(model=model, encoders=encoders, metrics=metrics)
+
+
+def metrics_table(metrics: dict, split: str = "test", tasks: list[str] | None = None) -> str:
+    """A plain-text table of one split's rows (scenario, task, n, AUC, GAUC)."""
+    rows = [r for r in metrics.get(split, []) if tasks is None or r["task"] in tasks]
+    lines = [f"{'scenario':>8} {'task':<18} {'n':>8} {'pos':>7} {'AUC':>7} {'GAUC':>7}"]
+    for r in rows:
+        fmt = lambda x: f"{x:7.4f}" if x is not None else "      -"  # noqa: E731
+        lines.append(f"{r['scenario']:>8} {r['task']:<18} {r['n']:>8} {r['positives']:>7} {fmt(r['auc'])} "
+                     f"{fmt(r['gauc'])}")
+    return "\n".join(lines)
+
+
+# ---- comparison of embedding variants ----
+
+def sweep(train: pa.Table, valid: pa.Table, test: pa.Table, cfg: LfmConfig, variants: list, seeds: list[int],
+          progress: Progress | None = print) -> list[dict]:
+    """Pretrain every (variant, seed) on the same tables; one record per run with its test rows and wall time."""
+    runs = []
+    for variant in variants:
+        vcfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"embedding": variant})})
+        for seed in seeds:
+            result = pretrain(train, valid, vcfg, test=test, seed=seed, progress=progress)
+            m = result.metrics
+            runs.append({"variant": getattr(variant, "value", str(variant)), "seed": seed,
+                         "seconds": m["train_seconds"], "best_epoch": m["best_epoch"],
+                         "epochs_run": m["epochs_run"], "test": m["test"]})
+    return runs
+
+
+def sweep_markdown(runs: list[dict], task: str, scenarios: list[str]) -> str:
+    """Per variant: mean +- std over seeds of test AUC of `task` on each scenario, plus wall time per run."""
+    def auc_of(run: dict, scen: str) -> float | None:
+        return next((r["auc"] for r in run["test"] if r["task"] == task and r["scenario"] == scen), None)
+
+    cols = [*scenarios, "*"]
+    head = "| variant | seeds | " + " | ".join(f"tab {c}" if c != "*" else "all tabs" for c in cols) + \
+           " | wall s / run | epochs (best) |"
+    lines = [head, "|" + "---|" * (len(cols) + 4)]
+    for variant in dict.fromkeys(r["variant"] for r in runs):
+        rs = [r for r in runs if r["variant"] == variant]
+        cells = []
+        for c in cols:
+            vals = [v for v in (auc_of(r, c) for r in rs) if v is not None]
+            cells.append(f"{np.mean(vals):.4f} ± {np.std(vals):.4f}" if vals else "-")
+        secs = [r["seconds"] for r in rs]
+        epochs = ", ".join(f"{r['epochs_run']} ({r['best_epoch']})" for r in rs)
+        lines.append(f"| {variant} | {len(rs)} | " + " | ".join(cells) + f" | {np.mean(secs):.1f} | {epochs} |")
+    lines += ["", f"Per run (test AUC of {task}):", "",
+              "| variant | seed | " + " | ".join(f"tab {c}" if c != "*" else "all" for c in cols) + " | wall s |",
+              "|" + "---|" * (len(cols) + 3)]
+    for r in runs:
+        cells = [f"{v:.4f}" if (v := auc_of(r, c)) is not None else "-" for c in cols]
+        lines.append(f"| {r['variant']} | {r['seed']} | " + " | ".join(cells) + f" | {r['seconds']:.1f} |")
+    return "\n".join(lines)

@@ -1,0 +1,278 @@
+"""The model registry: one folder per model version, named by a content hash.
+
+A version folder holds
+- `weights.pt`: a plain `state_dict` (tensors only), read back with `torch.load(weights_only=True)`, which
+  cannot run code from the file;
+- `card.json`: the hash-bound content (model settings, data schema, encoders/vocabularies, tasks, dims, CR points)
+  plus hashes of the weights, the training metrics and the registration time;
+- `selection.json` (optional, written later): the chosen CR layer and the probe table that justified it.
+`model_version` = sha256 over the tensors' bytes and the canonical JSON of the content (first 20 hex chars), so
+the same weights, config and vocabularies always get the same version. Every load re-checks the file hash, the
+tensor hash and the version, and refuses a checkpoint trained on another data schema than the config's.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from lfm.config import DataSchema, LfmConfig
+from lfm.config.model import ModelSettings
+from lfm.errors import LfmError
+from lfm.names import BadInput, check_model_version
+from models.encoders import FeatureEncoders
+from models.lfm import Lfm
+from models.pretrain import build_model
+
+FORMAT = 1
+WEIGHTS, CARD, SELECTION = "weights.pt", "card.json", "selection.json"
+_VERSION_CHARS = 20
+
+
+class CheckpointError(LfmError):
+    """A checkpoint that is missing, corrupt, truncated or tampered with; it is never loaded."""
+
+
+class SchemaMismatch(LfmError):
+    """A checkpoint trained on a different data schema than the config describes."""
+
+
+class NoModel(LfmError):
+    """The registry holds no (such) model version."""
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    model_version: str
+    ur_dim: int
+    ir_dim: int
+    cr_points: dict[str, int]  # name -> width, mixing-tower order
+    selected_cr_layer: str | None
+    schema: DataSchema
+    metrics: dict
+    model: ModelSettings  # architecture settings the weights were built with
+    tasks: list[str]
+    scenarios: list[str]  # scenario vocabulary (index 0 = unseen scenario)
+    created_at: str
+    probe_table: list | dict | None = None
+    encoders: dict = field(default_factory=dict, repr=False)
+
+
+@dataclass
+class Checkpoint:
+    """A loaded, verified, frozen model with its encoders and card."""
+
+    model: Lfm
+    encoders: FeatureEncoders
+    card: ModelCard
+
+
+def _canonical(obj) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
+
+
+def tensor_hash(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over (name, dtype, shape, bytes) of every tensor in name order: independent of file encoding."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(_canonical([name, str(t.dtype), list(t.shape)]))
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def content_of(model: Lfm, encoders: FeatureEncoders, schema: DataSchema) -> dict:
+    """The hash-bound description of a model: everything needed to rebuild it besides the weights."""
+    return {
+        "format": FORMAT,
+        "model": json.loads(model.spec.settings.model_dump_json()),
+        "schema": json.loads(schema.model_dump_json(by_alias=True)),
+        "encoders": encoders.to_dict(),
+        "tasks": list(model.spec.tasks),
+        "ur_dim": model.ur_dim,
+        "ir_dim": model.ir_dim,
+        "cr_points": model.cr_points,
+    }
+
+
+def version_of(weights_hash: str, content: dict) -> str:
+    return hashlib.sha256(weights_hash.encode() + b"\n" + _canonical(content)).hexdigest()[:_VERSION_CHARS]
+
+
+def _card_from_json(data: dict, selection: dict) -> ModelCard:
+    c = data["content"]
+    return ModelCard(
+        model_version=data["model_version"], ur_dim=int(c["ur_dim"]), ir_dim=int(c["ir_dim"]),
+        cr_points={k: int(v) for k, v in c["cr_points"].items()},
+        selected_cr_layer=selection.get("selected_cr_layer"), schema=DataSchema.model_validate(c["schema"]),
+        metrics=data.get("metrics", {}), model=ModelSettings.model_validate(c["model"]), tasks=list(c["tasks"]),
+        scenarios=list(c["encoders"]["scenario"]["vocab"]), created_at=data.get("created_at", ""),
+        probe_table=selection.get("probe_table"), encoders=c["encoders"])
+
+
+def read_card(model_dir: Path) -> tuple[dict, ModelCard]:
+    """Parse card.json (and selection.json); refuse a card whose content does not hash to its version."""
+    model_dir = Path(model_dir)
+    path = model_dir / CARD
+    if not path.is_file():
+        raise CheckpointError(f"{model_dir} is not a model checkpoint: {CARD} is missing")
+    try:
+        data = json.loads(path.read_text())
+        sel_path = model_dir / SELECTION
+        selection = json.loads(sel_path.read_text()) if sel_path.is_file() else {}
+        card = _card_from_json(data, selection)
+        expected = version_of(data["weights_tensor_sha256"], data["content"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{path} is corrupt or truncated ({type(err).__name__}: {err}); "
+                              "re-register the model (lfm pretrain)") from None
+    if data.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: checkpoint format {data.get('format')!r} is not {FORMAT}")
+    if card.model_version != expected:
+        raise CheckpointError(f"{path}: the card's content hashes to {expected}, not to its model_version "
+                              f"{card.model_version}: the card was edited; re-register the model")
+    return data, card
+
+
+def load_checkpoint(model_dir: str | os.PathLike, schema: DataSchema | None = None) -> Checkpoint:
+    """Verify and load a checkpoint folder into a frozen eval-mode model; `schema` (if given) must match."""
+    model_dir = Path(model_dir)
+    data, card = read_card(model_dir)
+    if schema is not None:
+        check_schema(card, schema)
+    wpath = model_dir / WEIGHTS
+    if not wpath.is_file():
+        raise CheckpointError(f"{model_dir}: {WEIGHTS} is missing; the checkpoint is incomplete")
+    if _file_hash(wpath) != data["weights_file_sha256"]:
+        raise CheckpointError(f"{wpath} does not match the sha256 recorded in {CARD}: the weights file is "
+                              "corrupt, truncated or was replaced; restore it or re-register the model")
+    try:
+        state = torch.load(wpath, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means an unusable file
+        raise CheckpointError(f"{wpath} cannot be read as tensor-only weights ({type(err).__name__}); "
+                              "restore it or re-register the model") from None
+    if not isinstance(state, dict) or tensor_hash(state) != data["weights_tensor_sha256"]:
+        raise CheckpointError(f"{wpath}: the tensors do not hash to the value recorded in {CARD}; refusing it")
+    encoders = FeatureEncoders.from_dict(data["content"]["encoders"])
+    model = build_model(encoders, card.schema, card.model)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"{wpath}: weights do not fit the architecture in {CARD} ({str(err)[:200]})") from None
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return Checkpoint(model=model, encoders=encoders, card=card)
+
+
+def check_schema(card: ModelCard, schema: DataSchema) -> None:
+    if card.schema == schema:
+        return
+    a, b = card.schema.model_dump(), schema.model_dump()
+    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    raise SchemaMismatch(f"model {card.model_version} was trained on a different data schema (differs in "
+                         f"{diff}); use the config it was trained with or pretrain a model for this schema")
+
+
+class Registry:
+    """Model versions under `cfg.registry.path`."""
+
+    def __init__(self, cfg: LfmConfig) -> None:
+        self.cfg = cfg
+        self.root = cfg.resolve(cfg.registry.path)
+
+    # ---- writing ----
+    def register(self, model: Lfm, encoders: FeatureEncoders, metrics: dict) -> ModelCard:
+        """Save a trained model; idempotent (the same content gives the same version and folder)."""
+        state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+        content = content_of(model, encoders, self.cfg.schema)
+        wh = tensor_hash(state)
+        version = version_of(wh, content)
+        target = self.root / version
+        if target.exists():
+            return self.card(version)
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=self.root))
+        try:
+            torch.save(state, tmp / WEIGHTS)
+            data = {"format": FORMAT, "model_version": version, "weights_tensor_sha256": wh,
+                    "weights_file_sha256": _file_hash(tmp / WEIGHTS), "content": content,
+                    "metrics": json.loads(json.dumps(metrics, allow_nan=False)),
+                    "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")}
+            (tmp / CARD).write_text(json.dumps(data, indent=1, sort_keys=True))
+            os.replace(tmp, target)  # atomic: readers see no half-written version
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return self.card(version)
+
+    def set_selected_layer(self, version: str, layer: str, probe_table: list | dict | None = None) -> ModelCard:
+        """Record the measured CR extraction layer (outside the hash: choosing a layer is not a new model)."""
+        card = self.card(version)
+        if layer not in card.cr_points:
+            raise BadInput(f"layer {layer!r} is not a CR point of model {version}; choose one of "
+                           f"{list(card.cr_points)}")
+        path = self._dir(version) / SELECTION
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"selected_cr_layer": layer, "probe_table": probe_table}, indent=1,
+                                  sort_keys=True, default=str))
+        os.replace(tmp, path)
+        return self.card(version)
+
+    # ---- reading ----
+    def _dir(self, version: str) -> Path:
+        check_model_version(version)
+        d = self.root / version
+        if not d.is_dir():
+            raise NoModel(f"model version {version} is not in the registry {self.root}; see `lfm models list`")
+        return d
+
+    def list(self) -> list[ModelCard]:
+        """Every readable version, oldest first (unreadable folders are skipped; `card` explains them)."""
+        if not self.root.is_dir():
+            return []
+        cards = []
+        for d in sorted(self.root.iterdir()):
+            if d.is_dir() and not d.name.startswith("."):
+                try:
+                    cards.append(read_card(d)[1])
+                except CheckpointError:
+                    continue
+        return sorted(cards, key=lambda c: (c.created_at, c.model_version))
+
+    def card(self, version: str) -> ModelCard:
+        d = self._dir(version)
+        card = read_card(d)[1]
+        if card.model_version != version:
+            raise CheckpointError(f"{d} holds model {card.model_version}, not {version}: the folder was renamed")
+        return card
+
+    def latest(self) -> ModelCard:
+        cards = self.list()
+        if not cards:
+            raise NoModel(f"no model in the registry {self.root}: run `lfm pretrain` first")
+        return cards[-1]
+
+    def path(self, version: str) -> Path:
+        """The verified folder of a version, for `Extractor(path)`: integrity and schema are checked here."""
+        self.load(version)
+        return self._dir(version)
+
+    def load(self, version: str) -> Checkpoint:
+        """Load a verified model; refuses tampering and a schema other than this config's."""
+        card = self.card(version)
+        return load_checkpoint(self._dir(card.model_version), self.cfg.schema)

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Create .venv and install lfm-export with its pinned dependencies. Idempotent: a no-op when pyproject.toml
+# has not changed since the last install. Sourced by demo.sh and test.sh.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+if ! command -v java >/dev/null 2>&1; then
+  echo "lfm-export needs Java 17 for Spark (Debian/Ubuntu: apt-get install openjdk-17-jre-headless)" >&2
+  exit 1
+fi
+PY=${PYTHON:-}
+if [ -z "$PY" ]; then
+  for cand in python3.11 python3.12 python3; do command -v "$cand" >/dev/null 2>&1 && { PY=$cand; break; }; done
+fi
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+stamp=.venv/.lfm-installed
+want=$(sha256sum pyproject.toml | cut -c1-16)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "installing lfm-export and its pinned dependencies into .venv (first time: a few minutes)"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e ".[test]"
+  echo "$want" > "$stamp"
+fi

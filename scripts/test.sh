@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The whole test suite: installs .venv if missing and redis-server (Debian package) for the Redis tests.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/bootstrap.sh
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "installing redis-server from Debian's packages (the Redis online-store tests start a real one)"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq redis-server >/dev/null
+fi
+exec .venv/bin/python -m pytest -q "$@"
