@@ -7,19 +7,20 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import pkgutil
 import sys
 
 import lfm.commands
 from lfm.config import load_config
 from lfm.errors import LfmError
+from lfm.logs import setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lfm", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="config file (default: $LFM_CONFIG, ./lfm.yaml, embedded default)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--log-json", action="store_true", default=None, help="JSON log lines (or LFM_LOG_JSON=1)")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for info in sorted(pkgutil.iter_modules(lfm.commands.__path__), key=lambda m: m.name):
         importlib.import_module(f"lfm.commands.{info.name}").register(sub)
@@ -28,8 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging(args.verbose, args.log_json)
     try:
         cfg = load_config(args.config)
         return int(args.run(args, cfg) or 0)
