@@ -19,10 +19,11 @@ from lfm.config import DataSchema
 from lfm.config.model import EmbeddingVariant
 from lfm.names import BadInput
 from models.encoders import require_columns
-from models.registry import Checkpoint, ModelCard, load_checkpoint
+from models.registry import Checkpoint, ModelCard, check_schema, load_checkpoint
 
 _CACHE: dict[tuple[str, int], Checkpoint] = {}
 _LOCK = threading.Lock()
+_MIN_ROWS = 4  # smallest matmul height computed as is (see Extractor._run)
 
 Batch = pa.RecordBatch | pa.Table
 
@@ -31,8 +32,11 @@ def _checkpoint(model_dir: str, schema: DataSchema | None) -> Checkpoint:
     key = (model_dir, os.getpid())
     with _LOCK:
         if key not in _CACHE:
-            _CACHE[key] = load_checkpoint(model_dir, schema)
-        return _CACHE[key]
+            _CACHE[key] = load_checkpoint(model_dir)
+        ck = _CACHE[key]
+    if schema is not None:  # checked per call: the cache is shared by extractors with and without a schema
+        check_schema(ck.card, schema)
+    return ck
 
 
 class Extractor:
@@ -95,7 +99,7 @@ class Extractor:
         else:  # plain and STEM mixing towers do not read the scenario; only the heads do
             scenario = torch.zeros(fields.shape[0], dtype=torch.int64)
         width = ck.card.cr_points[point]
-        return self._run(fields.shape[0], width, lambda s: ck.model(fields[s], scenario[s]).cr[point])
+        return self._run(fields.shape[0], width, lambda s: ck.model.cross_points(fields[s], scenario[s])[point])
 
     # ---- internals ----
     def _ready(self) -> Checkpoint:
@@ -103,11 +107,19 @@ class Extractor:
         return self.checkpoint
 
     def _run(self, n: int, width: int, fn) -> np.ndarray:
+        """fn(row index tensor) -> (rows, width), over chunks of batch_rows rows, into one float32 array.
+
+        Chunks under _MIN_ROWS rows are padded by repeating their last row: BLAS takes another code path for 1-2
+        row matmuls that differs in the last bit, and a vector must not depend on how Spark cut the batches.
+        """
         out = np.empty((n, width), dtype=np.float32)
         with torch.inference_mode():
             for start in range(0, n, self.batch_rows):
-                s = slice(start, min(start + self.batch_rows, n))
-                out[s] = fn(s).to(torch.float32).numpy()
+                stop = min(start + self.batch_rows, n)
+                idx = torch.arange(start, stop)
+                if len(idx) < _MIN_ROWS:
+                    idx = torch.cat([idx, idx[-1:].expand(_MIN_ROWS - len(idx))])
+                out[start:stop] = fn(idx)[: stop - start].to(torch.float32).numpy()
         return out
 
 

@@ -322,6 +322,12 @@ class Lfm(nn.Module):
         """IR from the item fields alone: (batch, item fields) -> (batch, ir_dim)."""
         return self.item_tower(self.embedding.tower_view(item_fields, self.spec.user_fields))
 
+    def cross_points(self, fields: Tensor, scenario: Tensor) -> dict[str, Tensor]:
+        """Only the mixing tower's named points (no STEM experts, no heads): what CR extraction needs."""
+        ur = self.user_vectors(fields[:, :self.spec.user_fields])  # (batch, ur_dim)
+        ir = self.item_vectors(fields[:, self.spec.user_fields:])  # (batch, ir_dim)
+        return self.mixing(self.embedding(fields, scenario).mixing, ur, ir)  # name -> (batch, width)
+
     def forward(self, fields: Tensor, scenario: Tensor) -> LfmOutput:
         """fields (batch, fields) int64 (user fields first), scenario (batch,) int64."""
         ur = self.user_vectors(fields[:, :self.spec.user_fields])  # (batch, ur_dim)

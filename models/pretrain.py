@@ -98,15 +98,31 @@ def deterministic(seed: int, threads: int) -> Iterator[None]:
 # ---- metrics ----
 
 def grouped_auc(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
-    """AUC per group by rank sums (ties averaged): columns n, positives, auc (NaN where one class is missing)."""
-    df = pd.DataFrame({"g": groups, "y": labels.astype(np.float64), "s": scores})
-    df["r"] = df.groupby("g", sort=True)["s"].rank(method="average")
-    df["ry"] = df["r"] * df["y"]
-    agg = df.groupby("g", sort=True).agg(n=("y", "size"), positives=("y", "sum"), rank_sum=("ry", "sum"))
-    neg = agg["n"] - agg["positives"]
-    auc = (agg["rank_sum"] - agg["positives"] * (agg["positives"] + 1) / 2) / (agg["positives"] * neg)
-    agg["auc"] = auc.where((agg["positives"] > 0) & (neg > 0))
-    return agg[["n", "positives", "auc"]]
+    """AUC per group by rank sums (ties averaged): columns n, positives, auc (NaN where one class is missing).
+
+    Pure numpy (one lexsort), because evaluation runs it for every (scenario, task) and every user each epoch.
+    """
+    g, s, y = np.asarray(groups), np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=np.float64)
+    n = len(g)
+    if n == 0:
+        return pd.DataFrame({"n": [], "positives": [], "auc": []})
+    order = np.lexsort((s, g))
+    g, s, y = g[order], s[order], y[order]
+    group_start = np.r_[True, g[1:] != g[:-1]]
+    tie_start = group_start | np.r_[True, s[1:] != s[:-1]]
+    idx = np.arange(n)
+    pos = idx - np.maximum.accumulate(np.where(group_start, idx, 0)) + 1  # 1-based rank within the group
+    tie = np.cumsum(tie_start) - 1
+    rank = (np.bincount(tie, weights=pos) / np.bincount(tie))[tie]  # ties share their average rank
+    gid = np.cumsum(group_start) - 1
+    count = np.bincount(gid).astype(np.float64)
+    positives = np.bincount(gid, weights=y)
+    rank_sum = np.bincount(gid, weights=rank * y)
+    negatives = count - positives
+    with np.errstate(divide="ignore", invalid="ignore"):
+        auc = (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
+    auc = np.where((positives > 0) & (negatives > 0), auc, np.nan)
+    return pd.DataFrame({"n": count.astype(np.int64), "positives": positives, "auc": auc}, index=g[group_start])
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -178,7 +194,7 @@ def train_epoch(model: Lfm, opt: torch.optim.Optimizer, data: EncodedSplit, ts: 
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        total += float(loss)
+        total += float(loss.detach())
         if progress and (b + 1) % report_every == 0 and b + 1 < n_batches:
             progress(f"  epoch {epoch} batch {b + 1}/{n_batches} loss {total / (b + 1):.4f}")
     return total / max(n_batches, 1)
@@ -192,7 +208,7 @@ def pretrain(train: pa.Table, valid: pa.Table, cfg: LfmConfig, test: pa.Table | 
     for name, table in (("train", train), ("valid", valid), ("test", test)):
         if table is not None and table.num_rows == 0:
             raise PretrainError(f"the {name} split has no rows: pick days that `lfm ingest` wrote to the lakehouse")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with deterministic(seed, ts.threads):
         train, valid = sort_rows(train, schema), sort_rows(valid, schema)
         encoders = FeatureEncoders.fit(train, schema, settings)
@@ -229,6 +245,7 @@ def pretrain(train: pa.Table, valid: pa.Table, cfg: LfmConfig, test: pa.Table | 
         if te is not None:
             metrics["test"] = evaluate(model, te, schema.tasks, ts.eval_batch_size)
     metrics["train_seconds"] = round(time.perf_counter() - t0, 2)
+    metrics["train_cpu_seconds"] = round(time.process_time() - c0, 2)  # wall time is noisy on a shared machine
     return PretrainResult(model=model, encoders=encoders, metrics=metrics)
 
 
@@ -255,8 +272,8 @@ def sweep(train: pa.Table, valid: pa.Table, test: pa.Table, cfg: LfmConfig, vari
             result = pretrain(train, valid, vcfg, test=test, seed=seed, progress=progress)
             m = result.metrics
             runs.append({"variant": getattr(variant, "value", str(variant)), "seed": seed,
-                         "seconds": m["train_seconds"], "best_epoch": m["best_epoch"],
-                         "epochs_run": m["epochs_run"], "test": m["test"]})
+                         "seconds": m["train_seconds"], "cpu_seconds": m["train_cpu_seconds"],
+                         "best_epoch": m["best_epoch"], "epochs_run": m["epochs_run"], "test": m["test"]})
     return runs
 
 
@@ -267,17 +284,18 @@ def sweep_markdown(runs: list[dict], task: str, scenarios: list[str]) -> str:
 
     cols = [*scenarios, "*"]
     head = "| variant | seeds | " + " | ".join(f"tab {c}" if c != "*" else "all tabs" for c in cols) + \
-           " | wall s / run | epochs (best) |"
-    lines = [head, "|" + "---|" * (len(cols) + 4)]
+           " | wall s / run | CPU s / run | epochs (best) |"
+    lines = [head, "|" + "---|" * (len(cols) + 5)]
     for variant in dict.fromkeys(r["variant"] for r in runs):
         rs = [r for r in runs if r["variant"] == variant]
         cells = []
         for c in cols:
             vals = [v for v in (auc_of(r, c) for r in rs) if v is not None]
-            cells.append(f"{np.mean(vals):.4f} ± {np.std(vals):.4f}" if vals else "-")
-        secs = [r["seconds"] for r in rs]
+            cells.append(f"{np.mean(vals):.4f} ± {np.std(vals, ddof=1) if len(vals) > 1 else 0:.4f}" if vals else "-")
+        secs, cpu = [r["seconds"] for r in rs], [r.get("cpu_seconds", np.nan) for r in rs]
         epochs = ", ".join(f"{r['epochs_run']} ({r['best_epoch']})" for r in rs)
-        lines.append(f"| {variant} | {len(rs)} | " + " | ".join(cells) + f" | {np.mean(secs):.1f} | {epochs} |")
+        lines.append(f"| {variant} | {len(rs)} | " + " | ".join(cells)
+                     + f" | {np.mean(secs):.1f} | {np.mean(cpu):.1f} | {epochs} |")
     lines += ["", f"Per run (test AUC of {task}):", "",
               "| variant | seed | " + " | ".join(f"tab {c}" if c != "*" else "all" for c in cols) + " | wall s |",
               "|" + "---|" * (len(cols) + 3)]

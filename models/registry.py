@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -30,6 +31,8 @@ from lfm.names import BadInput, check_model_version
 from models.encoders import FeatureEncoders
 from models.lfm import Lfm
 from models.pretrain import build_model
+
+log = logging.getLogger(__name__)
 
 FORMAT = 1
 WEIGHTS, CARD, SELECTION = "weights.pt", "card.json", "selection.json"
@@ -106,7 +109,7 @@ def content_of(model: Lfm, encoders: FeatureEncoders, schema: DataSchema) -> dic
         "tasks": list(model.spec.tasks),
         "ur_dim": model.ur_dim,
         "ir_dim": model.ir_dim,
-        "cr_points": model.cr_points,
+        "cr_points": [[name, width] for name, width in model.cr_points.items()],  # a list keeps tower order
     }
 
 
@@ -114,11 +117,16 @@ def version_of(weights_hash: str, content: dict) -> str:
     return hashlib.sha256(weights_hash.encode() + b"\n" + _canonical(content)).hexdigest()[:_VERSION_CHARS]
 
 
+def _pairs(points: list | dict) -> list:
+    """CR points as (name, width) pairs: a list of pairs (tower order), or a mapping from early checkpoints."""
+    return list(points.items()) if isinstance(points, dict) else points
+
+
 def _card_from_json(data: dict, selection: dict) -> ModelCard:
     c = data["content"]
     return ModelCard(
         model_version=data["model_version"], ur_dim=int(c["ur_dim"]), ir_dim=int(c["ir_dim"]),
-        cr_points={k: int(v) for k, v in c["cr_points"].items()},
+        cr_points={str(k): int(v) for k, v in _pairs(c["cr_points"])},
         selected_cr_layer=selection.get("selected_cr_layer"), schema=DataSchema.model_validate(c["schema"]),
         metrics=data.get("metrics", {}), model=ModelSettings.model_validate(c["model"]), tasks=list(c["tasks"]),
         scenarios=list(c["encoders"]["scenario"]["vocab"]), created_at=data.get("created_at", ""),
@@ -250,8 +258,8 @@ class Registry:
             if d.is_dir() and not d.name.startswith("."):
                 try:
                     cards.append(read_card(d)[1])
-                except CheckpointError:
-                    continue
+                except CheckpointError as err:
+                    log.warning("skipping %s: %s", d, err)
         return sorted(cards, key=lambda c: (c.created_at, c.model_version))
 
     def card(self, version: str) -> ModelCard:
