@@ -5,8 +5,8 @@ DNN) with its own, smaller width, because a downstream team trains on one scenar
 Transferred representations enter through a `TransferBlock` (models/adapters.py): gates multiply into the field
 stack, concat adapters append fields to it, so every cross layer sees them.
 
-Read top to bottom: `Batch` (what every downstream model eats), `DownstreamSizes`, the three building blocks,
-then `DownstreamRanker`.
+Read top to bottom: the errors every downstream module raises, `Batch` (what every downstream model eats),
+`DownstreamSizes`, the three building blocks, then `DownstreamRanker`.
 """
 from __future__ import annotations
 
@@ -17,10 +17,31 @@ import torch
 from torch import Tensor, nn
 
 from lfm.config.model import ModelSettings
+from lfm.names import BadInput
 from models.adapters import AdapterSizes, Representation, TransferBlock, TransferSpec
 
 DNN_WIDTH_DIVISOR = 2  # the downstream DNN is this many times narrower than the LFM's mixing-tower DNN
 EMBEDDING_INIT_STD = 0.01  # small initial embeddings keep the multiplicative cross layers stable at the start
+
+
+class DownstreamError(BadInput):
+    """Input a downstream trainer refuses; the message names the thing and the fix."""
+
+
+class MissingTask(DownstreamError):
+    """The task column does not exist."""
+
+
+class EmptyScenario(DownstreamError):
+    """The scenario has no rows in the training or test window."""
+
+
+class VersionMismatch(DownstreamError):
+    """The feature service pins another model version than the checkpoint."""
+
+
+class MissingVectors(DownstreamError):
+    """A transfer variant needs a vector column the frames do not hold."""
 
 
 @dataclass(frozen=True)

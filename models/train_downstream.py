@@ -15,12 +15,13 @@ This module reads frames only; `lfm train-downstream` and the transfer report fe
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import time
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -32,9 +33,9 @@ from torch import Tensor, nn
 
 from lfm.config.model import ModelSettings, TrainSettings
 from lfm.config.schema import DataSchema
-from lfm.names import BadInput
 from models.adapters import AdapterKind, Representation, TransferSpec
-from models.downstream import Batch, DownstreamRanker, DownstreamSizes
+from models.downstream import (Batch, DownstreamError, DownstreamRanker, DownstreamSizes, EmptyScenario,  # noqa: F401
+                               MissingTask, MissingVectors, VersionMismatch)
 from models.encoders import CategoricalEncoder, FeatureEncoders, encode_labels
 from models.two_tower import FrozenIrTwoTower, ScratchTwoTower, TwoTower, UserSource, recall_at_k
 
@@ -45,29 +46,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EVENT_TIMESTAMP = "event_timestamp"  # the row time column of every Feast training set (docs/contracts.md)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Errors: each names the thing and the fix (the CLI prints them as one line).
-
-class DownstreamError(BadInput):
-    """Input the downstream trainer refuses."""
-
-
-class MissingTask(DownstreamError):
-    """The task column does not exist."""
-
-
-class EmptyScenario(DownstreamError):
-    """The scenario has no rows in the training or test window."""
-
-
-class VersionMismatch(DownstreamError):
-    """The feature service pins another model version than the checkpoint."""
-
-
-class MissingVectors(DownstreamError):
-    """A transfer variant needs a vector column the frames do not hold."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -87,6 +65,7 @@ class TransferVariant(str, Enum):
     ur_ir_mlp = "ur_ir_mlp"  # UR and IR through MLP adapters
     ur_ir_cr_mlp = "ur_ir_cr_mlp"  # UR, IR, CR(user), CR(item), all through MLP adapters
     ur_ir_cr_gate = "ur_ir_cr_gate"  # UR and IR through MLP adapters, CR(user) and CR(item) through sigmoid gates
+    cr_gate = "cr_gate"  # CR(user) and CR(item) gates alone: isolates CR, used to compare CR extraction layers
     iim = "iim"  # Isomorphic Interaction Module from the checkpoint's embeddings and first k layers
     iim_random = "iim_random"  # its control: the same architecture from random initialisation
     retrieval_scratch = "retrieval_scratch"  # two-tower on id embeddings (control)
@@ -113,6 +92,7 @@ class TransferVariant(str, Enum):
             TransferVariant.ur_ir_mlp: TransferSpec.of(ur=mlp, ir=mlp),
             TransferVariant.ur_ir_cr_mlp: TransferSpec.of(ur=mlp, ir=mlp, cr_user=mlp, cr_item=mlp),
             TransferVariant.ur_ir_cr_gate: TransferSpec.of(ur=mlp, ir=mlp, cr_user=gate, cr_item=gate),
+            TransferVariant.cr_gate: TransferSpec.of(cr_user=gate, cr_item=gate),
         }
         return presets.get(self, TransferSpec())
 
@@ -131,9 +111,12 @@ class TransferRequest:
     spec: TransferSpec | None = None
 
     def __post_init__(self) -> None:
-        if self.variant.granularity is Granularity.module and self.k is None:
-            raise DownstreamError(f"{self.variant.value} needs k, the number of interaction layers to copy "
-                                  "(--k K; 0 copies the embeddings only)")
+        if self.variant is TransferVariant.iim and self.k is None:
+            raise DownstreamError("iim needs k, the number of interaction layers to copy from the checkpoint "
+                                  "(--k K; 0 copies the input layers only)")
+        if self.variant is not TransferVariant.iim and self.k is not None:
+            # the control copies nothing, so it is one model whatever k its IIMs use
+            object.__setattr__(self, "k", None)
         if self.k is not None and self.k < 0:
             raise DownstreamError(f"k must be >= 0, got {self.k}")
 
@@ -166,8 +149,9 @@ class TrainerSettings:
     weight_decay: float = 1e-4
     batch_size: int = 1024  # small tabs hold 2-7k training rows: a pretraining batch would be one step per epoch
     max_epochs: int = 100  # a cap only; patience ends a healthy run long before it
-    patience: int = 3  # epochs without a validation gain of at least `min_delta` before stopping
+    patience: int = 4  # epochs without a validation gain of at least `min_delta` before stopping
     min_delta: float = 1e-4
+    min_epochs: int = 5  # no stop before this many epochs: slow starts (flat first epochs) are not convergence
     valid_fraction: float = 0.2  # chronologically last share of the training rows
     threads: int = 2
     eval_batch_size: int = 16384
@@ -175,12 +159,12 @@ class TrainerSettings:
     @classmethod
     def from_config(cls, train: TrainSettings, **overrides: object) -> "TrainerSettings":
         base = cls(lr=train.lr, weight_decay=train.weight_decay, threads=train.threads,
-                   eval_batch_size=getattr(train, "eval_batch_size", cls.eval_batch_size))
+                   eval_batch_size=train.eval_batch_size)
         return replace(base, **overrides)
 
 
 @dataclass(frozen=True)
-class RetrievalSettings:
+class TwoTowerSettings:
     hidden: tuple[int, ...] = (64,)  # user projection MLP
     scratch_dim: int | None = None  # id-embedding width of the control; from_config sets the IR width (fair)
     recall_k: tuple[int, ...] = (20, 100)
@@ -190,7 +174,7 @@ class RetrievalSettings:
 class DownstreamSettings:
     sizes: DownstreamSizes
     trainer: TrainerSettings = TrainerSettings()
-    retrieval: RetrievalSettings = RetrievalSettings()
+    retrieval: TwoTowerSettings = TwoTowerSettings()
     field_encoding: ModelSettings = ModelSettings()  # numeric buckets and min count of the ranker's vocabularies
 
     @classmethod
@@ -198,7 +182,7 @@ class DownstreamSettings:
         """Sizes derived from the LFM's (smaller DNN), optimiser from `train`, control width = the IR width."""
         return cls(sizes=DownstreamSizes.from_lfm(cfg.model),
                    trainer=TrainerSettings.from_config(cfg.train, **trainer_overrides),
-                   retrieval=RetrievalSettings(scratch_dim=cfg.model.item_tower[-1]),
+                   retrieval=TwoTowerSettings(scratch_dim=cfg.model.item_tower[-1]),
                    field_encoding=cfg.model)
 
 
@@ -219,13 +203,13 @@ def as_table(frame: Frame) -> pa.Table:
 def vector_matrix(table: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray]:
     """(n, d) float32 of a list column and a (n,) bool mask of the rows that had a vector (others are zeros)."""
     col = table.column(name).combine_chunks()
+    if pa.types.is_null(col.type) or col.null_count == len(col):
+        raise MissingVectors(f"column {name!r} is null on every row: no snapshot precedes these rows "
+                             "(refresh the day before the first training day)")
     if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type) or pa.types.is_fixed_size_list(col.type)):
         raise MissingVectors(f"column {name!r} holds {col.type}, not a list of floats: pass the Feast vectors")
     present = ~col.is_null().to_numpy(zero_copy_only=False)
     n = len(col)
-    if not present.any():
-        raise MissingVectors(f"column {name!r} is null on every row: no snapshot precedes these rows "
-                             "(refresh the day before the first training day)")
     lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False)[present]
     d = int(lengths[0])
     if (lengths != d).any():
@@ -323,11 +307,25 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(roc_auc_score(labels, scores))
 
 
+@contextlib.contextmanager
+def seeded(seed: int, threads: int) -> Iterator[None]:
+    """Seeded torch on a fixed thread count (restored after): the CPU kernels used here are deterministic, so
+    this gives bit-identical runs (tests check it) without `use_deterministic_algorithms`, which slows the
+    embedding backward pass by about a third on CPU and guards only CUDA kernels."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 class EarlyStopping:
     """Tracks the best validation AUC and its weights; says stop after `patience` epochs without a gain."""
 
-    def __init__(self, patience: int, min_delta: float) -> None:
-        self.patience, self.min_delta = patience, min_delta
+    def __init__(self, patience: int, min_delta: float, min_epochs: int = 0) -> None:
+        self.patience, self.min_delta, self.min_epochs = patience, min_delta, min_epochs
         self.best = -np.inf
         self.best_epoch = -1
         self.best_state: dict[str, Tensor] | None = None
@@ -340,7 +338,7 @@ class EarlyStopping:
             self.best_state = copy.deepcopy(model.state_dict())
         else:
             self.bad_epochs += 1
-        return self.bad_epochs > self.patience
+        return self.bad_epochs > self.patience and epoch + 1 >= self.min_epochs
 
 
 @dataclass(frozen=True)
@@ -363,12 +361,11 @@ def predict(model: nn.Module, data: Batch, batch_size: int) -> np.ndarray:
 
 def fit(model: nn.Module, train: Batch, valid: Batch, settings: TrainerSettings, seed: int) -> FitResult:
     """AdamW + BCE with early stopping on validation AUC; the model ends holding its best epoch's weights."""
-    torch.set_num_threads(settings.threads)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.lr,
                             weight_decay=settings.weight_decay)
     loss_fn = nn.BCEWithLogitsLoss()
-    stopper = EarlyStopping(settings.patience, settings.min_delta)
+    stopper = EarlyStopping(settings.patience, settings.min_delta, settings.min_epochs)
     labels = valid.labels.numpy()
     history: list[float] = []
     t0 = time.perf_counter()
@@ -407,12 +404,19 @@ class TransferResult:
     vector_coverage: Mapping[str, float]  # share of test rows that had each vector (the rest read as zeros)
     recall: Mapping[int, float] = field(default_factory=dict)  # K -> recall@K, retrieval variants only
     model: nn.Module | None = field(default=None, repr=False, compare=False)
+    test_labels: np.ndarray | None = field(default=None, repr=False, compare=False)  # for test-row bootstraps
+    test_scores: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 def run_transfer(train: Frame, test: Frame, task: str, request: TransferRequest, schema: DataSchema,
                  settings: DownstreamSettings, seed: int, *, scenario: object = None,
-                 iim: "IimSource | None" = None, keep_model: bool = False) -> TransferResult:
-    """Train `request` on `train` (its chronological tail validates) and score it on `test`."""
+                 iim: "IimSource | None" = None, feature_version: str | None = None,
+                 keep_model: bool = False) -> TransferResult:
+    """Train `request` on `train` (its chronological tail validates) and score it on `test`.
+
+    `iim`: the checkpoint for module-level variants; `feature_version`: the model version of the feature service
+    the frames came from (an IIM from another version is refused: the comparison would mix two LFMs).
+    """
     train_t, test_t = as_table(train), in_time_order(as_table(test), EVENT_TIMESTAMP)
     check_frames(train_t, test_t, task, schema, scenario)
     reps = request.representations
@@ -425,6 +429,7 @@ def run_transfer(train: Frame, test: Frame, task: str, request: TransferRequest,
     if request.variant.granularity is Granularity.module:
         if iim is None:
             raise DownstreamError(f"{request.label} needs the LFM checkpoint: pass its registered model version")
+        iim.check_feature_version(feature_version)
         field_encoders = iim.encoders  # the checkpoint's vocabularies: its embedding rows mean these values
     else:
         field_encoders = FeatureEncoders.fit(fit_part, schema, settings.field_encoding)
@@ -436,20 +441,22 @@ def run_transfer(train: Frame, test: Frame, task: str, request: TransferRequest,
         if len(b) == 0:
             raise EmptyScenario(f"no labelled {task!r} rows in the {name} part of scenario {scenario!r}")
 
-    torch.manual_seed(seed)  # initial weights depend on the seed only
-    model = build_model(request, rows, fit_b, settings, iim)
-    result = fit(model, fit_b, valid_b, settings.trainer, seed)
-    test_auc = auc(test_b.labels.numpy(), predict(model, test_b, settings.trainer.eval_batch_size))
-    recall: dict[int, float] = {}
-    if request.variant.granularity is Granularity.model:
-        recall = retrieval_recall(model, Batch.concat([fit_b, valid_b, test_b]), test_b,
-                                  settings.retrieval.recall_k)
+    with seeded(seed, settings.trainer.threads):
+        model = build_model(request, rows, fit_b, settings, iim)
+        result = fit(model, fit_b, valid_b, settings.trainer, seed)
+        test_scores = predict(model, test_b, settings.trainer.eval_batch_size)
+        test_auc = auc(test_b.labels.numpy(), test_scores)
+        recall: dict[int, float] = {}
+        if request.variant.granularity is Granularity.model:
+            recall = retrieval_recall(model, Batch.concat([fit_b, valid_b, test_b]), test_b,
+                                      settings.retrieval.recall_k)
     log.info("%s seed %d: test AUC %.4f (valid %.4f at epoch %d of %d, %s) in %.1fs", request.label, seed,
              test_auc, result.best_valid_auc, result.best_epoch, result.epochs,
              "converged" if result.converged else "hit the epoch cap", result.seconds)
     return TransferResult(label=request.label, seed=seed, test_auc=test_auc, fit=result, train_rows=len(fit_b),
                           valid_rows=len(valid_b), test_rows=len(test_b), vector_coverage=coverage, recall=recall,
-                          model=model if keep_model else None)
+                          model=model if keep_model else None, test_labels=test_b.labels.numpy(),
+                          test_scores=test_scores)
 
 
 def build_model(request: TransferRequest, rows: RowEncoder, train: Batch, settings: DownstreamSettings,

@@ -18,8 +18,12 @@ import torch
 from torch import Tensor, nn
 
 from models.adapters import Representation
-from models.downstream import EMBEDDING_INIT_STD, Batch
+from models.downstream import Batch
 
+# Id embeddings of a dot-product model start near the saddle at zero: with the rankers' tiny init the control
+# sits on a flat validation curve for epochs and early stopping ends it under-trained, which would flatter
+# every transfer variant. A moderate init leaves the saddle in a few steps.
+ID_EMBEDDING_INIT_STD = 0.1
 RECALL_CHUNK_ROWS = 4096  # users scored against all candidates per step, bounds memory of the (P, N) score block
 
 
@@ -89,7 +93,7 @@ class ScratchTwoTower(nn.Module):
         self.user_ids = nn.Embedding(n_users, dim)
         self.item_ids = nn.Embedding(n_items, dim)
         for t in (self.user_ids, self.item_ids):
-            nn.init.normal_(t.weight, std=EMBEDDING_INIT_STD)
+            nn.init.normal_(t.weight, std=ID_EMBEDDING_INIT_STD)
         self.user = UserProjection(dim, dim, hidden)
         self.bias = nn.Parameter(torch.zeros(()))
 
@@ -154,7 +158,23 @@ def save_user_projection(path: str | Path, model: FrozenIrTwoTower, card: Projec
     return path
 
 
-def load_user_projection(path: str | Path) -> tuple[UserProjection, ProjectionCard]:
+@dataclass(frozen=True)
+class ProjectionEncoder:
+    """A saved user projection in the shape `feature_repo.retrieval.Retriever` takes as its `encoder`:
+    `source` names the online view to read (ur or cr_user), `encode` maps those vectors into the IR space."""
+
+    projection: UserProjection
+    card: ProjectionCard
+
+    @property
+    def source(self) -> str:
+        return self.card.source
+
+    def encode(self, vectors: np.ndarray) -> np.ndarray:  # (n, in_dim) -> (n, ir_dim) float32
+        return self.projection.project(vectors)
+
+
+def load_user_projection(path: str | Path) -> ProjectionEncoder:
     """The projection saved by `save_user_projection` (weights only: no code is unpickled)."""
     payload = torch.load(Path(path), weights_only=True)
     raw = payload["card"]
@@ -162,4 +182,11 @@ def load_user_projection(path: str | Path) -> tuple[UserProjection, ProjectionCa
     projection = UserProjection(card.in_dim, card.out_dim, card.hidden)
     projection.load_state_dict(payload["state_dict"])
     projection.eval()
-    return projection, card
+    return ProjectionEncoder(projection, card)
+
+
+def projection_path(root: str | Path, model_version: str, source: UserSource, scenario: object, task: str) -> Path:
+    """Where `lfm train-downstream` saves a retrieval user projection: one file per (version, source, scenario,
+    task) under `root` (the platform passes `<registry>/downstream`)."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{scenario}")
+    return Path(root) / model_version / f"retrieval_{source.value}_{safe}_{task}.pt"

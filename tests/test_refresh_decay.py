@@ -16,7 +16,8 @@ H = decay.MS_PER_HOUR
 def test_day_end_is_next_local_midnight():
     # Asia/Shanghai is UTC+8 all year: 2022-05-02 ends at 2022-05-03 00:00 +08:00 = 05-02 16:00 UTC.
     assert decay.day_end("2022-05-02", "Asia/Shanghai") == dt.datetime(2022, 5, 2, 16, tzinfo=dt.timezone.utc)
-    assert decay.day_end_ms("2022-05-02", "UTC") == int(dt.datetime(2022, 5, 3, tzinfo=dt.timezone.utc).timestamp()) * 1000
+    utc_end = dt.datetime(2022, 5, 3, tzinfo=dt.timezone.utc)
+    assert decay.day_end_ms("2022-05-02", "UTC") == int(utc_end.timestamp()) * 1000
 
 
 def test_day_end_follows_dst():
