@@ -42,6 +42,18 @@ def ds_range(first: str | dt.date, last: str | dt.date) -> list[dt.date]:
     return [a + dt.timedelta(days=i) for i in range((b - a).days + 1)]
 
 
+def parse_days(value: str) -> list[dt.date]:
+    """`2022-04-25..2022-05-01` (inclusive range) or `2022-04-25,2022-04-27` (list)."""
+    value = (value or "").strip()
+    if ".." in value:
+        first, _, last = value.partition("..")
+        return ds_range(first.strip(), last.strip())
+    days = sorted({parse_ds(v.strip()) for v in value.split(",") if v.strip()})
+    if not days:
+        raise BadInput(f"bad days {value!r}: expected FIRST..LAST or a comma list of YYYY-MM-DD")
+    return days
+
+
 def check_model_version(value: str) -> str:
     if not isinstance(value, str) or not _VERSION.match(value):
         raise BadInput(f"bad model version {value!r}: expected a hex content hash (see `lfm models list`)")

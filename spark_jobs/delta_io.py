@@ -23,11 +23,13 @@ def ds_predicate(days: list[dt.date], column: str = "ds") -> str:
 
 
 def replace_partitions(df: DataFrame, path: str, days: list[dt.date], metadata: dict,
-                       extra_predicate: str = "") -> int | None:
+                       extra_predicate: str = "", partition_by: tuple[str, ...] = ("ds",)) -> int | None:
     """Replace the `ds` partitions `days` of the Delta table at `path` with `df` in one atomic commit.
 
     Readers see either the old partitions or the new ones, never a mix; rerunning replaces, never duplicates.
     `extra_predicate` narrows the replaced rows further (e.g. one model_version inside a ds).
+    `partition_by` applies when the table is created: partitioning by the columns of `extra_predicate` too (e.g.
+    ("ds", "model_version")) makes the replace a metadata-only swap of whole folders instead of a file rewrite.
     Returns the table version after the write (the commit just made, unless another writer committed since).
     """
     predicate = ds_predicate(days)
@@ -38,7 +40,7 @@ def replace_partitions(df: DataFrame, path: str, days: list[dt.date], metadata: 
     if table_exists(spark, path):
         writer.mode("overwrite").option("replaceWhere", predicate).save(path)
     else:
-        writer.mode("overwrite").partitionBy("ds").save(path)
+        writer.mode("overwrite").partitionBy(*partition_by).save(path)
     return table_version(spark, path)
 
 
@@ -91,4 +93,10 @@ def restore_partitions(spark: SparkSession, path: str, days: list[dt.date], vers
         DeltaTable.forPath(spark, path).delete(predicate)
         return table_version(spark, path)
     old = read_table(spark, path, version_before).where(predicate)
-    return replace_partitions(old, path, days, metadata, extra_predicate)
+    return replace_partitions(old, path, days, metadata, extra_predicate,
+                              partition_by=tuple(partition_columns(spark, path)) or ("ds",))
+
+
+def partition_columns(spark: SparkSession, path: str) -> list[str]:
+    """The partition columns of an existing Delta table."""
+    return list(DeltaTable.forPath(spark, path).detail().first()["partitionColumns"])

@@ -2,27 +2,14 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import time
 
 from lfm.config import LfmConfig
 from lfm.config.model import EmbeddingVariant
-from lfm.names import BadInput, check_model_version, ds_range, parse_ds
+from lfm.names import BadInput, check_model_version, parse_days
 
 SUMMARY_SCENARIOS = ["1", "0", "4", "6", "2"]  # KuaiRand's five biggest tabs, reported first
-
-
-def parse_days(value: str) -> list[dt.date]:
-    """`2022-04-25..2022-05-01` (inclusive range) or `2022-04-25,2022-04-27` (list)."""
-    value = (value or "").strip()
-    if ".." in value:
-        first, _, last = value.partition("..")
-        return ds_range(first.strip(), last.strip())
-    days = sorted({parse_ds(v.strip()) for v in value.split(",") if v.strip()})
-    if not days:
-        raise BadInput(f"bad days {value!r}: expected FIRST..LAST or a comma list of YYYY-MM-DD")
-    return days
 
 
 def _with_overrides(cfg: LfmConfig, args: argparse.Namespace) -> LfmConfig:

@@ -37,3 +37,5 @@ class RefreshSettings(Strict):
     # Layer selection (`lfm select-layer`): a logistic probe on CR(u) as of the previous day end per scenario.
     probe_task: str | None = None  # label column; null = the first of schema.tasks
     probe_min_test_rows: int = Field(200, ge=10)  # scenarios with fewer test rows (or one class) are not scored
+    # Paired bootstrap over test rows: the narrowest point within one SE of the best is chosen (0/1: the best).
+    probe_bootstrap_rounds: int = Field(200, ge=0)

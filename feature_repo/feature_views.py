@@ -1,0 +1,44 @@
+"""Per model version: feature views UR, IR, CR(user), CR(item), each one `Array(Float32)` field of its width.
+
+Views are tagged with model_version, table, dim and cr_layer; the TTL is the refresh cadence plus tolerance
+(`feast.ttl_days`): a training row older than that after the latest snapshot gets nulls, not a stale vector.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from feast import Entity, FeatureView, Field
+from feast.types import Array, Float32, Int64, String
+
+from lfm.config import LfmConfig
+from lfm.config.serving import EntityKeyType
+
+from feature_repo.data_sources import embedding_source
+from feature_repo.specs import TABLES, VersionSpec, entity_of, key_of, view_name
+
+_WHAT = {"ur": "user representation (user tower output)", "ir": "item representation (item tower output)",
+         "cr_user": "user-level cross representation (decayed aggregate of CR(u,i))",
+         "cr_item": "item-level cross representation (decayed aggregate of CR(u,i))"}
+
+
+def embedding_view(cfg: LfmConfig, table: str, spec: VersionSpec, entity: Entity) -> FeatureView:
+    dim = spec.dim(table)
+    key_dtype = Int64 if cfg.feast.entity_key_type == EntityKeyType.int64 else String
+    tags = {"model_version": spec.version, "table": table, "dim": str(dim), "cr_layer": spec.layer(table)}
+    return FeatureView(
+        name=view_name(table, spec.version),
+        entities=[entity],
+        ttl=dt.timedelta(days=cfg.feast.ttl_days),
+        schema=[Field(name=key_of(cfg, table), dtype=key_dtype),
+                Field(name=table, dtype=Array(Float32), vector_length=dim, tags={"dim": str(dim)})],
+        source=embedding_source(cfg, table, spec),
+        online=True,
+        tags=tags,
+        description=f"LFM {_WHAT[table]}, {dim}-d, model {spec.version}"
+                    + (f", CR layer {spec.cr_layer}" if spec.layer(table) else ""),
+    )
+
+
+def feature_views(cfg: LfmConfig, spec: VersionSpec, entities: dict[str, Entity]) -> dict[str, FeatureView]:
+    """The four views of one version, by table name."""
+    return {t: embedding_view(cfg, t, spec, entities[entity_of(t)]) for t in TABLES}

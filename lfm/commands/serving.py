@@ -1,0 +1,101 @@
+"""Verbs of the Feast layer: `lfm register`, `lfm materialize`, `lfm training-set`, `lfm serve`, `lfm retrieve`."""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from lfm.config import LfmConfig
+from lfm.names import check_model_version, parse_ds
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("register", help="apply the Feast definitions of the model registry's versions")
+    p.add_argument("--model", nargs="*", type=check_model_version, help="only these versions (default: all)")
+    p.add_argument("--current", type=check_model_version, help="make this version current (lfm_current)")
+    p.set_defaults(run=run_register)
+
+    p = sub.add_parser("materialize", help="load a day's gated snapshot into the online store")
+    p.add_argument("--ds", required=True, nargs="+", type=parse_ds, help="day(s), YYYY-MM-DD, loaded in order")
+    p.add_argument("--model", type=check_model_version, help="only this version (default: every registered one)")
+    p.add_argument("--no-index", action="store_true", help="do not build the day's ANN index over IR")
+    p.set_defaults(run=run_materialize)
+
+    p = sub.add_parser("training-set", help="point-in-time join of entity rows with a pinned feature service")
+    p.add_argument("--entities", required=True, help="parquet of entity rows (keys, event_timestamp, labels...)")
+    p.add_argument("--out", required=True, help="parquet folder to write the training set to")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--model", type=check_model_version, help="pin this model version (its lfm_v<version>)")
+    g.add_argument("--feature-service", help="pin this feature service (default: lfm_current, with a warning)")
+    p.add_argument("--full-feature-names", action="store_true", help="name columns <view>__<feature>")
+    p.set_defaults(run=run_training_set)
+
+    p = sub.add_parser("serve", help="start Feast's HTTP feature server (loopback by default)")
+    p.add_argument("--host", help="default: feast.server_host")
+    p.add_argument("--port", type=int, help="default: feast.server_port")
+    p.set_defaults(run=run_serve)
+
+    p = sub.add_parser("retrieve", help="top-K items for a user from the day's ANN index over IR")
+    p.add_argument("--user", required=True, help="user id")
+    p.add_argument("--k", type=int, default=50)
+    p.add_argument("--model", type=check_model_version, help="default: the current version")
+    p.add_argument("--ds", type=parse_ds, help="index of this day (default: the newest)")
+    p.set_defaults(run=run_retrieve)
+
+
+def run_register(args: argparse.Namespace, cfg: LfmConfig) -> int:
+    from feature_repo.register import register as apply
+    from feature_repo.specs import specs_from_registry
+
+    res = apply(cfg, specs_from_registry(cfg, args.model or None), current=args.current)
+    print(f"register: added {len(res.added)} {res.added}, updated {len(res.updated)} {res.updated}, "
+          f"unchanged {len(res.unchanged)}; current {res.current}"
+          + (f" (was {res.previous_current})" if res.previous_current != res.current else "")
+          + ("" if res.applied else " — registry already up to date, nothing written"))
+    return 0
+
+
+def run_materialize(args: argparse.Namespace, cfg: LfmConfig) -> int:
+    from feature_repo.materialize import materialize
+    from spark_jobs.session import get_spark
+
+    spark = get_spark(cfg)  # the Delta-enabled session first: Feast reuses it
+    for day in args.ds:
+        res = materialize(spark, cfg, day, args.model, build_index=not args.no_index)
+        print(f"materialize {day}: {res.rows:,} rows in {res.seconds:.1f}s"
+              + (f", ANN index over {res.index_items:,} items" if res.index_items else ""))
+        print(res.summary())
+    return 0
+
+
+def run_training_set(args: argparse.Namespace, cfg: LfmConfig) -> int:
+    from feature_repo.offline import training_set
+    from spark_jobs.session import get_spark
+
+    spark = get_spark(cfg)
+    t0 = time.perf_counter()
+    rows_in = spark.read.parquet(args.entities)
+    df = training_set(spark, cfg, rows_in, feature_service=args.feature_service, version=args.model,
+                      full_feature_names=args.full_feature_names)
+    df.write.mode("overwrite").parquet(args.out)
+    n_in, n_out = rows_in.count(), spark.read.parquet(args.out).count()
+    print(f"training-set: {n_out:,} rows ({n_in:,} entity rows in) -> {args.out} in {time.perf_counter() - t0:.1f}s")
+    return 0 if n_in == n_out else 1
+
+
+def run_serve(args: argparse.Namespace, cfg: LfmConfig) -> int:
+    from feature_repo.server import serve
+
+    host, port = args.host or cfg.feast.server_host, args.port or cfg.feast.server_port
+    print(f"serve: Feast feature server on http://{host}:{port} (POST /get-online-features)", flush=True)
+    serve(cfg, host, port)
+    return 0
+
+
+def run_retrieve(args: argparse.Namespace, cfg: LfmConfig) -> int:
+    from feature_repo.retrieval import retrieve_for_user
+
+    user = int(args.user) if cfg.feast.entity_key_type.value == "int64" and args.user.lstrip("-").isdigit() else args.user
+    hits = retrieve_for_user(cfg, user, args.k, args.model, args.ds)
+    print(json.dumps([{"item": i, "score": round(s, 6)} for i, s in hits]))
+    return 0

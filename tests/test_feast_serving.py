@@ -1,0 +1,501 @@
+"""Feast over real Delta tables: gated materialization, online lookups (sqlite and Redis), the HTTP feature server,
+point-in-time training sets and retrieval from the materialized IR.
+
+The lake (written once per module with Spark, in the contract layout) holds model V1 for 2022-05-05..08 and
+model V2 (other widths) for 2022-05-08. Gate rows (validation.status.record) pass everything except V1's
+cr_item of 2022-05-08 (planted failure); 2022-05-09 has neither data nor gate rows (missing partition).
+Each online store kind gets its own Feast repo under tmp, registered and materialized day by day.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import make_config
+from feature_repo.errors import BadEntityRows, MixedModelVersions, UnknownModelVersion
+from feature_repo.specs import TABLES, USER_TABLES, VersionSpec, service_name, view_name
+from lfm.cli import main
+from lfm.names import BadInput
+
+V1 = VersionSpec("a1b2c3d4e5f6a7b8c9d0", ur_dim=16, ir_dim=16, cr_dim=8, cr_layer="dnn_0")
+V2 = VersionSpec("0f1e2d3c4b5a69788796", ur_dim=12, ir_dim=10, cr_dim=6, cr_layer="cross_2")
+DAYS = [dt.date(2022, 5, 5) + dt.timedelta(days=i) for i in range(4)]  # 05-05 .. 05-08
+MISSING = dt.date(2022, 5, 9)
+USERS, ITEMS = 40, 30
+TZ_OFFSET = dt.timedelta(hours=8)  # Asia/Shanghai, the schema's timezone
+
+
+def day_end_utc(day: dt.date) -> dt.datetime:
+    """End of local day D = D+1 00:00 Asia/Shanghai, as an aware UTC datetime."""
+    return dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.timezone.utc) - TZ_OFFSET
+
+
+@dataclass
+class Lake:
+    root: Path
+    truth: dict  # (version, table, day) -> (n, dim) float32, row i = entity id i
+
+
+@pytest.fixture(scope="module")
+def lake(spark, tmp_path_factory) -> Lake:
+    from feature_repo.synthetic import write_days
+    from validation.status import StatusRow, record
+
+    root = tmp_path_factory.mktemp("feast_lake")
+    cfg = make_config(root)
+    truth = write_days(spark, cfg, {V1: DAYS, V2: DAYS[-1:]}, USERS, ITEMS, seed=3)
+    now = dt.datetime(2022, 5, 10, 1, 0)
+    rows = []
+    for spec, days in ((V1, DAYS), (V2, DAYS[-1:])):
+        for day in days:
+            for table in TABLES:
+                failed = spec is V1 and day == DAYS[-1] and table == "cr_item"
+                rows.append(StatusRow(ds=day, table=table, model_version=spec.version, run_id="r1", passed=not failed,
+                                      failed_expectations=["planted_failure"] if failed else [], checked_at=now))
+    record(spark, cfg, rows)
+    return Lake(root, truth)
+
+
+def feast_config(lake: Lake, root: Path, kind: str = "sqlite", redis_connection: str | None = None):
+    feast = {"repo_path": str(root / "feature_repo"), "online_store": kind}
+    if redis_connection:
+        feast["redis_connection"] = redis_connection
+    return make_config(root, lakehouse=str(lake.root / "lakehouse"), feast=feast)
+
+
+def write_yaml(cfg, path: Path) -> Path:
+    data = {"lakehouse": cfg.lakehouse, "registry": {"path": cfg.registry.path},
+            "feast": json.loads(cfg.feast.model_dump_json())}
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def redis_server():
+    from feature_repo.redis_local import NoRedis, start_redis
+
+    try:
+        server = start_redis()
+    except NoRedis as err:
+        pytest.skip(f"Redis online store not tested: {err}")
+    yield server
+    server.stop()
+
+
+def online_dump(cfg) -> dict:
+    """Everything in the online store (to prove a skipped materialization changed nothing)."""
+    from feature_repo.online_io import RedisOnline, SqliteOnline, open_online
+
+    store = open_online(cfg)
+    try:
+        if isinstance(store, SqliteOnline):
+            names = [r[0] for r in store.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+            return {n: sorted(store.conn.execute(f'SELECT entity_key, feature_name, value, event_ts FROM "{n}"'))
+                    for n in names}
+        assert isinstance(store, RedisOnline)
+        return {k: store.client.hgetall(k) for k in sorted(store.client.keys("*"))}
+    finally:
+        store.close()
+
+
+@dataclass
+class Served:
+    kind: str
+    cfg: object
+    results: dict  # day -> MaterializeResult
+    unchanged_after_skips: bool
+
+
+@pytest.fixture(scope="module", params=["sqlite", "redis"])
+def served(request, spark, lake, tmp_path_factory) -> Served:
+    from feature_repo.materialize import materialize
+    from feature_repo.register import register
+
+    kind = request.param
+    conn = None
+    if kind == "redis":
+        server = request.getfixturevalue("redis_server")
+        import redis
+
+        redis.Redis(host="127.0.0.1", port=server.port).flushall()
+        conn = server.connection
+    cfg = feast_config(lake, tmp_path_factory.mktemp(f"served_{kind}"), kind, conn)
+    register(cfg, [V1, V2], current=V1.version)
+    results = {day: materialize(spark, cfg, day) for day in DAYS}
+    before = online_dump(cfg)
+    results[MISSING] = materialize(spark, cfg, MISSING)  # no data, no gate rows
+    results["older"] = materialize(spark, cfg, DAYS[1])  # a re-run of an older day must not roll back
+    return Served(kind, cfg, results, online_dump(cfg) == before)
+
+
+def expected(lake: Lake, spec: VersionSpec, table: str, day: dt.date) -> np.ndarray:
+    return lake.truth[(spec.version, table, day)]
+
+
+# --- materialization ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_materialize_loads_only_what_the_gate_passed(served):
+    r = served.results
+    for day in DAYS[:3]:
+        loaded = {(x.version, x.table) for x in r[day].loads if x.loaded}
+        assert loaded == {(V1.version, t) for t in TABLES}, day  # V2 has no gate rows before 05-08
+        assert all(x.rows == (USERS if x.table in USER_TABLES else ITEMS) for x in r[day].loads if x.loaded)
+    last = {(x.version, x.table): x for x in r[DAYS[-1]].loads}
+    assert not last[(V1.version, "cr_item")].loaded and "quality gate" in last[(V1.version, "cr_item")].reason
+    assert all(x.loaded for k, x in last.items() if k != (V1.version, "cr_item"))
+    assert not any(x.loaded for x in r[MISSING].loads) and r[MISSING].rows == 0
+    assert not any(x.loaded for x in r["older"].loads)
+    assert all("newer snapshot" in x.reason for x in r["older"].loads if x.version == V1.version)
+    assert served.unchanged_after_skips  # a missing/failed/older partition changes nothing online
+
+
+@pytest.mark.slow
+def test_online_store_returns_exactly_the_latest_materialized_delta_rows(served, spark, lake):
+    from feature_repo.online import OnlineReader, get_online_features
+
+    latest = {"ur": DAYS[-1], "ir": DAYS[-1], "cr_user": DAYS[-1], "cr_item": DAYS[-2]}  # cr_item 05-08 failed
+    delta = {}  # the rows as they are in Delta (read back with Spark, not the generator's arrays)
+    for table, day in latest.items():
+        key = "user_id" if table in USER_TABLES else "video_id"
+        rows = (spark.read.format("delta").load(served.cfg.table_path(table))
+                .where(f"model_version = '{V1.version}' AND ds = DATE'{day}'").select(key, table).collect())
+        delta[table] = {r[0]: np.asarray(r[1], dtype=np.float32) for r in rows}
+        np.testing.assert_array_equal(np.stack([delta[table][i] for i in sorted(delta[table])]),
+                                      expected(lake, V1, table, day))
+    users, items = list(range(USERS)), list(range(ITEMS))
+    rows = [{"user_id": users[i % USERS], "video_id": items[i % ITEMS]} for i in range(USERS)]
+    got = get_online_features(served.cfg, rows, version=V1.version)
+    for table in TABLES:
+        ids = got["user_id"] if table in USER_TABLES else got["video_id"]
+        for i, vec in zip(ids, got[table]):
+            np.testing.assert_array_equal(np.asarray(vec, dtype=np.float32), delta[table][i])
+
+    reader = OnlineReader(served.cfg)  # current = V1; one round trip for 1 user + all items
+    u, it = reader.request(7, items)
+    np.testing.assert_array_equal(u.vectors["ur"][0], delta["ur"][7])
+    np.testing.assert_array_equal(it.vectors["cr_item"], np.stack([delta["cr_item"][i] for i in items]))
+    assert reader.spec == V1
+    reader.close()
+
+    v2 = OnlineReader(served.cfg, V2.version)
+    for table in TABLES:
+        side = v2.user_vectors(range(USERS), (table,)) if table in USER_TABLES else \
+            v2.item_vectors(range(ITEMS), (table,))
+        np.testing.assert_array_equal(side.vectors[table], expected(lake, V2, table, DAYS[-1]))
+    v2.close()
+
+
+@pytest.mark.slow
+def test_unknown_ids_are_null_and_bad_requests_are_refused(served):
+    from feature_repo.online import OnlineReader, get_online_features
+
+    got = get_online_features(served.cfg, [{"user_id": 10_000, "video_id": 3}, {"user_id": 2, "video_id": -5}],
+                              version=V1.version)
+    assert got["ur"][0] is None and got["cr_user"][0] is None and got["ir"][1] is None and got["cr_item"][1] is None
+    assert got["ir"][0] is not None and got["ur"][1] is not None
+    reader = OnlineReader(served.cfg, V1.version)
+    u, it = reader.request(10_000, [3, 99_999])
+    assert not u.found["ur"][0] and np.isnan(u.vectors["ur"][0]).all()  # missing is NaN + found False, never 0
+    assert it.found["ir"].tolist() == [True, False] and it.to_dict()["ir"][1] is None
+    with pytest.raises(BadInput, match="integers"):
+        reader.request("seven", [1])
+    reader.close()
+
+    mixed = [f"{view_name('ur', V1.version)}:ur", f"{view_name('ir', V2.version)}:ir"]
+    with pytest.raises(MixedModelVersions, match="different embedding spaces"):
+        get_online_features(served.cfg, [{"user_id": 1, "video_id": 1}], features=mixed)
+    with pytest.raises(UnknownModelVersion, match="not registered"):
+        get_online_features(served.cfg, [{"user_id": 1, "video_id": 1}], version="c" * 20)
+    with pytest.raises(UnknownModelVersion, match="not registered"):
+        get_online_features(served.cfg, [{"user_id": 1}], features=[f"ur_v{'c' * 20}:ur"])
+    with pytest.raises(UnknownModelVersion):
+        OnlineReader(served.cfg, "d" * 20)
+
+
+# --- HTTP feature server -----------------------------------------------------------------------------------
+
+
+@contextmanager
+def http_server(app):
+    import uvicorn
+
+    from feature_repo.redis_local import free_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "feature server did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+@pytest.mark.slow
+def test_feature_server_answers_over_http(served, lake):
+    import requests
+
+    from feature_repo.server import build_app
+
+    with http_server(build_app(served.cfg)) as url:
+        assert requests.get(f"{url}/health", timeout=10).status_code == 200
+        body = {"feature_service": service_name(V1.version),
+                "entities": {"user_id": [5, 10_000], "video_id": [6, 7]}}
+        resp = requests.post(f"{url}/get-online-features", json=body, timeout=30)
+        assert resp.status_code == 200, resp.text
+        data = resp.json()
+        names = data["metadata"]["feature_names"]
+        col = {n: data["results"][i] for i, n in enumerate(names)}
+        np.testing.assert_array_equal(np.asarray(col["ur"]["values"][0], dtype=np.float32),
+                                      expected(lake, V1, "ur", DAYS[-1])[5])
+        np.testing.assert_array_equal(np.asarray(col["cr_item"]["values"][1], dtype=np.float32),
+                                      expected(lake, V1, "cr_item", DAYS[-2])[7])
+        assert col["ur"]["values"][1] is None and col["cr_user"]["values"][1] is None  # unknown user: null
+        # Feast's statuses differ by store: sqlite says NOT_FOUND; its Redis reader returns an empty value
+        # marked PRESENT with a 1970 timestamp (Feast 0.67 behaviour). The value is null either way.
+        assert col["ur"]["statuses"][1] == ("NOT_FOUND" if served.kind == "sqlite" else "PRESENT")
+
+        mixed = {"features": [f"{view_name('ur', V1.version)}:ur", f"{view_name('ir', V2.version)}:ir"],
+                 "entities": {"user_id": [1], "video_id": [1]}}
+        resp = requests.post(f"{url}/get-online-features", json=mixed, timeout=30)
+        assert resp.status_code == 400 and "mixes model versions" in resp.json()["detail"]
+        one = {"features": [f"{view_name('ir', V2.version)}:ir"], "entities": {"video_id": [2]}}
+        resp = requests.post(f"{url}/get-online-features", json=one, timeout=30)
+        assert resp.status_code == 200
+        np.testing.assert_array_equal(np.asarray(resp.json()["results"][1]["values"][0], dtype=np.float32),
+                                      expected(lake, V2, "ir", DAYS[-1])[2])
+        push = requests.post(f"{url}/push", json={"push_source_name": "x", "df": {}}, timeout=10)
+        assert push.status_code == 403 and "lfm materialize" in push.json()["detail"]
+
+
+@pytest.mark.slow
+def test_lfm_serve_cli_starts_the_server_on_loopback(served, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import requests
+
+    from feature_repo.redis_local import free_port
+
+    if served.kind != "sqlite":
+        pytest.skip("the CLI path is the same for both stores; covered with sqlite")
+    port = free_port()
+    conf = write_yaml(served.cfg, tmp_path / "lfm.yaml")
+    proc = subprocess.Popen([sys.executable, "-m", "lfm.cli", "--config", str(conf), "serve", "--port", str(port)],
+                            cwd=str(Path(__file__).resolve().parents[1]), env={**os.environ},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline, ok = time.monotonic() + 120, False
+        while time.monotonic() < deadline and proc.poll() is None and not ok:
+            try:
+                ok = requests.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
+            except requests.ConnectionError:
+                time.sleep(0.3)
+        assert ok, proc.stdout.read() if proc.poll() is not None else "no answer within 120 s"
+        resp = requests.post(f"http://127.0.0.1:{port}/get-online-features", timeout=30,
+                             json={"feature_service": "lfm_current", "entities": {"user_id": [1], "video_id": [2]}})
+        assert resp.status_code == 200 and resp.json()["results"][1]["statuses"][0] == "PRESENT"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+# --- retrieval on the materialized IR -----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_retrieve_uses_the_days_index_and_the_users_online_vector(served, lake, tmp_path, capsys):
+    from feature_repo.retrieval import Retriever, load_index, retrieve_for_user
+
+    if served.kind != "sqlite":
+        pytest.skip("index and lookup are store-independent beyond the online read tested above")
+    index = load_index(served.cfg, V1.version)
+    assert index.meta["ds"] == DAYS[-1].isoformat() and len(index) == ITEMS
+    ir, ur = expected(lake, V1, "ir", DAYS[-1]), expected(lake, V1, "ur", DAYS[-1])
+    exact = np.argsort(-(ir @ ur[3]), kind="stable")[:5]
+    hits = retrieve_for_user(served.cfg, 3, 5)
+    assert [i for i, _ in hits] == exact.tolist()
+    np.testing.assert_allclose([s for _, s in hits], (ir @ ur[3])[exact], rtol=1e-5)
+    assert Retriever(index).retrieve(ur[3], 5) == hits
+
+    conf = write_yaml(served.cfg, tmp_path / "lfm.yaml")
+    assert main(["--config", str(conf), "retrieve", "--user", "3", "--k", "5"]) == 0
+    assert [h["item"] for h in json.loads(capsys.readouterr().out)] == exact.tolist()
+    assert main(["--config", str(conf), "retrieve", "--user", "10000", "--k", "5"]) == 2
+    assert "no ur vector online" in capsys.readouterr().err
+
+
+# --- offline: point-in-time training sets ------------------------------------------------------------------
+
+
+@pytest.fixture
+def offline_cfg(lake, tmp_path):
+    from feature_repo.register import register
+
+    cfg = feast_config(lake, tmp_path)
+    register(cfg, [V1, V2], current=V1.version)
+    return cfg
+
+
+def pit_expected(lake: Lake, spec: VersionSpec, table: str, entity: int | None, t: dt.datetime,
+                 days: list[dt.date], ttl: dt.timedelta = dt.timedelta(days=2)) -> np.ndarray | None:
+    """The reference rule, in plain Python: the newest snapshot with t - ttl <= end(D) <= t."""
+    if entity is None or not (0 <= entity < (USERS if table in USER_TABLES else ITEMS)):
+        return None
+    ok = [d for d in days if t - ttl <= day_end_utc(d) <= t]
+    return expected(lake, spec, table, max(ok))[entity] if ok else None
+
+
+@pytest.mark.slow
+def test_training_set_for_a_day_sees_only_the_previous_days_snapshot(spark, lake, offline_cfg):
+    """Rows of 2022-05-06 (local) get the 2022-05-05 snapshot, never the same day's, which a naive join leaks."""
+    from pyspark.sql import functions as F
+
+    from feature_repo.offline import training_set
+
+    day = dt.date(2022, 5, 6)
+    local_midnight = day_end_utc(day - dt.timedelta(days=1))  # 05-06 00:00 local = end of 05-05
+    times = [local_midnight + dt.timedelta(seconds=1), local_midnight + dt.timedelta(hours=12),
+             day_end_utc(day) - dt.timedelta(microseconds=1)]  # 23:59:59.999999 local
+    rows = pd.DataFrame({"user_id": [1, 2, 3], "video_id": [4, 5, 6], "event_timestamp": times, "tab": [0, 0, 0],
+                         "is_click": [1, 0, 1]})
+    got = training_set(spark, offline_cfg, rows, version=V1.version).orderBy("user_id").toPandas()
+    assert len(got) == 3 and got["tab"].tolist() == [0, 0, 0]
+    for i, r in got.iterrows():
+        for table, key in (("ur", "user_id"), ("ir", "video_id"), ("cr_user", "user_id"), ("cr_item", "video_id")):
+            np.testing.assert_array_equal(np.asarray(r[table], dtype=np.float32),
+                                          expected(lake, V1, table, day - dt.timedelta(days=1))[r[key]])
+    # the planted trap: joining on the row's local calendar day picks the same day's snapshot (a leak)
+    ur = spark.read.format("delta").load(offline_cfg.table_path("ur")).where(f"model_version = '{V1.version}'")
+    ents = spark.createDataFrame(rows).withColumn(
+        "local_day", F.to_date(F.from_utc_timestamp("event_timestamp", "Asia/Shanghai")))
+    naive = ents.join(ur, (ents.user_id == ur.user_id) & (ents.local_day == ur.ds)).select(ents.user_id, "ur")
+    leaked = {r[0]: np.asarray(r[1], dtype=np.float32) for r in naive.collect()}
+    for u in (1, 2, 3):
+        np.testing.assert_array_equal(leaked[u], expected(lake, V1, "ur", day)[u])  # same-day vectors: the leak
+
+
+@pytest.mark.slow
+def test_training_set_keeps_every_entity_row_and_matches_the_reference_rule(spark, lake, offline_cfg):
+    from feature_repo.offline import training_set
+
+    rng = np.random.default_rng(11)
+    n = 600
+    start = day_end_utc(DAYS[0]) - dt.timedelta(hours=30)  # before the first snapshot: nulls
+    times = [start + dt.timedelta(minutes=int(m)) for m in rng.integers(0, 7 * 24 * 60, n)]  # to ~05-11: past TTL
+    users = rng.integers(0, USERS + 5, n)  # some unknown users
+    items = rng.integers(0, ITEMS + 5, n)
+    dup = rng.choice(n, 150, replace=False)  # 150 exact duplicates of (keys, time): the file store drops these
+    src = rng.choice(n, 150)
+    users[dup], items[dup] = users[src], items[src]
+    for d, s in zip(dup, src):
+        times[d] = times[s]
+    times[0] = day_end_utc(DAYS[1])  # exactly at a snapshot's time: that snapshot counts (<= t)
+    rows = pd.DataFrame({"row_id": np.arange(n), "user_id": users, "video_id": items, "event_timestamp": times,
+                         "label": rng.integers(0, 2, n)})
+    ents = spark.createDataFrame(rows)
+    out = training_set(spark, offline_cfg, ents, feature_service=service_name(V1.version))
+    got = out.toPandas().sort_values("row_id").reset_index(drop=True)
+    assert len(got) == n and got["row_id"].tolist() == list(range(n))  # every row, exactly once
+    assert got["label"].tolist() == rows["label"].tolist()
+    nulls = 0
+    for r, t in zip(got.itertuples(), times):
+        for table in TABLES:
+            key = r.user_id if table in USER_TABLES else r.video_id
+            want = pit_expected(lake, V1, table, int(key), t, DAYS)
+            have = getattr(r, table)
+            if want is None:
+                nulls += 1
+                assert have is None, (r.row_id, table)
+            else:
+                np.testing.assert_array_equal(np.asarray(have, dtype=np.float32), want)
+    assert 0 < nulls < n * 4  # both outcomes exercised (unknown keys, before first snapshot, past TTL)
+
+
+@pytest.mark.slow
+def test_training_set_agrees_with_feasts_spark_offline_store(spark, lake, offline_cfg):
+    """Feast's own get_historical_features over the same registry and rows gives the same vectors."""
+    from feature_repo.offline import training_set
+    from feature_repo.store import open_store
+
+    rng = np.random.default_rng(5)
+    n = 80
+    times = [day_end_utc(DAYS[0]) + dt.timedelta(minutes=int(m)) for m in rng.integers(0, 4 * 24 * 60, n)]
+    rows = pd.DataFrame({"row_id": np.arange(n), "user_id": rng.integers(0, USERS + 3, n),
+                         "video_id": rng.integers(0, ITEMS, n), "event_timestamp": times})
+    ents = spark.createDataFrame(rows)
+    store = open_store(offline_cfg)
+    feast_df = store.get_historical_features(entity_df=ents, features=store.get_feature_service(
+        service_name(V1.version))).to_spark_df().toPandas().sort_values("row_id").reset_index(drop=True)
+    ours = training_set(spark, offline_cfg, ents, version=V1.version).toPandas().sort_values("row_id")
+    ours = ours.reset_index(drop=True)
+    assert len(feast_df) == len(ours) == n
+    for table in TABLES:
+        for a, b in zip(feast_df[table], ours[table]):
+            assert (a is None) == (b is None)
+            if a is not None:
+                np.testing.assert_array_equal(np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32))
+
+
+def test_training_set_refuses_bad_rows_unknown_versions_and_mixed_services(spark, tmp_path):
+    """Refused before any Delta read, so no lake is needed: a registered Feast repo is enough."""
+    from feast import FeatureService
+
+    from feature_repo.offline import training_set
+    from feature_repo.register import register
+    from feature_repo.store import open_store
+
+    offline_cfg = feast_config(Lake(tmp_path / "no_lake", {}), tmp_path)
+    register(offline_cfg, [V1, V2], current=V1.version)
+
+    ok = pd.DataFrame({"user_id": [1], "video_id": [2], "event_timestamp": [day_end_utc(DAYS[1])]})
+    with pytest.raises(BadEntityRows, match="event_timestamp"):
+        training_set(spark, offline_cfg, ok.drop(columns=["event_timestamp"]), version=V1.version)
+    with pytest.raises(BadEntityRows, match="must be a timestamp"):
+        training_set(spark, offline_cfg, ok.assign(event_timestamp="2022-05-06"), version=V1.version)
+    with pytest.raises(BadEntityRows, match="already hold"):
+        training_set(spark, offline_cfg, ok.assign(ur=1.0), version=V1.version)
+    with pytest.raises(UnknownModelVersion):
+        training_set(spark, offline_cfg, ok, version="e" * 20)
+    with pytest.raises(UnknownModelVersion, match="not registered"):
+        training_set(spark, offline_cfg, ok, feature_service="nope")
+    store = open_store(offline_cfg)
+    store.apply([FeatureService(name="mixed", features=[store.get_feature_view(view_name("ur", V1.version)),
+                                                        store.get_feature_view(view_name("ir", V2.version))])])
+    with pytest.raises(MixedModelVersions):
+        training_set(spark, offline_cfg, ok, feature_service="mixed")
+
+
+@pytest.mark.slow
+def test_cli_training_set_writes_every_row(spark, lake, offline_cfg, tmp_path, capsys):
+    rows = pd.DataFrame({"user_id": [1, 1, 2, 99], "video_id": [3, 3, 4, 5], "label": [1, 1, 0, 1],
+                         "event_timestamp": [day_end_utc(DAYS[2]) + dt.timedelta(hours=h) for h in (1, 1, 2, 3)]})
+    ents = tmp_path / "entities.parquet"
+    spark.createDataFrame(rows).write.parquet(str(ents))
+    conf = write_yaml(offline_cfg, tmp_path / "lfm.yaml")
+    out = tmp_path / f"ts_{uuid.uuid4().hex[:6]}"
+    assert main(["--config", str(conf), "training-set", "--entities", str(ents), "--out", str(out),
+                 "--model", V1.version]) == 0
+    assert "4 rows (4 entity rows in)" in capsys.readouterr().out
+    got = spark.read.parquet(str(out)).orderBy("user_id", "event_timestamp").toPandas()
+    np.testing.assert_array_equal(np.asarray(got["ur"][0], dtype=np.float32), expected(lake, V1, "ur", DAYS[2])[1])
+    assert got["ur"][3] is None and got["ir"][3] is not None  # unknown user: null, its known item still joined
