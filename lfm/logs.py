@@ -32,4 +32,5 @@ def setup_logging(verbose: bool = False, json_lines: bool | None = None) -> None
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    logging.getLogger("py4j").setLevel(logging.WARNING)
+    for noisy in ("py4j", "great_expectations"):  # GE logs every decorator it registers at INFO
+        logging.getLogger(noisy).setLevel(logging.WARNING)

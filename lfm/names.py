@@ -9,6 +9,7 @@ from lfm.errors import LfmError
 _TABLE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _DS = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _VERSION = re.compile(r"^[0-9a-f]{12,64}$")
+_RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 class BadInput(LfmError, ValueError):
@@ -57,4 +58,11 @@ def parse_days(value: str) -> list[dt.date]:
 def check_model_version(value: str) -> str:
     if not isinstance(value, str) or not _VERSION.match(value):
         raise BadInput(f"bad model version {value!r}: expected a hex content hash (see `lfm models list`)")
+    return value
+
+
+def check_run_id(value: str) -> str:
+    """A run id ends up in folder names (gate reports) and commit metadata: letters, digits, '-', '_' only."""
+    if not isinstance(value, str) or not _RUN_ID.match(value):
+        raise BadInput(f"bad run id {value!r}: use 1-64 letters, digits, '-' or '_'")
     return value

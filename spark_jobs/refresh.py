@@ -65,6 +65,7 @@ from lfm.errors import LfmError
 from lfm.names import BadInput, check_model_version, parse_ds
 from spark_jobs.delta_io import (ds_predicate, read_table, replace_partitions, restore_partitions,
                                  table_version)
+from spark_jobs.locks import day_lock
 from validation.gate import GateResult, run_gate
 
 log = logging.getLogger(__name__)
@@ -534,7 +535,7 @@ def _worker_message(err: Exception) -> str:
     text = str(err)
     for line in reversed(text.splitlines()):
         line = line.strip()
-        if line and ("Error:" in line or "Exception:" in line) and not line.startswith("at "):
+        if line and ("Error:" in line or "Exception:" in line) and not line.startswith(("at ", "Suppressed:")):
             return line[:500]
     return text.splitlines()[0][:500] if text else type(err).__name__
 
@@ -712,13 +713,16 @@ def run_day(spark: SparkSession, cfg: LfmConfig, plan: RefreshPlan, prev: DaySta
             validate: bool | None = None) -> RefreshResult:
     """Compute, publish, gate (`validate`: None = `quality.enabled`) and log one planned day."""
     t0 = time.perf_counter()
-    outputs = compute_day(spark, cfg, plan, prev)
-    try:
-        written = publish(spark, cfg, plan, outputs)
-    finally:
-        outputs.release()
-    gate = quality_gate(spark, cfg, plan) if (cfg.quality.enabled if validate is None else validate) else None
-    append_log(spark, cfg, plan, written, outputs.rows, gate)
+    # Two runs of one day would each win some tables' commits and roll back the others: the day's lock makes
+    # the second fail at once, naming the first (released by the OS even on SIGKILL; spark_jobs.locks).
+    with day_lock(cfg, "refresh", plan.ds, plan.run_id):
+        outputs = compute_day(spark, cfg, plan, prev)
+        try:
+            written = publish(spark, cfg, plan, outputs)
+        finally:
+            outputs.release()
+        gate = quality_gate(spark, cfg, plan) if (cfg.quality.enabled if validate is None else validate) else None
+        append_log(spark, cfg, plan, written, outputs.rows, gate)
     seconds = time.perf_counter() - t0
     log.info("refresh %s model %s layer %s: %s rows in %.1fs (run %s)", plan.ds, plan.model_version,
              plan.cr_layer, outputs.rows, seconds, plan.run_id)

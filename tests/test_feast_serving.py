@@ -16,6 +16,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -342,6 +343,24 @@ def test_retrieve_uses_the_days_index_and_the_users_online_vector(served, lake, 
     assert [h["item"] for h in json.loads(capsys.readouterr().out)] == exact.tolist()
     assert main(["--config", str(conf), "retrieve", "--user", "10000", "--k", "5"]) == 2
     assert "no ur vector online" in capsys.readouterr().err
+
+    # a retrieval two-tower's saved user projection (downstream issue) in front of the same index
+    import torch
+
+    from models.two_tower import ProjectionCard, UserProjection, save_user_projection
+
+    torch.manual_seed(0)
+    proj = UserProjection(ur.shape[1], ir.shape[1], ())
+    card = ProjectionCard(source="ur", in_dim=ur.shape[1], out_dim=ir.shape[1], hidden=(), model_version=V1.version,
+                          scenario="0", task="is_click")
+    path = save_user_projection(tmp_path / "proj.pt", SimpleNamespace(user=proj), card)
+    projected = proj.project(ur[3:4])[0]
+    exact = np.argsort(-(ir @ projected), kind="stable")[:5]
+    assert main(["--config", str(conf), "retrieve", "--user", "3", "--k", "5", "--projection", str(path)]) == 0
+    assert [h["item"] for h in json.loads(capsys.readouterr().out)] == exact.tolist()
+    assert main(["--config", str(conf), "retrieve", "--user", "3", "--projection", str(path),
+                 "--model", V2.version]) == 2
+    assert "different spaces" in capsys.readouterr().err
 
 
 # --- offline: point-in-time training sets ------------------------------------------------------------------

@@ -249,6 +249,20 @@ def test_rerun_replaces_the_partition_identically(spark, world, chain):
         assert sum("chain-d2" in (r[0] or "") for r in ops) >= 2
 
 
+def test_a_second_refresh_of_a_running_day_fails_at_once_and_changes_nothing(spark, world, chain):
+    from spark_jobs.delta_io import table_version
+    from spark_jobs.locks import DayBusy, day_lock
+    from spark_jobs.refresh import refresh
+
+    cfg, _, _, snap = chain
+    versions = {t: table_version(spark, cfg.table_path(t)) for t in ALL}
+    with day_lock(cfg, "refresh", D2, "the-first-run"):  # what a refresh of D2 in flight holds
+        with pytest.raises(DayBusy, match="already running.*the-first-run"):
+            refresh(spark, cfg, D2, world.model_a, run_id="the-second-run")
+    assert {t: table_version(spark, cfg.table_path(t)) for t in ALL} == versions
+    assert snapshot(spark, cfg, world.model_a) == snap
+
+
 def test_backfill_equals_day_by_day(spark, world, chain):
     from spark_jobs.backfill import backfill
 

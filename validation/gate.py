@@ -26,7 +26,7 @@ from lfm.names import check_model_version, parse_ds
 from spark_jobs.delta_io import ds_predicate, table_exists
 from validation import context, metrics, report, status, suites
 from validation.batch import STAT_COLUMNS, read_batch
-from validation.dims import expected_dim
+from validation.dims import expected_dim, recorded_dims
 from validation.errors import QualityError, QualityGateFailed
 from validation.expectations import failure_name
 from validation.tables import TableSpec, table_spec
@@ -107,6 +107,8 @@ def run_gate(spark: SparkSession, cfg: LfmConfig, ds: str | dt.date, model_versi
         check_model_version(model_version)
     elif any(s.is_embedding for s in specs):
         model_version = _majority_version(spark, cfg, [s for s in specs if s.is_embedding], day)
+    if dims is None and any(s.is_embedding for s in specs):
+        dims = recorded_dims(spark, cfg, day, model_version)  # the CR layer that day's refresh exported
     widths = {s.name: expected_dim(cfg, s.name, model_version, dims) for s in specs if s.is_embedding}  # fail early
     run_id = _check_run_id(run_id or uuid.uuid4().hex[:12])
     ge_run = RunIdentifier(run_name=f"{day.isoformat()}_{run_id}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from lfm.config import LfmConfig
-from lfm.names import check_model_version, parse_days, parse_ds
+from lfm.names import check_model_version, check_run_id, parse_days, parse_ds
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layer", help="CR point (default: the one `lfm select-layer` recorded)")
     p.add_argument("--cold-start", action="store_true",
                    help="begin a new CR chain at --ds with an empty state (no previous-day state needed)")
-    p.add_argument("--run-id", help="recorded in every commit (default: random)")
+    p.add_argument("--run-id", type=check_run_id, help="recorded in every commit (default: random)")
     p.add_argument("--no-gate", action="store_true", help="skip the quality gate hook (run-daily gates separately)")
     p.set_defaults(run=run_refresh)
 
@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     start.add_argument("--cold-start", action="store_true", help="begin a new CR chain at --from")
     start.add_argument("--warmup-days", type=int, default=0, metavar="N",
                        help="begin a new CR chain N days before --from; warm-up days are computed, not published")
-    p.add_argument("--run-id", help="recorded in every commit (default: random)")
+    p.add_argument("--run-id", type=check_run_id, help="recorded in every commit (default: random)")
     p.add_argument("--no-gate", action="store_true", help="skip the quality gate hook")
     p.set_defaults(run=run_backfill)
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
+from feature_repo.errors import ServingError
 from lfm.config import LfmConfig
 from lfm.names import check_model_version, parse_ds
 
@@ -40,6 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--k", type=int, default=50)
     p.add_argument("--model", type=check_model_version, help="default: the current version")
     p.add_argument("--ds", type=parse_ds, help="index of this day (default: the newest)")
+    p.add_argument("--projection", type=Path, help="a retrieval two-tower's user projection saved by "
+                   "`lfm train-downstream --transfer retrieval_ur|retrieval_cr_user` (default: the raw UR)")
     p.set_defaults(run=run_retrieve)
 
 
@@ -96,6 +100,17 @@ def run_retrieve(args: argparse.Namespace, cfg: LfmConfig) -> int:
     from feature_repo.retrieval import retrieve_for_user
 
     user = int(args.user) if cfg.feast.entity_key_type.value == "int64" and args.user.lstrip("-").isdigit() else args.user
-    hits = retrieve_for_user(cfg, user, args.k, args.model, args.ds)
+    encoder = None
+    if args.projection:
+        from models.two_tower import load_user_projection
+
+        encoder = load_user_projection(args.projection)
+        if args.model and encoder.card.model_version != args.model:
+            raise ServingError(f"projection {args.projection} was trained on model {encoder.card.model_version}'s "
+                               f"vectors, not {args.model}: embeddings of different versions live in different spaces")
+        version = args.model or encoder.card.model_version
+    else:
+        version = args.model
+    hits = retrieve_for_user(cfg, user, args.k, version, args.ds, encoder=encoder)
     print(json.dumps([{"item": i, "score": round(s, 6)} for i, s in hits]))
     return 0
