@@ -78,7 +78,6 @@ class ReportSpec:
     out_json: Path
     quick: bool = False
     max_epochs: int | None = None
-    max_batches_per_epoch: int | None = None  # larger batches on the large tabs (TrainerSettings.batch_for)
     threads: int | None = None  # torch threads of the downstream runs (default: train.threads)
     reuse: bool = False  # train on an already built workdir (after a timeout); the report says so
     partial: str | None = None  # rendered from an interrupted run's runs log (--from-runs): what is missing
@@ -214,8 +213,7 @@ def run_variants(cfg: LfmConfig, spec: ReportSpec, sets: dict, reqs: list, seeds
     from models.train_downstream import DownstreamSettings, Granularity
 
     settings = DownstreamSettings.from_config(cfg)
-    overrides = {k: v for k, v in (("max_epochs", spec.max_epochs), ("threads", spec.threads),
-                                   ("max_batches_per_epoch", spec.max_batches_per_epoch)) if v}
+    overrides = {k: v for k, v in (("max_epochs", spec.max_epochs), ("threads", spec.threads)) if v}
     settings = replace(settings, trainer=replace(settings.trainer, **overrides))
     with timer.phase(phase):
         for tab, ts in sets.items():
@@ -538,8 +536,6 @@ def parse_args(argv: list[str] | None = None) -> tuple[ReportSpec, argparse.Name
                                     "(default: embed and the last cross layer; each layer costs one backfill)")
     p.add_argument("--layer-seeds", type=int, default=2, help="seeds per layer in the CR layer sweep")
     p.add_argument("--max-epochs", type=int, help="override the downstream epoch cap")
-    p.add_argument("--max-batches-per-epoch", type=int, default=16,
-                   help="bigger batches on large tabs so an epoch is at most N steps (0: always 1024 rows)")
     p.add_argument("--threads", type=int, help="torch threads per downstream run (default: train.threads); on a "
                                                "machine shared with other jobs 1 thread is far faster than 2")
     p.add_argument("--reuse-workdir", action="store_true",
@@ -564,8 +560,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[ReportSpec, argparse.Name
                       train=_days(a.train), test=_days(a.test), tabs=tabs, task=a.task, seeds=seeds, ks=ks,
                       layers=layers, layer_seeds=tuple(range(max(1, min(a.layer_seeds, len(seeds))))),
                       out_md=out, out_png=out.with_suffix(".png"), out_json=out.with_suffix(".json"),
-                      quick=a.quick, max_epochs=a.max_epochs,
-                      max_batches_per_epoch=a.max_batches_per_epoch or None, threads=a.threads, reuse=a.reuse_workdir)
+                      quick=a.quick, max_epochs=a.max_epochs, threads=a.threads, reuse=a.reuse_workdir)
     return spec, a
 
 
@@ -580,9 +575,10 @@ def render_from_runs(spec: ReportSpec, base: LfmConfig, command: str, console_lo
     if main_runs.empty:
         raise SystemExit(f"{spec.runs_log} holds no run of the main pass yet: nothing to report")
     layer = main_runs.cr_layer.mode().iloc[0]
+    main_runs = frame[frame.cr_layer == layer]  # the main pass, its cr_gate runs included
     done = tuple(dict.fromkeys(main_runs.tab))
     missing = [t for t in spec.tabs if t not in done]
-    counts = main_runs.groupby("tab").size()
+    counts = main_runs.groupby("tab", sort=False).size()
     runs_per_tab = ", ".join(f"tab {t}: {n} runs" for t, n in counts.items())
     spec = replace(spec, tabs=done, partial=(
         f"the run was stopped before it finished; tabs reported {list(done)} ({runs_per_tab}), not run: "

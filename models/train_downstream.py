@@ -149,22 +149,12 @@ class TrainerSettings:
     weight_decay: float = 1e-4
     batch_size: int = 1024  # small tabs hold 2-7k training rows: a pretraining batch would be one step per epoch
     max_epochs: int = 100  # a cap only; patience ends a healthy run long before it
-    # Large tabs (KuaiRand tab 1: 52k training rows) take bigger batches so an epoch is at most this many steps:
-    # the same rows per epoch in fewer, larger matrix products (2 CPU cores). None: always `batch_size`.
-    max_batches_per_epoch: int | None = None
     patience: int = 4  # epochs without a validation gain of at least `min_delta` before stopping
     min_delta: float = 1e-4
     min_epochs: int = 5  # no stop before this many epochs: slow starts (flat first epochs) are not convergence
     valid_fraction: float = 0.2  # chronologically last share of the training rows
     threads: int = 2
     eval_batch_size: int = 16384
-
-    @classmethod
-    def batch_for(self, rows: int) -> int:
-        """The training batch size for `rows` training rows."""
-        if self.max_batches_per_epoch is None:
-            return self.batch_size
-        return max(self.batch_size, -(-rows // self.max_batches_per_epoch))
 
     @classmethod
     def from_config(cls, train: TrainSettings, **overrides: object) -> "TrainerSettings":
@@ -380,12 +370,11 @@ def fit(model: nn.Module, train: Batch, valid: Batch, settings: TrainerSettings,
     history: list[float] = []
     t0 = time.perf_counter()
     stopped = False
-    batch_size = settings.batch_for(len(train))
     for epoch in range(settings.max_epochs):
         model.train()
         order = torch.randperm(len(train), generator=gen)
-        for s in range(0, len(train), batch_size):
-            batch = train.take(order[s:s + batch_size])
+        for s in range(0, len(train), settings.batch_size):
+            batch = train.take(order[s:s + settings.batch_size])
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(model(batch), batch.labels)
             loss.backward()
