@@ -232,7 +232,7 @@ def _hint(spark: SparkSession, cfg: LfmConfig, err: StepFailed) -> str:
     if isinstance(err.cause, OnlineStoreDown):
         return "the earlier steps are recorded as succeeded; once the online store is back, rerun the same command"
     if err.step == "validate":
-        return (f"the day stays out of the online store (it keeps the previous snapshot); see `lfm status` and the "
+        return ("the day stays out of the online store (it keeps the previous snapshot); see `lfm status` and the "
                 "Data Docs, fix the data or the thresholds, then rerun (it resumes at validate)")
     return ""
 
