@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from pyspark.sql import functions as F
 
 from lfm.config import LfmConfig
 from lfm.config.quality import EMBEDDING_TABLES
-from lfm.names import check_model_version, parse_ds
+from lfm.names import check_model_version, check_run_id, parse_ds
 from spark_jobs.delta_io import ds_predicate, table_exists
 from validation import context, metrics, report, status, suites
 from validation.batch import STAT_COLUMNS, read_batch
@@ -32,9 +31,6 @@ from validation.expectations import failure_name
 from validation.tables import TableSpec, table_spec
 
 log = logging.getLogger(__name__)
-_RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-
 @dataclass(frozen=True)
 class TableResult:
     table: str
@@ -110,7 +106,7 @@ def run_gate(spark: SparkSession, cfg: LfmConfig, ds: str | dt.date, model_versi
     if dims is None and any(s.is_embedding for s in specs):
         dims = recorded_dims(spark, cfg, day, model_version)  # the CR layer that day's refresh exported
     widths = {s.name: expected_dim(cfg, s.name, model_version, dims) for s in specs if s.is_embedding}  # fail early
-    run_id = _check_run_id(run_id or uuid.uuid4().hex[:12])
+    run_id = check_run_id(run_id or uuid.uuid4().hex[:12])
     ge_run = RunIdentifier(run_name=f"{day.isoformat()}_{run_id}")
     results: dict[str, TableResult] = {}
     day_metrics: dict[str, metrics.DayMetrics] = {}
@@ -170,13 +166,6 @@ def _validate_table(spark: SparkSession, cfg: LfmConfig, ctx, spec: TableSpec, d
     result = TableResult(table=spec.name, rows=rows, details=failed,
                          metrics=day_metrics.scalars() if day_metrics else {}, seconds=time.perf_counter() - t0)
     return result, day_metrics, keys
-
-
-def _check_run_id(run_id: str) -> str:
-    """A run id names folders and files of the reports: letters, digits, '-' and '_' only."""
-    if not _RUN_ID.match(run_id):
-        raise QualityError(f"bad run id {run_id!r}: use 1-64 letters, digits, '-' or '_'")
-    return run_id
 
 
 def _row_count(suite_result) -> int:
