@@ -28,10 +28,13 @@ import argparse
 import datetime as dt
 import json
 import logging
+import multiprocessing
+import os
 import re
 import shlex
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -79,6 +82,7 @@ class ReportSpec:
     quick: bool = False
     max_epochs: int | None = None
     threads: int | None = None  # torch threads of the downstream runs (default: train.threads)
+    jobs: int = 1  # downstream runs trained side by side, each in its own process
     reuse: bool = False  # train on an already built workdir (after a timeout); the report says so
     partial: str | None = None  # rendered from an interrupted run's runs log (--from-runs): what is missing
 
@@ -208,26 +212,121 @@ def requests(spec: ReportSpec, depth: int) -> list:
 
 def run_variants(cfg: LfmConfig, spec: ReportSpec, sets: dict, reqs: list, seeds: tuple[int, ...], timer: Timer,
                  phase: str, layer: str, sink: list[dict]) -> None:
-    """Train every request x seed on every tab; one record per run appended to `sink` (and logged)."""
-    from spark_jobs.downstream import iim_source, train_on_sets
-    from models.train_downstream import DownstreamSettings, Granularity
+    """Train every request x seed on every tab; one record per run appended to `sink` (and logged).
+
+    The runs are independent, so `spec.jobs` worker processes train them side by side (each with `threads` torch
+    threads: on 2 cores two 1-thread runs finish about twice as many runs per minute as one 2-thread run, whose
+    small matrices do not parallelise). The longest runs go first so the workers finish together; `sink` gets the
+    records in (tab, request, seed) order whatever order they finished in.
+    """
+    from models.train_downstream import DownstreamSettings
 
     settings = DownstreamSettings.from_config(cfg)
     overrides = {k: v for k, v in (("max_epochs", spec.max_epochs), ("threads", spec.threads)) if v}
     settings = replace(settings, trainer=replace(settings.trainer, **overrides))
+    jobs = [RunJob(tab, req, seed, bootstrap=req.variant.value == "none" and seed == seeds[0])
+            for tab in sets for req in reqs for seed in seeds]
+    done: dict[RunJob, dict] = {}
     with timer.phase(phase):
-        for tab, ts in sets.items():
-            iim = iim_source(cfg, ts, None) if any(r.variant.granularity is Granularity.module for r in reqs) else None
-            for req in reqs:
-                for seed in seeds:
-                    r = train_on_sets(cfg, ts, spec.task, req, seed, settings, iim=iim)
-                    sink.append(record(tab, layer, r, req))
-                    with spec.runs_log.open("a") as fh:
-                        fh.write(json.dumps(sink[-1], default=str) + "\n")
-                    log.info("tab %s %-18s seed %d: AUC %.4f (%d epochs%s, %.1fs)", tab, r.label, seed, r.test_auc,
-                             r.fit.epochs, "" if r.fit.converged else ", EPOCH CAP", r.fit.seconds)
-                    if req.variant.value == "none" and seed == seeds[0]:
-                        sink[-1]["bootstrap_se"] = bootstrap_se(r.test_labels, r.test_scores, seed)
+        if spec.jobs <= 1:
+            worker = RunWorker(cfg, settings, spec.task, layer, sets)
+            for job in jobs:
+                done[job] = _finished(spec, job, worker.run(job))
+        else:
+            order = sorted(jobs, key=lambda j: -expected_cost(sets[j.tab], j.req))
+            shared = save_sets(spec.workdir / "training_sets" / layer, sets)
+            ctx = multiprocessing.get_context("spawn")  # the parent holds a JVM and torch's thread pools
+            with ProcessPoolExecutor(spec.jobs, mp_context=ctx, initializer=_init_worker,
+                                     initargs=(cfg, settings, spec.task, layer, shared)) as pool:
+                futures = {pool.submit(_run_in_worker, job): job for job in order}
+                for future in as_completed(futures):
+                    done[futures[future]] = _finished(spec, futures[future], future.result())
+    sink.extend(done[job] for job in jobs)
+
+
+@dataclass(frozen=True)
+class RunJob:
+    """One downstream run of the report: a tab, a transfer request and a seed."""
+
+    tab: str
+    req: object  # models.train_downstream.TransferRequest
+    seed: int
+    bootstrap: bool  # also estimate the test-row bootstrap SE (once per tab, on the no-transfer run)
+
+
+class RunWorker:
+    """Trains report runs on one process's copy of the training sets (the IIM source loaded once per tab)."""
+
+    def __init__(self, cfg: LfmConfig, settings, task: str, layer: str, sets: dict):
+        self.cfg, self.settings, self.task, self.layer, self.sets = cfg, settings, task, layer, sets
+        self.iim: dict[str, object] = {}
+
+    def run(self, job: RunJob) -> dict:
+        from models.train_downstream import Granularity
+        from spark_jobs.downstream import iim_source, train_on_sets
+
+        ts = self.sets[job.tab]
+        module_level = job.req.variant.granularity is Granularity.module
+        if module_level and job.tab not in self.iim:
+            self.iim[job.tab] = iim_source(self.cfg, ts, None)
+        iim = self.iim[job.tab] if module_level else None
+        r = train_on_sets(self.cfg, ts, self.task, job.req, job.seed, self.settings, iim=iim)
+        rec = record(job.tab, self.layer, r, job.req)
+        if job.bootstrap:
+            rec["bootstrap_se"] = bootstrap_se(r.test_labels, r.test_scores, job.seed)
+        return rec
+
+
+def _finished(spec: ReportSpec, job: RunJob, rec: dict) -> dict:
+    with spec.runs_log.open("a") as fh:
+        fh.write(json.dumps(rec, default=str) + "\n")
+    log.info("tab %s %-18s seed %d: AUC %.4f (%d epochs%s, %.1fs)", job.tab, rec["variant"], job.seed,
+             rec["test_auc"], rec["epochs"], "" if rec["converged"] else ", EPOCH CAP", rec["seconds"])
+    return rec
+
+
+def expected_cost(ts, req) -> float:
+    """Relative run time for scheduling: training rows x the variant's weight (module-level and CR-only runs
+    measured about 2.5x a feature-level run, the retrieval two-tower about 0.4x)."""
+    from models.train_downstream import Granularity
+
+    weight = {Granularity.module: 2.5, Granularity.model: 0.4}.get(req.variant.granularity, 1.0)
+    return ts.train.num_rows * (2.5 if req.variant.value == "cr_gate" else weight)
+
+
+def save_sets(folder: Path, sets: dict) -> dict:
+    """Each tab's training sets as Arrow IPC files the workers memory-map (written once, not pickled per run)."""
+    import pyarrow as pa
+
+    folder.mkdir(parents=True, exist_ok=True)
+    shared = {}
+    for tab, ts in sets.items():
+        paths = {}
+        for part in ("train", "test"):
+            table = getattr(ts, part)
+            paths[part] = folder / f"tab{tab}.{part}.arrow"
+            with pa.OSFile(str(paths[part]), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+                writer.write_table(table)
+        shared[tab] = (paths, replace(ts, train=None, test=None))
+    return shared
+
+
+_WORKER: list[RunWorker] = []
+
+
+def _init_worker(cfg: LfmConfig, settings, task: str, layer: str, shared: dict) -> None:
+    import pyarrow as pa
+
+    logging.basicConfig(level=logging.WARNING)
+    sets = {}
+    for tab, (paths, meta) in shared.items():
+        parts = {part: pa.ipc.open_file(pa.memory_map(str(path))).read_all() for part, path in paths.items()}
+        sets[tab] = replace(meta, **parts)
+    _WORKER[:] = [RunWorker(cfg, settings, task, layer, sets)]
+
+
+def _run_in_worker(job: RunJob) -> dict:
+    return _WORKER[0].run(job)
 
 
 def record(tab: str, layer: str, r, req) -> dict:
@@ -349,7 +448,9 @@ def markdown(spec: ReportSpec, summary: pd.DataFrame, runs: pd.DataFrame, versio
               ""]
     lines += ["| window | days |", "|---|---|"] + [f"| {k} | {v} |" for k, v in spec.days_text.items()] + [""]
     lines += [f"Wall time: **{timer.total / 60:.1f} min** in all; "
-              + ", ".join(f"{k} {v:.0f}s" for k, v in timer.phases.items()), ""]
+              + ", ".join(f"{k} {v:.0f}s" for k, v in timer.phases.items())
+              + f" (downstream runs {spec.jobs} at a time, {spec.threads or 'train.threads'} torch thread(s) each)",
+              ""]
     boot = runs.dropna(subset=["bootstrap_se"]) if "bootstrap_se" in runs else runs.iloc[:0]
     rows = {}
     for tab, grp in summary.groupby("tab", sort=False):
@@ -538,6 +639,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[ReportSpec, argparse.Name
     p.add_argument("--max-epochs", type=int, help="override the downstream epoch cap")
     p.add_argument("--threads", type=int, help="torch threads per downstream run (default: train.threads); on a "
                                                "machine shared with other jobs 1 thread is far faster than 2")
+    p.add_argument("--jobs", type=int, help="downstream runs trained side by side, one process each (default: the "
+                                            "cores this process may use / --threads)")
     p.add_argument("--reuse-workdir", action="store_true",
                    help="skip ingest/pretrain/backfill and train on what an earlier run built in --workdir")
     p.add_argument("--quick", action="store_true", help="one seed, two tabs, IIM k in {0, L}, no layer sweep")
@@ -560,8 +663,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[ReportSpec, argparse.Name
                       train=_days(a.train), test=_days(a.test), tabs=tabs, task=a.task, seeds=seeds, ks=ks,
                       layers=layers, layer_seeds=tuple(range(max(1, min(a.layer_seeds, len(seeds))))),
                       out_md=out, out_png=out.with_suffix(".png"), out_json=out.with_suffix(".json"),
-                      quick=a.quick, max_epochs=a.max_epochs, threads=a.threads, reuse=a.reuse_workdir)
+                      quick=a.quick, max_epochs=a.max_epochs, threads=a.threads, reuse=a.reuse_workdir,
+                      jobs=a.jobs or max(1, len(os.sched_getaffinity(0)) // (a.threads or base_threads(a.config))))
     return spec, a
+
+
+def base_threads(config: str | None) -> int:
+    return load_config(config).train.threads
 
 
 def render_from_runs(spec: ReportSpec, base: LfmConfig, command: str, console_log: Path) -> str:

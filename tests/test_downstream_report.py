@@ -94,7 +94,8 @@ def test_quick_report_runs_end_to_end_on_synthetic_data(spark, tmp_path):
     spec, _ = parse_args(["--quick", "--source", str(source), "--workdir", str(tmp_path / "work"),
                           "--out", str(tmp_path / "report.md"), "--pretrain", f"{day(0)}..{day(1)}",
                           "--pretrain-valid", day(2), "--refresh", f"{day(2)}..{day(5)}", "--warmup-days", "2",
-                          "--train", f"{day(3)}..{day(4)}", "--test", day(5), "--tabs", "1,0", "--max-epochs", "4"])
+                          "--train", f"{day(3)}..{day(4)}", "--test", day(5), "--tabs", "1,0", "--max-epochs", "4",
+                          "--jobs", "2"])  # two worker processes: the report's parallel path
     base = make_config(tmp_path, model={"embedding_dim": 4, "user_tower": [16, 8], "item_tower": [16, 8],
                                         "cross_layers": 1, "dnn": [16, 8]},
                        train={"batch_size": 512, "max_epochs": 2, "threads": 1, "lr": 1e-2},
@@ -105,6 +106,9 @@ def test_quick_report_runs_end_to_end_on_synthetic_data(spark, tmp_path):
     assert set(s.tab) == {"1", "0"}
     assert {"none", "ur_ir_cr_gate", "iim_k0", "iim_k3", "iim_random", "retrieval_ur"} <= set(s.variant)
     assert s.auc.between(0.0, 1.0).all()
+    order = [(r.tab, r.variant) for r in result.runs.itertuples()]
+    assert order[0] == ("1", "none") and order[-1] == ("0", "retrieval_cr_user")  # (tab, request) order kept
+    assert result.runs.bootstrap_se.notna().sum() == 2  # one no-transfer bootstrap per tab
     cov = result.runs[result.runs.variant == "ur_ir_cr_mlp"].coverage.iloc[0]
     assert cov["ur"] > 0.5 and cov["ir"] > 0.5  # the point-in-time join found snapshots for most rows
     assert spec.out_md.read_text().startswith("# Transfer report")
