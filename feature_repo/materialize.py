@@ -20,8 +20,9 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from enum import Enum
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -39,6 +40,14 @@ log = logging.getLogger("lfm.feast")
 Gate = Callable[..., set]
 
 
+class Skip(str, Enum):
+    """Why a table of the day was not loaded online."""
+
+    gate = "gate"  # the quality gate has not passed it (missing, failed or never validated): a refusal
+    newer_online = "newer_online"  # the online store already holds a newer snapshot: nothing to do
+    empty = "empty"  # the partition has no rows
+
+
 @dataclass
 class TableLoad:
     version: str
@@ -47,6 +56,7 @@ class TableLoad:
     rows: int = 0
     reason: str = ""
     seconds: float = 0.0
+    skip: Skip | None = None
 
 
 @dataclass
@@ -137,6 +147,19 @@ def _write(cfg: LfmConfig, backend, fv, table: str, spec: VersionSpec, keys: np.
     backend.write(fv.name, table, kb, encode_vectors(mat), ts)
 
 
+def _load(cfg: LfmConfig, store, backend, fv, table: str, spec: VersionSpec, day: dt.date, tbl: pa.Table,
+          version: str) -> tuple[TableLoad, tuple[np.ndarray, np.ndarray] | None]:
+    """Write one read partition online and record the interval in Feast's registry; (load, (keys, vectors))."""
+    t0 = time.perf_counter()
+    if tbl.num_rows == 0:
+        return TableLoad(version, table, False, reason="no rows in the Delta partition", skip=Skip.empty), None
+    keys, mat, ts = unpack(tbl, table, spec.dim(table))
+    _write(cfg, backend, fv, table, spec, keys, mat, ts)
+    start, _ = day_bounds(cfg, day)
+    store.registry.apply_materialization(fv, store.project, start, ts, commit=True)
+    return TableLoad(version, table, True, rows=len(keys), seconds=time.perf_counter() - t0), (keys, mat)
+
+
 def materialize(spark, cfg: LfmConfig, ds: str | dt.date, model_version: str | None = None,
                 gate: Gate | None = None, store=None, build_index: bool = True) -> MaterializeResult:
     """Load day `ds` for one version (or every registered one); see the module docstring for the rules."""
@@ -164,42 +187,35 @@ def materialize(spark, cfg: LfmConfig, ds: str | dt.date, model_version: str | N
                 newest[table] = _newest_loaded(views[table])
             fresh = [t for t in TABLES if newest[t] is None or newest[t] <= day_end]
             # The gate query and the partition reads run concurrently (Spark runs jobs from several threads);
-            # nothing is written before the gate's verdict, and only what it passed.
+            # nothing is written before the gate's verdict, and only what it passed; each passed table is
+            # written as soon as its read is back, while the other reads still run.
+            loads: dict[str, TableLoad] = {}
             with ThreadPoolExecutor(max_workers=1 + len(fresh)) as pool:
                 verdict = pool.submit(gate, spark, cfg, day, version)
-                reads = {t: pool.submit(read_partition, spark, cfg, views[t], t, day) for t in fresh}
+                reads = {pool.submit(read_partition, spark, cfg, views[t], t, day): t for t in fresh}
                 passed = verdict.result()
-                for t in reads:
-                    if t not in passed:
-                        reads[t].cancel()
                 for table in TABLES:
-                    t0 = time.perf_counter()
                     if table not in passed:
-                        result.loads.append(TableLoad(version, table, False, reason=f"quality gate has not passed "
-                                                      f"{table} of {day} (missing, failed or not validated)"))
-                        continue
-                    if table not in reads:
-                        result.loads.append(TableLoad(version, table, False, reason=f"online store already holds "
-                                                      f"the newer snapshot ending {newest[table].isoformat()}"))
-                        continue
-                    tbl = reads[table].result()
-                    if tbl.num_rows == 0:
-                        result.loads.append(TableLoad(version, table, False, reason="no rows in the Delta partition"))
-                        continue
-                    fv = views[table]
-                    keys, mat, ts = unpack(tbl, table, spec.dim(table))
-                    _write(cfg, backend, fv, table, spec, keys, mat, ts)
-                    start, _ = day_bounds(cfg, day)
-                    store.registry.apply_materialization(fv, store.project, start, ts, commit=True)
-                    result.loads.append(TableLoad(version, table, True, rows=len(keys),
-                                                  seconds=time.perf_counter() - t0))
-                    if table == "ir" and build_index:
+                        loads[table] = TableLoad(version, table, False, skip=Skip.gate, reason=f"quality gate has "
+                                                 f"not passed {table} of {day} (missing, failed or not validated)")
+                    elif table not in fresh:
+                        loads[table] = TableLoad(version, table, False, skip=Skip.newer_online, reason=f"online store "
+                                                 f"already holds the newer snapshot ending {newest[table].isoformat()}")
+                for future in [f for f, t in reads.items() if t not in passed]:
+                    future.cancel()
+                for future in as_completed([f for f, t in reads.items() if t in passed]):
+                    table = reads[future]
+                    loads[table], written = _load(cfg, store, backend, views[table], table, spec, day,
+                                                  future.result(), version)
+                    if table == "ir" and build_index and written is not None:
                         from feature_repo.retrieval import ItemIndex, index_dir
 
+                        keys, mat = written
                         ItemIndex.build(keys, mat, cfg.feast.retrieval,
                                         meta={"model_version": version, "ds": day.isoformat()}
                                         ).save(index_dir(cfg, version, day))
                         result.index_items = len(keys)
+            result.loads += [loads[t] for t in TABLES]
     finally:
         backend.close()
     result.seconds = time.perf_counter() - t_all

@@ -14,6 +14,12 @@ of entity rows (DOMAIN.md section 7). The join here, per view:
 A left join against one row per key keeps every entity row, duplicates included, in their columns; a row
 never sees a snapshot stamped after its own time, so day D's snapshot (stamped D+1 00:00 local) is invisible
 to a row during day D.
+
+`training_table` returns the set as an Arrow table on the driver; up to `feast.offline_local_rows` entity rows
+(and `feast.offline_local_mb` of pruned snapshots) it reads the snapshots with Spark and applies the same rule
+in Arrow (`feature_repo.asof_local`), skipping the distributed join's per-view shuffle and broadcast;
+`write_training_set` writes either result as parquet. `tests/test_feast_serving.py` checks both engines give
+the same rows.
 """
 from __future__ import annotations
 
@@ -99,18 +105,44 @@ def _size_bytes(df) -> int | None:
         return None
 
 
-def asof_join(spark, cfg: LfmConfig, entities, plans: list[ViewPlan], full_feature_names: bool = False):
-    """Left as-of join of `entities` with each planned view (see module docstring)."""
-    from pyspark.sql import functions as F
-
+def output_names(plans: list[ViewPlan], columns: list[str], full_feature_names: bool) -> list[str]:
+    """The vector columns the join adds; refuses names the entity rows already use."""
     names = [f"{p.name}__{p.feature}" if full_feature_names else p.feature for p in plans]
-    clash = sorted(set(names) & set(entities.columns))
+    clash = sorted(set(names) & set(columns))
     if clash or len(set(names)) != len(names):
         raise BadEntityRows(f"entity rows already hold column(s) {clash or names}; rename them or use "
                             "full_feature_names")
+    return names
+
+
+def by_key(plans: list[ViewPlan], names: list[str]) -> tuple[list[ViewPlan], list[str]]:
+    """Views that share a join key next to each other (both engines add the columns in this order): a sort-merge
+    join then reuses the entity side's partitioning by that key instead of shuffling the rows once per view."""
+    order = sorted(range(len(plans)), key=lambda i: plans[i].key)
+    return [plans[i] for i in order], [names[i] for i in order]
+
+
+def pruned_snapshots(base, plan: ViewPlan, lo: dt.datetime, hi: dt.datetime):
+    """(__k, t, v) of the view's snapshots a row in [lo, hi] can see: ds pruning with a day of margin on both
+    ends for the local-day vs UTC offset (the timestamp rule in the join is exact), nothing stamped after hi."""
+    from pyspark.sql import functions as F
+
+    first = (lo - dt.timedelta(seconds=plan.ttl_seconds or 10 * 365 * 86400)).date() - dt.timedelta(days=1)
+    last = hi.date() + dt.timedelta(days=1)
+    return (base.where((F.col("ds") >= F.lit(first)) & (F.col("ds") <= F.lit(last)))
+            .where(F.col(TS) <= F.lit(hi))
+            .select(F.col(plan.key).alias("__k"), F.col(TS).alias("t"), F.col(plan.feature).alias("v")))
+
+
+def asof_join(spark, cfg: LfmConfig, entities, plans: list[ViewPlan], full_feature_names: bool = False):
+    """Left as-of join of `entities` with each planned view, in Spark (see module docstring)."""
+    from pyspark.sql import functions as F
+
+    names = output_names(plans, entities.columns, full_feature_names)
     limit = cfg.feast.offline_broadcast_mb * 1024 * 1024
     # Driver-side planning (the rows' time range, Spark's size estimate of each source) costs a Delta log read
     # per table: run them concurrently. The unpruned estimate is an upper bound, so a small one settles it.
+    plans, names = by_key(plans, names)
     with ThreadPoolExecutor(max_workers=1 + len(plans)) as pool:
         lo_hi_f = pool.submit(lambda: entities.agg(F.min(TS), F.max(TS)).first())
         bases = list(pool.map(lambda p: spark.sql(p.query), plans))  # analysed once: one Delta log read each
@@ -119,22 +151,8 @@ def asof_join(spark, cfg: LfmConfig, entities, plans: list[ViewPlan], full_featu
     if lo_hi[0] is None:
         return entities.select("*", *[F.lit(None).cast("array<float>").alias(n) for n in names])
     out = entities
-    # Views that share a join key go next to each other: a sort-merge join then reuses the entity side's
-    # partitioning by that key instead of shuffling the entity rows once per view.
-    order = sorted(range(len(plans)), key=lambda i: plans[i].key)
-    plans, names = [plans[i] for i in order], [names[i] for i in order]
-    bases, whole = [bases[i] for i in order], [whole[i] for i in order]
-    snaps_by_plan = []
-    for plan, base in zip(plans, bases):
-        # ds pruning: a snapshot stamped <= the latest row time and >= earliest row time - TTL; a day of
-        # margin on both ends for the local-day vs UTC offset (the timestamp filter below is the exact rule).
-        first = (lo_hi[0] - dt.timedelta(seconds=plan.ttl_seconds or 10 * 365 * 86400)).date() - dt.timedelta(days=1)
-        last = lo_hi[1].date() + dt.timedelta(days=1)
-        snaps_by_plan.append(base
-                             .where((F.col("ds") >= F.lit(first)) & (F.col("ds") <= F.lit(last)))
-                             .where(F.col(TS) <= F.lit(lo_hi[1]))
-                             .select(F.col(plan.key).alias("__k"),
-                                     F.struct(F.col(TS).alias("t"), F.col(plan.feature).alias("v")).alias("s")))
+    snaps_by_plan = [pruned_snapshots(base, plan, lo_hi[0], lo_hi[1])
+                     .select("__k", F.struct("t", "v").alias("s")) for plan, base in zip(plans, bases)]
     big = [i for i, size in enumerate(whole) if size is None or size > limit]
     with ThreadPoolExecutor(max_workers=max(1, len(big))) as pool:
         pruned = dict(zip(big, pool.map(lambda i: _size_bytes(snaps_by_plan[i]), big)))
@@ -150,13 +168,42 @@ def asof_join(spark, cfg: LfmConfig, entities, plans: list[ViewPlan], full_featu
     return out
 
 
-def training_set(spark, cfg: LfmConfig, entity_rows, feature_service: str | None = None,
-                 version: str | None = None, full_feature_names: bool = False, store=None):
-    """Entity rows + the pinned service's vectors as of each row's `event_timestamp` (a Spark DataFrame).
+def local_join(spark, cfg: LfmConfig, entities, plans: list[ViewPlan], full_feature_names: bool = False):
+    """The same join as `asof_join` with the lookup in Arrow on the driver (`feature_repo.asof_local`): an Arrow
+    table, or None when the rows or the pruned snapshots exceed `feast.offline_local_rows` / `offline_local_mb`
+    (then the Spark join is the one that scales; the bounded collect of up to `offline_local_rows` + 1 rows
+    that found out is the price of not counting the rows first)."""
+    import pyarrow.compute as pc
 
-    `feature_service` (e.g. `lfm_v<version>`) or `version` pins the features; neither = `lfm_current` (logged,
-    since a trainer should pin a version). Every entity row comes back exactly once, in its own columns.
-    """
+    from feature_repo.asof_local import asof_take
+
+    limit_rows, limit_bytes = cfg.feast.offline_local_rows, cfg.feast.offline_local_mb * 1024 * 1024
+    names = output_names(plans, entities.columns, full_feature_names)
+    plans, names = by_key(plans, names)
+    if limit_rows == 0:
+        return None
+    with ThreadPoolExecutor(max_workers=1 + len(plans)) as pool:
+        rows_f = pool.submit(lambda: entities.limit(limit_rows + 1).toArrow())
+        bases = list(pool.map(lambda p: spark.sql(p.query), plans))
+        rows = rows_f.result()
+        if rows.num_rows > limit_rows:
+            return None
+        lo, hi = pc.min_max(rows.column(TS)).values()
+        if lo.as_py() is None:  # no row has a time: no snapshot can be as of it
+            return asof_join(spark, cfg, entities, plans, full_feature_names).toArrow()
+        snaps = [pruned_snapshots(base, plan, lo.as_py(), hi.as_py()) for plan, base in zip(plans, bases)]
+        sizes = list(pool.map(_size_bytes, snaps))
+        if any(size is None or size > limit_bytes for size in sizes):
+            return None
+        tables = list(pool.map(lambda df: df.toArrow(), snaps))
+    for plan, name, snap in zip(plans, names, tables):
+        rows = rows.append_column(name, asof_take(rows.column(plan.key), rows.column(TS), snap.column("__k"),
+                                                  snap.column("t"), snap.column("v"), plan.ttl_seconds))
+    return rows
+
+
+def prepare(spark, cfg: LfmConfig, entity_rows, feature_service: str | None, version: str | None, store):
+    """(entity DataFrame, the pinned service's view plans), refusing unknown versions and bad rows up front."""
     from feature_repo.online import resolve_service
     from feature_repo.store import open_store
 
@@ -166,4 +213,48 @@ def training_set(spark, cfg: LfmConfig, entity_rows, feature_service: str | None
     if feature_service is None and version is None:
         log.warning("training set from %s (model %s): pin a version with --model or --feature-service",
                     service.name, plans[0].model_version if plans else "?")
-    return asof_join(spark, cfg, _entity_frame(spark, cfg, entity_rows), plans, full_feature_names)
+    return _entity_frame(spark, cfg, entity_rows), plans
+
+
+def training_set(spark, cfg: LfmConfig, entity_rows, feature_service: str | None = None,
+                 version: str | None = None, full_feature_names: bool = False, store=None):
+    """Entity rows + the pinned service's vectors as of each row's `event_timestamp` (a Spark DataFrame).
+
+    `feature_service` (e.g. `lfm_v<version>`) or `version` pins the features; neither = `lfm_current` (logged,
+    since a trainer should pin a version). Every entity row comes back exactly once, in its own columns.
+    """
+    entities, plans = prepare(spark, cfg, entity_rows, feature_service, version, store)
+    return asof_join(spark, cfg, entities, plans, full_feature_names)
+
+
+def training_table(spark, cfg: LfmConfig, entity_rows, feature_service: str | None = None,
+                   version: str | None = None, full_feature_names: bool = False, store=None):
+    """`training_set` as an Arrow table on the driver: joined locally when small enough (`local_join`), else the
+    Spark join collected. Same rows, same columns either way."""
+    entities, plans = prepare(spark, cfg, entity_rows, feature_service, version, store)
+    table = local_join(spark, cfg, entities, plans, full_feature_names)
+    return table if table is not None else asof_join(spark, cfg, entities, plans, full_feature_names).toArrow()
+
+
+def write_training_set(spark, cfg: LfmConfig, entity_rows, out: str, feature_service: str | None = None,
+                       version: str | None = None, full_feature_names: bool = False, store=None) -> str:
+    """Write the training set as a parquet folder at `out` (replaced); returns the engine used ("local" or
+    "spark"). A small set is joined locally and written by pyarrow, a large one written by Spark's executors."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    entities, plans = prepare(spark, cfg, entity_rows, feature_service, version, store)
+    table = local_join(spark, cfg, entities, plans, full_feature_names)
+    if table is None:
+        asof_join(spark, cfg, entities, plans, full_feature_names).write.mode("overwrite").parquet(out)
+        return "spark"
+    target = Path(out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))  # never a half-written set
+    pq.write_table(table, staging / "part-00000.parquet")
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    return "local"

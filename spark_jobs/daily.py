@@ -78,7 +78,7 @@ def _validate(ctx: DayContext) -> int:
 
 
 def _materialize(ctx: DayContext) -> int:
-    from feature_repo.materialize import materialize
+    from feature_repo.materialize import Skip, materialize
     from feature_repo.register import register
     from feature_repo.specs import specs_from_registry
 
@@ -95,7 +95,7 @@ def _materialize(ctx: DayContext) -> int:
                                   "else changed (Delta tables and gate verdicts stand): bring it back and rerun "
                                   "the same command, it resumes at materialize") from err
         raise
-    refused = [x for x in result.loads if not x.loaded and "newer snapshot" not in x.reason]
+    refused = [x for x in result.loads if not x.loaded and x.skip is not Skip.newer_online]
     if refused:  # the gate passed a moment ago, so a refusal here is a real fault, not a skip
         raise LfmError(f"materialize of {ctx.ds} refused " + "; ".join(f"{x.table} ({x.reason})" for x in refused))
     return result.rows

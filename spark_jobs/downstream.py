@@ -1,6 +1,6 @@
 """Downstream training on Feast training sets: the Python API behind `lfm train-downstream` and the report.
 
-The training and test sets are the Feast point-in-time join (`feature_repo.offline.training_set`) of the
+The training and test sets are the Feast point-in-time join (`feature_repo.offline.training_table`) of the
 scenario's samples (`spark_jobs.samples`) with the pinned feature service, never a direct read of the embedding
 tables. `bench/transfer_report.py` calls `training_sets` and `train_on_sets` too, so the report measures exactly
 what the verb trains.
@@ -56,7 +56,7 @@ def training_sets(spark, cfg: LfmConfig, scenario: str, train_days: list[dt.date
     import pyarrow.compute as pc
     from pyspark.sql import functions as F
 
-    from feature_repo.offline import training_set
+    from feature_repo.offline import training_table
     from feature_repo.online import resolve_service
     from feature_repo.store import open_store
     from models.train_downstream import EmptyScenario
@@ -83,7 +83,7 @@ def training_sets(spark, cfg: LfmConfig, scenario: str, train_days: list[dt.date
             raise EmptyScenario(f"scenario {s.scenario}={scenario!r} has no rows on the {name} days "
                                 f"{days[0]}..{days[-1]}; scenarios with rows there: {known}")
     n_in = sum(counts.values())
-    joined = training_set(spark, cfg, rows, feature_service=service.name, store=store).toArrow()
+    joined = training_table(spark, cfg, rows, feature_service=service.name, store=store)
     if joined.num_rows != n_in:
         raise LostEntityRows(f"the point-in-time join returned {joined.num_rows:,} rows for {n_in:,} entity rows "
                              f"of scenario {scenario!r}: a training set must keep every row; see feature_repo.offline")

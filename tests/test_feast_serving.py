@@ -25,6 +25,7 @@ import yaml
 
 from conftest import make_config
 from feature_repo.errors import BadEntityRows, MixedModelVersions, UnknownModelVersion
+from feature_repo.materialize import Skip
 from feature_repo.specs import TABLES, USER_TABLES, VersionSpec, service_name, view_name
 from lfm.cli import main
 from lfm.names import BadInput
@@ -155,11 +156,12 @@ def test_materialize_loads_only_what_the_gate_passed(served):
         assert loaded == {(V1.version, t) for t in TABLES}, day  # V2 has no gate rows before 05-08
         assert all(x.rows == (USERS if x.table in USER_TABLES else ITEMS) for x in r[day].loads if x.loaded)
     last = {(x.version, x.table): x for x in r[DAYS[-1]].loads}
-    assert not last[(V1.version, "cr_item")].loaded and "quality gate" in last[(V1.version, "cr_item")].reason
+    assert not last[(V1.version, "cr_item")].loaded and last[(V1.version, "cr_item")].skip is Skip.gate
+    assert "quality gate" in last[(V1.version, "cr_item")].reason
     assert all(x.loaded for k, x in last.items() if k != (V1.version, "cr_item"))
     assert not any(x.loaded for x in r[MISSING].loads) and r[MISSING].rows == 0
     assert not any(x.loaded for x in r["older"].loads)
-    assert all("newer snapshot" in x.reason for x in r["older"].loads if x.version == V1.version)
+    assert all(x.skip is Skip.newer_online for x in r["older"].loads if x.version == V1.version)
     assert served.unchanged_after_skips  # a missing/failed/older partition changes nothing online
 
 
@@ -384,12 +386,26 @@ def pit_expected(lake: Lake, spec: VersionSpec, table: str, entity: int | None, 
     return expected(lake, spec, table, max(ok))[entity] if ok else None
 
 
+ENGINES = ("spark", "local")
+
+
+def joined(engine: str, spark, cfg, rows, **pin) -> pd.DataFrame:
+    """The training set from one join engine: the distributed Spark join, or the driver-side Arrow join."""
+    from feature_repo.offline import local_join, prepare, training_set
+
+    if engine == "spark":
+        return training_set(spark, cfg, rows, **pin).toPandas()
+    entities, plans = prepare(spark, cfg, rows, pin.get("feature_service"), pin.get("version"), None)
+    table = local_join(spark, cfg, entities, plans)
+    assert table is not None, "small rows must take the local engine"
+    return table.to_pandas()
+
+
 @pytest.mark.slow
-def test_training_set_for_a_day_sees_only_the_previous_days_snapshot(spark, lake, offline_cfg):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_training_set_for_a_day_sees_only_the_previous_days_snapshot(spark, lake, offline_cfg, engine):
     """Rows of 2022-05-06 (local) get the 2022-05-05 snapshot, never the same day's, which a naive join leaks."""
     from pyspark.sql import functions as F
-
-    from feature_repo.offline import training_set
 
     day = dt.date(2022, 5, 6)
     local_midnight = day_end_utc(day - dt.timedelta(days=1))  # 05-06 00:00 local = end of 05-05
@@ -397,7 +413,7 @@ def test_training_set_for_a_day_sees_only_the_previous_days_snapshot(spark, lake
              day_end_utc(day) - dt.timedelta(microseconds=1)]  # 23:59:59.999999 local
     rows = pd.DataFrame({"user_id": [1, 2, 3], "video_id": [4, 5, 6], "event_timestamp": times, "tab": [0, 0, 0],
                          "is_click": [1, 0, 1]})
-    got = training_set(spark, offline_cfg, rows, version=V1.version).orderBy("user_id").toPandas()
+    got = joined(engine, spark, offline_cfg, rows, version=V1.version).sort_values("user_id").reset_index(drop=True)
     assert len(got) == 3 and got["tab"].tolist() == [0, 0, 0]
     for i, r in got.iterrows():
         for table, key in (("ur", "user_id"), ("ir", "video_id"), ("cr_user", "user_id"), ("cr_item", "video_id")):
@@ -414,9 +430,8 @@ def test_training_set_for_a_day_sees_only_the_previous_days_snapshot(spark, lake
 
 
 @pytest.mark.slow
-def test_training_set_keeps_every_entity_row_and_matches_the_reference_rule(spark, lake, offline_cfg):
-    from feature_repo.offline import training_set
-
+@pytest.mark.parametrize("engine", ENGINES)
+def test_training_set_keeps_every_entity_row_and_matches_the_reference_rule(spark, lake, offline_cfg, engine):
     rng = np.random.default_rng(11)
     n = 600
     start = day_end_utc(DAYS[0]) - dt.timedelta(hours=30)  # before the first snapshot: nulls
@@ -432,8 +447,8 @@ def test_training_set_keeps_every_entity_row_and_matches_the_reference_rule(spar
     rows = pd.DataFrame({"row_id": np.arange(n), "user_id": users, "video_id": items, "event_timestamp": times,
                          "label": rng.integers(0, 2, n)})
     ents = spark.createDataFrame(rows)
-    out = training_set(spark, offline_cfg, ents, feature_service=service_name(V1.version))
-    got = out.toPandas().sort_values("row_id").reset_index(drop=True)
+    got = joined(engine, spark, offline_cfg, ents, feature_service=service_name(V1.version))
+    got = got.sort_values("row_id").reset_index(drop=True)
     assert len(got) == n and got["row_id"].tolist() == list(range(n))  # every row, exactly once
     assert got["label"].tolist() == rows["label"].tolist()
     nulls = 0
@@ -452,8 +467,9 @@ def test_training_set_keeps_every_entity_row_and_matches_the_reference_rule(spar
 
 @pytest.mark.slow
 def test_training_set_agrees_with_feasts_spark_offline_store(spark, lake, offline_cfg):
-    """Feast's own get_historical_features over the same registry and rows gives the same vectors."""
-    from feature_repo.offline import training_set
+    """Feast's own get_historical_features over the same registry and rows gives the same vectors, and so do
+    both of our engines (and `training_table`, whichever it picks)."""
+    from feature_repo.offline import training_table
     from feature_repo.store import open_store
 
     rng = np.random.default_rng(5)
@@ -465,14 +481,20 @@ def test_training_set_agrees_with_feasts_spark_offline_store(spark, lake, offlin
     store = open_store(offline_cfg)
     feast_df = store.get_historical_features(entity_df=ents, features=store.get_feature_service(
         service_name(V1.version))).to_spark_df().toPandas().sort_values("row_id").reset_index(drop=True)
-    ours = training_set(spark, offline_cfg, ents, version=V1.version).toPandas().sort_values("row_id")
-    ours = ours.reset_index(drop=True)
-    assert len(feast_df) == len(ours) == n
-    for table in TABLES:
-        for a, b in zip(feast_df[table], ours[table]):
-            assert (a is None) == (b is None)
-            if a is not None:
-                np.testing.assert_array_equal(np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32))
+    spark_only = offline_cfg.model_copy(update={"feast": offline_cfg.feast.model_copy(
+        update={"offline_local_rows": 0})})
+    ours = {engine: joined(engine, spark, offline_cfg, ents, version=V1.version) for engine in ENGINES}
+    ours["table"] = training_table(spark, offline_cfg, ents, version=V1.version).to_pandas()
+    ours["table, spark-only config"] = training_table(spark, spark_only, ents, version=V1.version).to_pandas()
+    for name, frame in ours.items():
+        frame = frame.sort_values("row_id").reset_index(drop=True)
+        assert len(feast_df) == len(frame) == n, name
+        assert list(frame.columns) == list(ours["spark"].columns), name  # same columns, same order
+        for table in TABLES:
+            for a, b in zip(feast_df[table], frame[table]):
+                assert (a is None) == (b is None), name
+                if a is not None:
+                    np.testing.assert_array_equal(np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32))
 
 
 def test_training_set_refuses_bad_rows_unknown_versions_and_mixed_services(spark, tmp_path):
@@ -514,7 +536,13 @@ def test_cli_training_set_writes_every_row(spark, lake, offline_cfg, tmp_path, c
     out = tmp_path / f"ts_{uuid.uuid4().hex[:6]}"
     assert main(["--config", str(conf), "training-set", "--entities", str(ents), "--out", str(out),
                  "--model", V1.version]) == 0
-    assert "4 rows (4 entity rows in)" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "4 rows (4 entity rows in)" in said and "(local join)" in said
     got = spark.read.parquet(str(out)).orderBy("user_id", "event_timestamp").toPandas()
     np.testing.assert_array_equal(np.asarray(got["ur"][0], dtype=np.float32), expected(lake, V1, "ur", DAYS[2])[1])
     assert got["ur"][3] is None and got["ir"][3] is not None  # unknown user: null, its known item still joined
+    from feature_repo.offline import training_set  # the CLI took the local engine; the Spark engine agrees
+
+    spark_set = training_set(spark, offline_cfg, str(ents), version=V1.version)
+    written = spark.read.parquet(str(out))
+    assert written.exceptAll(spark_set).count() == 0 and spark_set.exceptAll(written).count() == 0

@@ -59,10 +59,12 @@ def kuairand(spark, tmp_path_factory):
     return cfg, version
 
 
-def test_training_set_of_tab0_on_0506_carries_the_0505_snapshot(spark, kuairand):
+@pytest.mark.parametrize("engine", ["spark", "local"])
+def test_training_set_of_tab0_on_0506_carries_the_0505_snapshot(spark, kuairand, engine):
+    """Both join engines: the Spark one (`training_set`) and the driver-side one `training_table` takes here."""
     from pyspark.sql import functions as F
 
-    from feature_repo.offline import training_set
+    from feature_repo.offline import training_set, training_table
     from spark_jobs.samples import samples
 
     cfg, version = kuairand
@@ -71,7 +73,8 @@ def test_training_set_of_tab0_on_0506_carries_the_0505_snapshot(spark, kuairand)
             .select(s.user_key, s.item_key, "event_timestamp", s.scenario, *s.tasks))
     n = rows.count()
     assert n > 1000  # KuaiRand tab 0 has ~1.4k samples that day
-    got = training_set(spark, cfg, rows, version=version).toPandas()
+    got = (training_set(spark, cfg, rows, version=version).toPandas() if engine == "spark" else
+           training_table(spark, cfg, rows, version=version).to_pandas())
     assert len(got) == n  # every entity row comes back
     expected = {t: _delta_vectors(spark, cfg, t, s.user_key if t in USER_TABLES else s.item_key, version, SNAPSHOT)
                 for t in (*USER_TABLES, *ITEM_TABLES)}

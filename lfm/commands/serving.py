@@ -73,17 +73,17 @@ def run_materialize(args: argparse.Namespace, cfg: LfmConfig) -> int:
 
 
 def run_training_set(args: argparse.Namespace, cfg: LfmConfig) -> int:
-    from feature_repo.offline import training_set
+    from feature_repo.offline import write_training_set
     from spark_jobs.session import get_spark
 
     spark = get_spark(cfg)
     t0 = time.perf_counter()
     rows_in = spark.read.parquet(args.entities)
-    df = training_set(spark, cfg, rows_in, feature_service=args.feature_service, version=args.model,
-                      full_feature_names=args.full_feature_names)
-    df.write.mode("overwrite").parquet(args.out)
+    engine = write_training_set(spark, cfg, rows_in, args.out, feature_service=args.feature_service,
+                                version=args.model, full_feature_names=args.full_feature_names)
     n_in, n_out = rows_in.count(), spark.read.parquet(args.out).count()
-    print(f"training-set: {n_out:,} rows ({n_in:,} entity rows in) -> {args.out} in {time.perf_counter() - t0:.1f}s")
+    print(f"training-set: {n_out:,} rows ({n_in:,} entity rows in) -> {args.out} in {time.perf_counter() - t0:.1f}s "
+          f"({engine} join)")
     return 0 if n_in == n_out else 1
 
 

@@ -62,6 +62,10 @@ class FeastSettings(Strict):
     # PIT join: a view's snapshots (in the rows' time range) up to this size are broadcast; above it, a
     # sort-merge join. Broadcasting tens of MB of vector arrays measured slower than the shuffle here.
     offline_broadcast_mb: int = Field(16, ge=0)
+    # Training sets that come back to the driver (Arrow, or one parquet file) up to this many entity rows and
+    # this much of pruned snapshots (Spark's estimate) are joined in Arrow there; 0 rows = always the Spark join.
+    offline_local_rows: int = Field(2_000_000, ge=0)
+    offline_local_mb: int = Field(2048, ge=0)
     server_host: str = "127.0.0.1"  # loopback unless configured otherwise
     server_port: int = Field(6566, ge=1, le=65535)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
