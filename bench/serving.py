@@ -55,8 +55,8 @@ What each row measures (code: `bench/serving.py`; every path runs in the same pr
   undecoded (sqlite: one `UNION ALL` select; Redis: one pipeline of HMGETs), i.e. the floor for any client.
 - **ANN**: FAISS indexes over the day's IR, queried one vector per call with users' UR; recall@k against exact
   inner-product search on the same vectors.
-Absolute numbers move with the machine's load (the run below shares 2 cores with other jobs; load average
-printed); the ratios come from one run.
+Absolute numbers move with the machine's load (2 shared cores; the load average is printed at the start and
+the end); the ratios come from one run.
 
 """
 
