@@ -82,7 +82,7 @@ class ReportSpec:
     quick: bool = False
     max_epochs: int | None = None
     threads: int | None = None  # torch threads of the downstream runs (default: train.threads)
-    jobs: int = 1  # downstream runs trained side by side, each in its own process
+    jobs: int | None = None  # downstream runs trained side by side, one process each (None: see default_jobs)
     reuse: bool = False  # train on an already built workdir (after a timeout); the report says so
     partial: str | None = None  # rendered from an interrupted run's runs log (--from-runs): what is missing
 
@@ -449,7 +449,8 @@ def markdown(spec: ReportSpec, summary: pd.DataFrame, runs: pd.DataFrame, versio
     lines += ["| window | days |", "|---|---|"] + [f"| {k} | {v} |" for k, v in spec.days_text.items()] + [""]
     lines += [f"Wall time: **{timer.total / 60:.1f} min** in all; "
               + ", ".join(f"{k} {v:.0f}s" for k, v in timer.phases.items())
-              + f" (downstream runs {spec.jobs} at a time, {spec.threads or 'train.threads'} torch thread(s) each)",
+              + (f" (downstream runs {spec.jobs} at a time, {spec.threads or 'train.threads'} torch thread(s) each)"
+                 if spec.jobs else ""),
               ""]
     boot = runs.dropna(subset=["bootstrap_se"]) if "bootstrap_se" in runs else runs.iloc[:0]
     rows = {}
@@ -563,6 +564,11 @@ class ReportResult:
     markdown: str
 
 
+def default_jobs(cfg: LfmConfig, spec: ReportSpec) -> int:
+    """As many concurrent runs as the cores this process may use hold runs of `threads` torch threads each."""
+    return max(1, len(os.sched_getaffinity(0)) // (spec.threads or cfg.train.threads))
+
+
 def run_report(spec: ReportSpec, base: LfmConfig, command: str = "") -> ReportResult:
     from models.iim import interaction_layers
     from models.registry import Registry
@@ -576,6 +582,7 @@ def run_report(spec: ReportSpec, base: LfmConfig, command: str = "") -> ReportRe
     if spec.reuse and not built:
         raise SystemExit(f"--reuse-workdir: nothing is built in {spec.workdir}; run without it first")
     cfg = workdir_config(base, spec.workdir)
+    spec = replace(spec, jobs=spec.jobs or default_jobs(cfg, spec))
     spec.out_json.parent.mkdir(parents=True, exist_ok=True)
     spec.runs_log.unlink(missing_ok=True)
     timer = Timer()
@@ -664,12 +671,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[ReportSpec, argparse.Name
                       layers=layers, layer_seeds=tuple(range(max(1, min(a.layer_seeds, len(seeds))))),
                       out_md=out, out_png=out.with_suffix(".png"), out_json=out.with_suffix(".json"),
                       quick=a.quick, max_epochs=a.max_epochs, threads=a.threads, reuse=a.reuse_workdir,
-                      jobs=a.jobs or max(1, len(os.sched_getaffinity(0)) // (a.threads or base_threads(a.config))))
+                      jobs=a.jobs)
     return spec, a
-
-
-def base_threads(config: str | None) -> int:
-    return load_config(config).train.threads
 
 
 def render_from_runs(spec: ReportSpec, base: LfmConfig, command: str, console_log: Path) -> str:

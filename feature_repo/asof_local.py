@@ -17,10 +17,11 @@ MICROS = pa.timestamp("us", tz="UTC")
 
 
 def _micros(times: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """Timestamps as int64 microseconds since the epoch, UTC (naive times are UTC, as in the Spark session)."""
+    """Timestamps as int64 microseconds since the epoch, UTC (naive times are UTC, as in the Spark session);
+    a null time reads 0 (the caller masks it)."""
     if times.type.tz is None:
         times = pc.assume_timezone(times, "UTC")
-    return pc.cast(pc.cast(times, MICROS), pa.int64()).to_numpy(zero_copy_only=False)
+    return pc.fill_null(pc.cast(pc.cast(times, MICROS), pa.int64()), 0).to_numpy(zero_copy_only=False)
 
 
 def _key_codes(row_keys: pa.ChunkedArray, snap_keys: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
@@ -36,10 +37,11 @@ def _key_codes(row_keys: pa.ChunkedArray, snap_keys: pa.ChunkedArray) -> tuple[n
 def asof_take(row_keys: pa.ChunkedArray, row_times: pa.ChunkedArray, snap_keys: pa.ChunkedArray,
               snap_times: pa.ChunkedArray, snap_values: pa.ChunkedArray, ttl_seconds: int) -> pa.ChunkedArray:
     """For each row, the value of the newest snapshot of its key not after the row's time (within the TTL)."""
+    if len(snap_keys) == 0:
+        return pa.chunked_array([pa.nulls(len(row_keys), snap_values.type)])
     row_code, snap_code = _key_codes(row_keys, snap_keys)
     row_t, snap_t = _micros(row_times), _micros(snap_times)
     row_null_t = row_times.is_null().to_numpy(zero_copy_only=False)
-    row_t = np.where(row_null_t, 0, row_t)
     # One sortable int per (key, time): the key's code, then the time's rank among every time on both sides.
     ranks = np.unique(np.concatenate([row_t, snap_t]), return_inverse=True)
     n_times, time_rank = len(ranks[0]), ranks[1]
@@ -49,13 +51,8 @@ def asof_take(row_keys: pa.ChunkedArray, row_times: pa.ChunkedArray, snap_keys: 
     snap_comp = snap_code * n_times + time_rank[len(row_t):]
     order = np.argsort(snap_comp, kind="stable")
     pos = np.searchsorted(snap_comp[order], row_comp, side="right") - 1  # newest snapshot at or before the row
-    hit = pos >= 0
-    pos = np.where(hit, pos, 0)
-    chosen = order[pos] if len(order) else pos
-    if len(order):
-        hit &= (snap_code[chosen] == row_code) & (row_code >= 0) & ~row_null_t
-        if ttl_seconds:
-            hit &= snap_t[chosen] >= row_t - ttl_seconds * 1_000_000
-    else:
-        hit[:] = False
+    chosen = order[np.maximum(pos, 0)]
+    hit = (pos >= 0) & (snap_code[chosen] == row_code) & (row_code >= 0) & ~row_null_t
+    if ttl_seconds:
+        hit &= snap_t[chosen] >= row_t - ttl_seconds * 1_000_000
     return snap_values.take(pa.array(chosen, mask=~hit))

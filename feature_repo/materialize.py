@@ -138,8 +138,7 @@ def unpack(tbl: pa.Table, table: str, dim: int) -> tuple[np.ndarray, np.ndarray,
     return keys, values.reshape(len(keys), dim), ts
 
 
-def _write(cfg: LfmConfig, backend, fv, table: str, spec: VersionSpec, keys: np.ndarray, mat: np.ndarray,
-           ts: dt.datetime) -> None:
+def _write(cfg: LfmConfig, backend, fv, table: str, keys: np.ndarray, mat: np.ndarray, ts: dt.datetime) -> None:
     from feature_repo.codec import encode_vectors, entity_keys
 
     int64 = cfg.feast.entity_key_type == EntityKeyType.int64
@@ -147,17 +146,17 @@ def _write(cfg: LfmConfig, backend, fv, table: str, spec: VersionSpec, keys: np.
     backend.write(fv.name, table, kb, encode_vectors(mat), ts)
 
 
-def _load(cfg: LfmConfig, store, backend, fv, table: str, spec: VersionSpec, day: dt.date, tbl: pa.Table,
-          version: str) -> tuple[TableLoad, tuple[np.ndarray, np.ndarray] | None]:
+def _load(cfg: LfmConfig, store, backend, fv, table: str, spec: VersionSpec, day: dt.date,
+          tbl: pa.Table) -> tuple[TableLoad, tuple[np.ndarray, np.ndarray] | None]:
     """Write one read partition online and record the interval in Feast's registry; (load, (keys, vectors))."""
     t0 = time.perf_counter()
     if tbl.num_rows == 0:
-        return TableLoad(version, table, False, reason="no rows in the Delta partition", skip=Skip.empty), None
+        return TableLoad(spec.version, table, False, reason="no rows in the Delta partition", skip=Skip.empty), None
     keys, mat, ts = unpack(tbl, table, spec.dim(table))
-    _write(cfg, backend, fv, table, spec, keys, mat, ts)
+    _write(cfg, backend, fv, table, keys, mat, ts)
     start, _ = day_bounds(cfg, day)
     store.registry.apply_materialization(fv, store.project, start, ts, commit=True)
-    return TableLoad(version, table, True, rows=len(keys), seconds=time.perf_counter() - t0), (keys, mat)
+    return TableLoad(spec.version, table, True, rows=len(keys), seconds=time.perf_counter() - t0), (keys, mat)
 
 
 def materialize(spark, cfg: LfmConfig, ds: str | dt.date, model_version: str | None = None,
@@ -206,7 +205,7 @@ def materialize(spark, cfg: LfmConfig, ds: str | dt.date, model_version: str | N
                 for future in as_completed([f for f, t in reads.items() if t in passed]):
                     table = reads[future]
                     loads[table], written = _load(cfg, store, backend, views[table], table, spec, day,
-                                                  future.result(), version)
+                                                  future.result())
                     if table == "ir" and build_index and written is not None:
                         from feature_repo.retrieval import ItemIndex, index_dir
 

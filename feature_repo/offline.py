@@ -171,7 +171,7 @@ def asof_join(spark, cfg: LfmConfig, entities, plans: list[ViewPlan], full_featu
 def local_join(spark, cfg: LfmConfig, entities, plans: list[ViewPlan], full_feature_names: bool = False):
     """The same join as `asof_join` with the lookup in Arrow on the driver (`feature_repo.asof_local`): an Arrow
     table, or None when the rows or the pruned snapshots exceed `feast.offline_local_rows` / `offline_local_mb`
-    (then the Spark join is the one that scales; the bounded collect of up to `offline_local_rows` + 1 rows
+    or no row has a time (then the Spark join is the one that scales; the bounded collect of up to `offline_local_rows` + 1 rows
     that found out is the price of not counting the rows first)."""
     import pyarrow.compute as pc
 
@@ -188,10 +188,10 @@ def local_join(spark, cfg: LfmConfig, entities, plans: list[ViewPlan], full_feat
         rows = rows_f.result()
         if rows.num_rows > limit_rows:
             return None
-        lo, hi = pc.min_max(rows.column(TS)).values()
-        if lo.as_py() is None:  # no row has a time: no snapshot can be as of it
-            return asof_join(spark, cfg, entities, plans, full_feature_names).toArrow()
-        snaps = [pruned_snapshots(base, plan, lo.as_py(), hi.as_py()) for plan, base in zip(plans, bases)]
+        lo, hi = (x.as_py() for x in pc.min_max(rows.column(TS)).values())
+        if lo is None:  # no row has a time: nothing to prune by; the Spark join answers with nulls
+            return None
+        snaps = [pruned_snapshots(base, plan, lo, hi) for plan, base in zip(plans, bases)]
         sizes = list(pool.map(_size_bytes, snaps))
         if any(size is None or size > limit_bytes for size in sizes):
             return None
