@@ -32,5 +32,7 @@ def setup_logging(verbose: bool = False, json_lines: bool | None = None) -> None
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    for noisy in ("py4j", "great_expectations"):  # GE logs every decorator it registers at INFO
+    # GE logs every decorator it registers at INFO; faiss logs each CPU-specific build it tries (and the
+    # ModuleNotFoundError of those this CPU lacks) before loading the generic one
+    for noisy in ("py4j", "great_expectations", "faiss"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
