@@ -27,7 +27,7 @@ from pyspark.sql import functions as F  # noqa: E402
 
 from inference.decay import day_end  # noqa: E402
 from lfm.config import LfmConfig, config_from_dict  # noqa: E402
-from spark_jobs.delta_io import replace_partitions  # noqa: E402
+from lakehouse.delta_io import replace_partitions  # noqa: E402
 from spark_jobs.session import get_spark  # noqa: E402
 
 VERSION = "beef00c0ffee"

@@ -131,7 +131,7 @@ def pretrain_model(spark, cfg, log) -> str:
 
 def stage_inputs(spark, cfg, plan, workdir: Path) -> dict[str, Path]:
     from spark_jobs.refresh import day_samples, users_in_scope
-    from spark_jobs.delta_io import read_table
+    from lakehouse.delta_io import read_table
 
     s = cfg.schema
     out = {}
@@ -285,7 +285,7 @@ def extraction(spark, cfg, plan, staged, cores: int, log) -> list[dict]:
     """rows/s of every method for UR, IR and CR; medians over `repeats` (ratios within one run)."""
     from pyspark.sql import functions as F
 
-    from spark_jobs.delta_io import replace_partitions
+    from lakehouse.delta_io import replace_partitions
     from spark_jobs.refresh import PARTITION_BY
 
     results = []

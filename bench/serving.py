@@ -7,7 +7,7 @@ each next to its anchor measured in the same run on the same data.
 Anchors: Feast 0.67's default local paths (file offline store + local materialization engine into sqlite, and
 `get_historical_features` on the file offline store), a hand-written Spark as-of join, a raw read of the same
 bytes from the same online store, and exact (flat) search for ANN recall. Data: synthetic tables in the contract
-layout (feature_repo/synthetic.py), one model version, `--days` daily snapshots; everything under bench/out/.
+layout (tests/support/synthetic_vectors.py), one model version, `--days` daily snapshots; everything under bench/out/.
 Absolute numbers depend on the machine's load (printed); ratios are measured in the same run.
 """
 from __future__ import annotations
@@ -41,12 +41,12 @@ What each row measures (code: `bench/serving.py`; every path runs in the same pr
 - **materialization**: one day's snapshot of the four views (UR, IR, CR(user), CR(item)) into the sqlite online
   store. Anchor: Feast 0.67's default local path on parquet copies of the same rows (file offline store + local
   materialization engine, `FeatureStore.materialize` over a window holding that day). Ours: `lfm materialize`
-  (`feature_repo/materialize.py`): quality-gate query, the four partition reads through the views' own Spark
+  (`serving/materialize.py`): quality-gate query, the four partition reads through the views' own Spark
   sources (concurrent Spark jobs), Feast's online layout written in bulk, registry updated.
 - **point-in-time training set**: entity rows (30% repeat another row's key and time, as real logs do) joined
   with the version's feature service. Anchor: Feast's `get_historical_features` on the file offline store
   (`to_df`); second anchor: a hand-written Spark as-of join (range join on key and time + `row_number`). Ours:
-  `lfm training-set` (`feature_repo/offline.py`) written to parquet, and `training_table` (an Arrow table, the
+  `lfm training-set` (`serving/offline.py`) written to parquet, and `training_table` (an Arrow table, the
   closest to Feast's in-memory result); at this size both take the local engine (Spark reads the pruned
   snapshots, the lookup runs in Arrow on the driver). The Spark engine, used above `feast.offline_local_rows`,
   is timed too, and the bench checks it wrote the same rows. Rows lost are counted for every path.
@@ -66,13 +66,13 @@ DOC_NOTES = """
 
 - Materialization: Feast's local engine pulls the window from the offline store and builds one `ValueProto` per
   vector in Python. `lfm materialize` reads exactly the gated partition through each view's own Spark source and
-  writes Feast's bytes (entity keys, `ValueProto` float lists, timestamps) in bulk; `feature_repo/codec.py`
+  writes Feast's bytes (entity keys, `ValueProto` float lists, timestamps) in bulk; `serving/codec.py`
   compares a sample with Feast's own serializer on every batch, and the tests read the result back through
   `FeatureStore.get_online_features` and Feast's HTTP server. Its fixed costs (gate query, four Spark jobs,
   registry update) dominate small days; the ratio grows with the day's size.
 - Point-in-time: Feast's file offline store returned fewer rows than it was given (it de-duplicates entity rows
   that share keys and timestamp); Feast's Spark offline store keeps them but joined ~1.3k rows/s here (50k rows x
-  2 views in 39 s), so `feature_repo/offline.py` does the join itself in Spark over the same registry-resolved
+  2 views in 39 s), so `serving/offline.py` does the join itself in Spark over the same registry-resolved
   sources: per view, the snapshots in the rows' time range grouped per key, one left join (broadcast when small,
   else a sort-merge join that reuses the entity side's partitioning for views sharing a key), and the newest
   snapshot not after the row's time within the TTL. A test checks it equals Feast's Spark offline store. That
@@ -238,13 +238,13 @@ def main(argv: list[str] | None = None) -> int:
     say(f"data: {args.users:,} users, {args.items:,} items, {args.dim}-d UR/IR/CR, {args.days} daily snapshots, "
         f"one model version; {load()}")
 
-    from feature_repo.materialize import materialize
-    from feature_repo.offline import training_set, training_table, write_training_set
-    from feature_repo.online import OnlineReader
-    from feature_repo.register import register
-    from feature_repo.retrieval import ItemIndex, measure
+    from serving.materialize import materialize
+    from serving.offline import training_set, training_table, write_training_set
+    from serving.online import OnlineReader
+    from serving.register import register
+    from serving.retrieval import ItemIndex, measure
     from feature_repo.store import open_store, quiet_feast_warnings
-    from feature_repo.synthetic import write_days
+    from tests.support.synthetic_vectors import write_days
     from lfm.config.serving import IndexKind, RetrievalSettings
     from spark_jobs.session import get_spark
     from validation.status import StatusRow, record
@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     assert res.rows == rows_per_day, res.summary()
     results["mat_ours_sqlite"] = res.rows / sec
     default = feast_default_store(spark, cfg, args.out, days)
-    from feature_repo.materialize import day_bounds
+    from serving.materialize import day_bounds
 
     start, end = day_bounds(cfg, last)
     _, fsec = timed(lambda: default.materialize(start_date=end - dt.timedelta(hours=1),
@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     stores = [("sqlite", cfg, None)]
     server = None
     if not args.skip_redis:
-        from feature_repo.redis_local import NoRedis, start_redis
+        from tests.support.redis_local import NoRedis, start_redis
 
         try:
             server = start_redis()

@@ -3,8 +3,8 @@
 One command, from a fresh lakehouse, through the platform's own functions end to end:
   ingest (spark_jobs.ingest) -> pretrain the LFM on the pretraining days and register it (models.pretrain,
   models.registry) -> backfill UR/IR/CR over the refresh days (spark_jobs.backfill, with the quality gate) ->
-  register the Feast definitions (feature_repo.register) -> per target tab, the point-in-time training and test
-  sets of the pinned feature service (spark_jobs.downstream.training_sets -> feature_repo.offline) -> every
+  register the Feast definitions (serving.register) -> per target tab, the point-in-time training and test
+  sets of the pinned feature service (pipeline.downstream.training_sets -> serving.offline) -> every
   transfer variant x seed (models.train_downstream, early-stopped on validation AUC) -> optionally the CR layer
   sweep (backfill again per layer, re-register, train the CR-only gate) -> markdown + PNG + raw JSON.
 
@@ -171,7 +171,7 @@ def refresh_and_register(spark, cfg: LfmConfig, spec: ReportSpec, version: str, 
     `gated=False` for the layer sweep: those exports are measured, never served, and the gate would double the
     sweep's cost; the exported layer's backfill (the main pass, last) runs the quality gate on every day.
     """
-    from feature_repo.register import register
+    from serving.register import register
     from feature_repo.specs import specs_from_registry
     from models.registry import Registry
     from spark_jobs.backfill import backfill
@@ -188,7 +188,7 @@ def refresh_and_register(spark, cfg: LfmConfig, spec: ReportSpec, version: str, 
 
 
 def fetch_sets(spark, cfg: LfmConfig, spec: ReportSpec, version: str, timer: Timer) -> dict:
-    from spark_jobs.downstream import training_sets
+    from pipeline.downstream import training_sets
 
     sets = {}
     with timer.phase("training sets (Feast point-in-time)"):
@@ -263,7 +263,7 @@ class RunWorker:
 
     def run(self, job: RunJob) -> dict:
         from models.train_downstream import Granularity
-        from spark_jobs.downstream import iim_source, train_on_sets
+        from pipeline.downstream import iim_source, train_on_sets
 
         ts = self.sets[job.tab]
         module_level = job.req.variant.granularity is Granularity.module

@@ -1,10 +1,11 @@
-"""One SparkSource per (embedding table, model version): the Delta table, filtered to that version's rows.
+"""One SparkSource per (embedding table, export): the Delta table, filtered to that export's released days.
 
 Every source keeps `path=<delta table>`, `table_format=DeltaFormat()`, `timestamp_field="event_timestamp"` and
-`date_partition_column="ds"`, and adds a `query` that selects only the view's model version (and, for CR, its
-layer). Feast 0.67's SparkSource reads `query` when it is set (materialization and historical retrieval alike)
-and keeps `path` for reference, so no view can ever read another version's rows even though all versions share
-one Delta table. The key is cast to the entity's Feast type (KuaiRand ids are Spark INT, Feast wants INT64).
+`date_partition_column="ds"`, and adds a `query` that selects only the export's rows of the days whose newest
+`releases` row is a release. Feast 0.67's SparkSource reads `query` when it is set (materialization and historical
+retrieval alike), so Feast's own tools never see another export's rows or an unreleased day. (The platform's own
+readers go further and read each day at the exact version its release names: `lakehouse.releases`.)
+The key is cast to the entity's Feast type (KuaiRand ids are Spark INT, Feast wants INT64).
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from lfm.config import LfmConfig
 from lfm.config.serving import EntityKeyType
 from lfm.errors import LfmError
 
-from feature_repo.specs import VersionSpec, key_of, view_name
+from feature_repo.specs import key_of, spec_tags, view_name
+from lfm.contract import RELEASES, ExportSpec
 
 
 def _quoted_path(path: str) -> str:
@@ -26,34 +28,28 @@ def _quoted_path(path: str) -> str:
     return f"delta.`{path}`"
 
 
-def source_query(cfg: LfmConfig, table: str, spec: VersionSpec) -> str:
-    """The Spark SQL a view reads: one version's (and layer's) rows of the Delta table, typed for Feast."""
+def source_query(cfg: LfmConfig, table: str, spec: ExportSpec) -> str:
+    """The Spark SQL a view reads: one export's rows of its released days, typed for Feast."""
     key = key_of(cfg, table)
     key_type = "BIGINT" if cfg.feast.entity_key_type == EntityKeyType.int64 else "STRING"
-    where = f"model_version = '{spec.version}'"  # version and layer are validated (hex / safe characters)
-    if spec.layer(table):
-        where += f" AND cr_layer = '{spec.layer(table)}'"
+    export = spec.id  # 16 hex characters, validated by ExportSpec
+    released_days = (f"SELECT ds FROM (SELECT ds, status, row_number() OVER (PARTITION BY ds ORDER BY `at` DESC) "
+                     f"AS n FROM {_quoted_path(cfg.table_path(RELEASES))} WHERE export_id = '{export}') "
+                     "WHERE n = 1 AND status = 'released'")
     return (f"SELECT CAST(`{key}` AS {key_type}) AS `{key}`, `{table}`, event_timestamp, ds "
-            f"FROM {_quoted_path(cfg.table_path(table))} WHERE {where}")
+            f"FROM {_quoted_path(cfg.table_path(table))} WHERE export_id = '{export}' AND ds IN ({released_days})")
 
 
-def embedding_source(cfg: LfmConfig, table: str, spec: VersionSpec) -> SparkSource:
-    tags = {"model_version": spec.version, "table": table}
-    if spec.layer(table):
-        tags["cr_layer"] = spec.layer(table)
+def embedding_source(cfg: LfmConfig, table: str, spec: ExportSpec) -> SparkSource:
     with warnings.catch_warnings():  # Feast's "Spark API is alpha" warning on every construction
         warnings.simplefilter("ignore", RuntimeWarning)
-        return _source(cfg, table, spec, tags)
-
-
-def _source(cfg: LfmConfig, table: str, spec: VersionSpec, tags: dict) -> SparkSource:
-    return SparkSource(
-        name=f"{view_name(table, spec.version)}_source",
-        path=cfg.table_path(table),
-        table_format=DeltaFormat(),
-        query=source_query(cfg, table, spec),
-        timestamp_field="event_timestamp",
-        date_partition_column="ds",
-        tags=tags,
-        description=f"Delta table {table}, rows of model {spec.version}",
-    )
+        return SparkSource(
+            name=f"{view_name(table, spec.id)}_source",
+            path=cfg.table_path(table),
+            table_format=DeltaFormat(),
+            query=source_query(cfg, table, spec),
+            timestamp_field="event_timestamp",
+            date_partition_column="ds",
+            tags={**spec_tags(spec), "table": table},
+            description=f"Delta table {table}, released rows of export {spec.id} (model {spec.model_version})",
+        )

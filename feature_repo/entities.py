@@ -22,4 +22,5 @@ def video_entity(cfg: LfmConfig) -> Entity:
 
 
 def entities(cfg: LfmConfig) -> dict[str, Entity]:
-    return {"user": user_entity(cfg), "video": video_entity(cfg)}
+    """The two entities by side ('user', 'item')."""
+    return {"user": user_entity(cfg), "item": video_entity(cfg)}

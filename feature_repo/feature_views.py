@@ -1,6 +1,6 @@
-"""Per model version: feature views UR, IR, CR(user), CR(item), each one `Array(Float32)` field of its width.
+"""Per export: feature views UR, IR, CR(user), CR(item), each one `Array(Float32)` field of its width.
 
-Views are tagged with model_version, table, dim and cr_layer; the TTL is the refresh cadence plus tolerance
+Views are tagged with the export spec (id, model version, CR layer), table and dim; the TTL is the refresh cadence plus tolerance
 (`feast.ttl_days`): a training row older than that after the latest snapshot gets nulls, not a stale vector.
 """
 from __future__ import annotations
@@ -14,19 +14,20 @@ from lfm.config import LfmConfig
 from lfm.config.serving import EntityKeyType
 
 from feature_repo.data_sources import embedding_source
-from feature_repo.specs import TABLES, VersionSpec, entity_of, key_of, view_name
+from feature_repo.specs import entity_of, key_of, spec_tags, view_name
+from lfm.contract import EMBEDDING_TABLES, ExportSpec
 
 _WHAT = {"ur": "user representation (user tower output)", "ir": "item representation (item tower output)",
          "cr_user": "user-level cross representation (decayed aggregate of CR(u,i))",
          "cr_item": "item-level cross representation (decayed aggregate of CR(u,i))"}
 
 
-def embedding_view(cfg: LfmConfig, table: str, spec: VersionSpec, entity: Entity) -> FeatureView:
+def embedding_view(cfg: LfmConfig, table: str, spec: ExportSpec, entity: Entity) -> FeatureView:
     dim = spec.dim(table)
     key_dtype = Int64 if cfg.feast.entity_key_type == EntityKeyType.int64 else String
-    tags = {"model_version": spec.version, "table": table, "dim": str(dim), "cr_layer": spec.layer(table)}
+    tags = {**spec_tags(spec), "table": table, "dim": str(dim)}
     return FeatureView(
-        name=view_name(table, spec.version),
+        name=view_name(table, spec.id),
         entities=[entity],
         ttl=dt.timedelta(days=cfg.feast.ttl_days),
         schema=[Field(name=key_of(cfg, table), dtype=key_dtype),
@@ -34,11 +35,11 @@ def embedding_view(cfg: LfmConfig, table: str, spec: VersionSpec, entity: Entity
         source=embedding_source(cfg, table, spec),
         online=True,
         tags=tags,
-        description=f"LFM {_WHAT[table]}, {dim}-d, model {spec.version}"
+        description=f"LFM {_WHAT[table]}, {dim}-d, export {spec.id} of model {spec.model_version}"
                     + (f", CR layer {spec.cr_layer}" if spec.layer(table) else ""),
     )
 
 
-def feature_views(cfg: LfmConfig, spec: VersionSpec, entities: dict[str, Entity]) -> dict[str, FeatureView]:
-    """The four views of one version, by table name."""
-    return {t: embedding_view(cfg, t, spec, entities[entity_of(t)]) for t in TABLES}
+def feature_views(cfg: LfmConfig, spec: ExportSpec, entities: dict[str, Entity]) -> dict[str, FeatureView]:
+    """The four views of one export, by table name."""
+    return {t: embedding_view(cfg, t, spec, entities[entity_of(t)]) for t in EMBEDDING_TABLES}

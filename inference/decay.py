@@ -1,6 +1,6 @@
 """Time-interval decaying aggregation of per-sample CR into per-key state (DOMAIN.md section 2, issue 4).
 
-The chain, per key k (a user or an item), with T_D the end of day D (D+1 00:00 in the schema's timezone):
+The chain, per key k (a user or an item), with T_D the end of day D (`lfm.contract.day_end`):
 
     S_D(k) = exp(-(T_D - T_{D-1}) / tau) * S_{D-1}(k)  +  sum_j exp(-(T_D - t_j) / tau) * CR_j
 
@@ -14,12 +14,11 @@ workers, and the tests check them against hand-computed values. Sums are taken i
 from __future__ import annotations
 
 import datetime as dt
-from zoneinfo import ZoneInfo
 
 import numpy as np
 import pyarrow as pa
 
-from lfm.names import BadInput, parse_ds
+from lfm.names import BadInput
 
 MS_PER_HOUR = 3_600_000
 LAYERNORM_EPS = 1e-5  # as torch.nn.LayerNorm, which the reference code applies without affine parameters
@@ -28,20 +27,6 @@ L2_EPS = 1e-12
 
 class FutureEvent(BadInput):
     """A sample at or after the end of the day being aggregated: it would leak the future into the state."""
-
-
-def day_end(ds: str | dt.date, timezone: str) -> dt.datetime:
-    """T_D: the instant day D ends in `timezone` (D+1 00:00 local), as an aware UTC datetime.
-
-    Computed from the calendar, so a day around a DST change is 23 or 25 hours long, as it really is.
-    """
-    d = parse_ds(ds) + dt.timedelta(days=1)
-    return dt.datetime(d.year, d.month, d.day, tzinfo=ZoneInfo(timezone)).astimezone(dt.timezone.utc)
-
-
-def day_end_ms(ds: str | dt.date, timezone: str) -> int:
-    """T_D in epoch milliseconds (the unit of the raw log's time column)."""
-    return int(round(day_end(ds, timezone).timestamp() * 1000))
 
 
 def decay_factor(elapsed_ms: np.ndarray | float, tau_hours: float) -> np.ndarray | float:

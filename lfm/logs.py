@@ -36,3 +36,4 @@ def setup_logging(verbose: bool = False, json_lines: bool | None = None) -> None
     # ModuleNotFoundError of those this CPU lacks) before loading the generic one
     for noisy in ("py4j", "great_expectations", "faiss"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("matplotlib").setLevel(logging.ERROR)  # "building the font cache" on a first run

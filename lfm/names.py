@@ -6,10 +6,12 @@ import re
 
 from lfm.errors import LfmError
 
-_TABLE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-_DS = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_VERSION = re.compile(r"^[0-9a-f]{12,64}$")
-_RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Every check is a `fullmatch`: `$` would also accept a trailing newline ("abc\n"), which then reaches a path or SQL.
+_TABLE_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
+_DS = re.compile(r"\d{4}-\d{2}-\d{2}")
+MODEL_VERSION = re.compile(r"[0-9a-f]{12,64}")
+_EXPORT_ID = re.compile(r"[0-9a-f]{16}")
+_RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class BadInput(LfmError, ValueError):
@@ -17,7 +19,7 @@ class BadInput(LfmError, ValueError):
 
 
 def check_table_name(name: str) -> str:
-    if not isinstance(name, str) or not _TABLE_NAME.match(name):
+    if not isinstance(name, str) or not _TABLE_NAME.fullmatch(name):
         raise BadInput(f"bad table name {name!r}: use lower-case letters, digits and '_' (e.g. 'events')")
     return name
 
@@ -28,7 +30,7 @@ def parse_ds(value: str | dt.date) -> dt.date:
         raise BadInput(f"bad date {value!r}: pass a day as YYYY-MM-DD, not a timestamp")
     if isinstance(value, dt.date):
         return value
-    if not isinstance(value, str) or not _DS.match(value):
+    if not isinstance(value, str) or not _DS.fullmatch(value):
         raise BadInput(f"bad date {value!r}: expected YYYY-MM-DD, e.g. 2022-05-02")
     try:
         return dt.date.fromisoformat(value)
@@ -56,13 +58,20 @@ def parse_days(value: str) -> list[dt.date]:
 
 
 def check_model_version(value: str) -> str:
-    if not isinstance(value, str) or not _VERSION.match(value):
+    if not isinstance(value, str) or not MODEL_VERSION.fullmatch(value):
         raise BadInput(f"bad model version {value!r}: expected a hex content hash (see `lfm models list`)")
+    return value
+
+
+def check_export_id(value: str) -> str:
+    """An export spec's id (`lfm.contract.ExportSpec.id`): 16 hex characters."""
+    if not isinstance(value, str) or not _EXPORT_ID.fullmatch(value):
+        raise BadInput(f"bad export id {value!r}: expected 16 hex characters (see `lfm status`)")
     return value
 
 
 def check_run_id(value: str) -> str:
     """A run id ends up in folder names (gate reports) and commit metadata: letters, digits, '-', '_' only."""
-    if not isinstance(value, str) or not _RUN_ID.match(value):
+    if not isinstance(value, str) or not _RUN_ID.fullmatch(value):
         raise BadInput(f"bad run id {value!r}: use 1-64 letters, digits, '-' or '_'")
     return value

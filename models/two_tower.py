@@ -160,7 +160,7 @@ def save_user_projection(path: str | Path, model: FrozenIrTwoTower, card: Projec
 
 @dataclass(frozen=True)
 class ProjectionEncoder:
-    """A saved user projection in the shape `feature_repo.retrieval.Retriever` takes as its `encoder`:
+    """A saved user projection in the shape `serving.retrieval.Retriever` takes as its `encoder`:
     `source` names the online view to read (ur or cr_user), `encode` maps those vectors into the IR space."""
 
     projection: UserProjection

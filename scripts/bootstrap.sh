@@ -15,8 +15,12 @@ fi
 stamp=.venv/.lfm-installed
 want=$(sha256sum pyproject.toml | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "installing lfm-export and its pinned dependencies into .venv (first time: a few minutes)"
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[test]"
+  log=.venv/install.log
+  echo "installing lfm-export and its pinned dependencies into .venv (first time: a few minutes; pip's output: $log)"
+  if ! { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -e ".[test]"; } >"$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    echo "installing the dependencies failed; the whole output is in $log" >&2
+    exit 1
+  fi
   echo "$want" > "$stamp"
 fi

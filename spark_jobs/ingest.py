@@ -22,7 +22,7 @@ from pyspark.sql import types as T
 
 from lfm.config import LfmConfig
 from lfm.names import BadInput, parse_ds
-from spark_jobs.delta_io import ds_predicate, overwrite_table, replace_partitions
+from lakehouse.delta_io import ds_predicate, overwrite_table, replace_partitions
 from spark_jobs.layout import ITEMS_BASIC, ITEMS_STATISTIC, KUAIRAND_LAYOUT, LOG, USERS, RawFile
 
 class IngestError(BadInput):

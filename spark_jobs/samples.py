@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 
 from lfm.config import LfmConfig
 from lfm.names import BadInput, parse_ds
-from spark_jobs.delta_io import ds_predicate, table_exists
+from lakehouse.delta_io import ds_predicate, table_exists
 
 
 class SamplesError(BadInput):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import uuid
 from dataclasses import dataclass
 
@@ -24,9 +25,11 @@ from pyspark.sql import functions as F
 
 from lfm.config import LfmConfig
 from lfm.names import BadInput, parse_ds
-from spark_jobs.delta_io import read_table
-from spark_jobs.refresh import (DayState, RefreshPlan, cr_frame, day_samples, plan_refresh, resolve_model,
-                                tower_order)
+from lakehouse.delta_io import read_table
+from models.exports import spec_for
+from models.registry import Registry
+from spark_jobs.refresh.compute import DayState, cr_frame, day_samples
+from spark_jobs.refresh.plan import RefreshPlan, plan_refresh
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +91,19 @@ def default_probe_days(card, available: list[dt.date]) -> list[dt.date]:
     return [d for d in available if d > max(used)]
 
 
-def _chain_days(spark: SparkSession, cfg: LfmConfig, card, days: list[dt.date], warmup: int,
+def tower_order(points) -> list[str]:
+    """CR point names in mixing-tower order (embed, cross1.., fm, dnn1..), whatever order they are listed in."""
+    stages = {"embed": 0, "cross": 1, "fm": 2, "dnn": 3}
+
+    def key(name: str):
+        m = re.fullmatch(r"([a-z_]+?)(\d*)", name)
+        base, num = (m.group(1), int(m.group(2) or 0)) if m else (name, 0)
+        return (stages.get(base, 4), num, name)
+
+    return sorted(points, key=key)
+
+
+def _chain_days(spark: SparkSession, cfg: LfmConfig, card, model_dir: str, days: list[dt.date], warmup: int,
                 points: tuple[str, ...], run_id: str):
     """Yield (D, CR(u) frame as of the end of D-1) for every probe day D; all points in one pass per day."""
     s = cfg.schema
@@ -96,8 +111,9 @@ def _chain_days(spark: SparkSession, cfg: LfmConfig, card, days: list[dt.date], 
     first = days[0] - dt.timedelta(days=warmup)
     chain = [first + dt.timedelta(days=i) for i in range((days[-1] - first).days)]  # through the day before last
     for i, day in enumerate(chain):
-        plan: RefreshPlan = plan_refresh(spark, cfg, day, card.model_version, points[-1], cold_start=(i == 0),
-                                         run_id=run_id, state_in_memory=True, chain_end=dt.date.max)
+        plan: RefreshPlan = plan_refresh(spark, cfg, spec_for(cfg, card, points[-1]), model_dir, day,
+                                         cold_start=(i == 0), run_id=run_id, state_in_memory=True,
+                                         chain_end=dt.date.max)
         out = cr_frame(spark, cfg, plan, day_samples(spark, cfg, plan), prev, points=points).drop("__finite")
         out = out.localCheckpoint(eager=True)
         last_ts = F.timestamp_millis("t_last").alias("last_ts")
@@ -227,9 +243,9 @@ def choose(scores: dict[str, float | None], widths: dict[str, int], gap_se: dict
 def select_layer(spark: SparkSession, cfg: LfmConfig, model_version: str | None = None,
                  days: list[dt.date] | None = None, warmup_days: int = 2, record: bool = True) -> LayerSelection:
     """Score every CR point of a model by its CR(u)'s probe AUC on held-out days; record the best."""
-    from models.registry import Registry
-
-    card, _ = resolve_model(cfg, model_version)
+    reg = Registry(cfg)
+    card = reg.card(model_version) if model_version else reg.latest()
+    model_dir = str(reg.path(card.model_version))
     available = event_days(spark, cfg)
     days = sorted({parse_ds(d) for d in days}) if days else default_probe_days(card, available)
     missing = [d for d in days if d not in available]
@@ -247,7 +263,7 @@ def select_layer(spark: SparkSession, cfg: LfmConfig, model_version: str | None 
         raise BadInput(f"refresh.probe_task {task!r} is not one of schema.tasks {cfg.schema.tasks}")
     run_id = "select-" + uuid.uuid4().hex[:8]
     parts = [_probe_rows(spark, cfg, day, cr_u, task)
-             for day, cr_u in _chain_days(spark, cfg, card, days, warmup, points, run_id)]
+             for day, cr_u in _chain_days(spark, cfg, card, model_dir, days, warmup, points, run_id)]
     rows = pd.concat(parts, ignore_index=True)
     rows["row"] = rows["row"] + rows["day"].map({d: i << 32 for i, d in enumerate(days)}).astype(np.int64)
     ps = score_points(rows, list(points), days[-1], cfg.refresh.probe_min_test_rows)

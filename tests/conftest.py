@@ -5,20 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from lfm.config import LfmConfig, config_from_dict
-
-REPO = Path(__file__).resolve().parents[1]
-KUAIRAND = REPO.parent / "shared" / "data" / "kuairand-pure"
-
-
-def make_config(root: Path, **overrides) -> LfmConfig:
-    """A config whose every writable path lives under `root` (lakehouse, registry, Feast repo data)."""
-    data = {
-        "lakehouse": str(root / "lakehouse"),
-        "registry": {"path": str(root / "registry")},
-        **overrides,
-    }
-    return config_from_dict(data, "<test>", str(root))
+from lfm.config import LfmConfig
+from tests.support.config import make_config
 
 
 @pytest.fixture(scope="session")
@@ -44,3 +32,24 @@ def synth_source(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth")
     write_synthetic(SynthSpec(users=300, items=120, days=4, events_per_day=1500, seed=7, start="2022-04-25"), out)
     return out
+
+
+@pytest.fixture(scope="session")
+def world(spark, synth_source, tmp_path_factory):
+    """Ingested synthetic inputs and three tiny registered models (tests.support.worlds), built once."""
+    from tests.support.worlds import build_world
+
+    return build_world(spark, synth_source, tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="module")
+def redis_server():
+    """A real redis-server on a free loopback port for the module (tests.support.redis_local)."""
+    from tests.support.redis_local import NoRedis, start_redis
+
+    try:
+        server = start_redis()
+    except NoRedis as err:
+        pytest.skip(f"Redis online store not tested: {err}")
+    yield server
+    server.stop()

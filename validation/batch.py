@@ -13,7 +13,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lfm.config import LfmConfig
-from spark_jobs.delta_io import ds_predicate, table_exists
+from lakehouse.delta_io import ds_predicate, export_predicate, read_table, table_exists
 from validation.tables import TableSpec
 
 DIM, FINITE, NORM, ZERO = "_vec_dim", "_vec_finite", "_vec_norm", "_vec_zero"
@@ -45,17 +45,18 @@ def valid_condition(dim: int, min_norm: float, max_norm: float) -> str:
 
 
 def read_batch(spark: SparkSession, cfg: LfmConfig, spec: TableSpec, day: dt.date,
-               model_version: str | None) -> DataFrame:
+               model_version: str | None, version: int | None = None, export_id: str | None = None) -> DataFrame:
     """The day's partition (users/items: the whole snapshot) with vector statistics, not yet cached.
 
+    `version` pins the Delta version read (the candidate's); `export_id` keeps one export's rows of the day.
     A table that does not exist yet reads as an empty frame of the contract schema, so the suite reports it as
     an empty partition instead of the gate crashing.
     """
     path = cfg.table_path(spec.name)
     if table_exists(spark, path):
-        df = spark.read.format("delta").load(path)
+        df = read_table(spark, path, version)
         if spec.partitioned:
-            df = df.where(ds_predicate([day]))
+            df = df.where(ds_predicate([day]) if export_id is None else export_predicate([day], export_id))
         if spec.is_embedding and cfg.quality.allow_side_by_side_versions:
             df = df.where(F.col("model_version") == model_version)
     else:

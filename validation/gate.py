@@ -1,10 +1,10 @@
-"""The quality gate of one day: validate each table's partition with GE, record pass/quarantine, draw the report.
+"""The quality gate of one day — the AUDIT of write-audit-publish: validate, record a verdict per table, report.
 
-`run_gate` is the one call `lfm refresh` and `lfm validate` make. A table passes when every expectation of its
-partition suite (and, for embedding tables, of its day-metrics suite) succeeds; otherwise it is quarantined:
-its data stays in Delta, but `validation.status.passed_tables` leaves it out, so it is never materialized and
-the online store keeps the last passed snapshot. Each table's batch (partition plus per-row vector statistics,
-see `validation.batch`) is cached once, checked by GE in Spark, then released.
+`run_gate` validates the embedding tables of one export at exactly the candidate's Delta versions (and input
+tables on demand). A table passes when every expectation of its partition suite (and, for embedding tables, of its
+day-metrics suite) succeeds; otherwise it is quarantined. The gate only validates and records (`validation.status`);
+the pipeline publishes a release when every table passed at the candidate's versions. Each table's batch (partition
+plus per-row vector statistics, see `validation.batch`) is cached once, checked by GE in Spark, then released.
 """
 from __future__ import annotations
 
@@ -20,17 +20,18 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from lfm.config import LfmConfig
-from lfm.config.quality import EMBEDDING_TABLES
-from lfm.names import check_model_version, check_run_id, parse_ds
-from spark_jobs.delta_io import ds_predicate, table_exists
+from lfm.contract import EMBEDDING_TABLES, ExportSpec
+from lfm.names import check_run_id, parse_ds
 from validation import context, metrics, report, status, suites
 from validation.batch import STAT_COLUMNS, read_batch
-from validation.dims import expected_dim, recorded_dims
 from validation.errors import QualityError, QualityGateFailed
 from validation.expectations import failure_name
 from validation.tables import TableSpec, table_spec
 
 log = logging.getLogger(__name__)
+GATE_ERROR = "gate_error"  # the failure name of a table whose validation raised
+
+
 @dataclass(frozen=True)
 class TableResult:
     table: str
@@ -58,6 +59,7 @@ class GateResult:
     docs_index: Path  # GE Data Docs site of this lakehouse (every run's validation pages are linked there)
     report_png: Path | None  # spectra and drift histograms of this run's embedding tables
     seconds: float
+    export_id: str | None = None
 
     @property
     def quarantined(self) -> tuple[str, ...]:
@@ -69,7 +71,8 @@ class GateResult:
 
     def summary(self) -> str:
         """A few lines for a terminal or a log: the verdict, then each quarantined table and why."""
-        head = (f"quality gate ds={self.ds} model={self.model_version or '-'} run={self.run_id}: "
+        head = (f"quality gate ds={self.ds} export={self.export_id or '-'} model={self.model_version or '-'} "
+                f"run={self.run_id}: "
                 f"{len(self.tables) - len(self.quarantined)} passed, {len(self.quarantined)} quarantined "
                 f"({self.seconds:.1f}s)")
         lines = [head]
@@ -87,62 +90,108 @@ class GateResult:
             raise QualityGateFailed(self.summary())
 
 
-def run_gate(spark: SparkSession, cfg: LfmConfig, ds: str | dt.date, model_version: str | None = None,
-             tables: list[str] | tuple[str, ...] | None = None, run_id: str | None = None,
-             dims: dict[str, int] | None = None) -> GateResult:
-    """Validate `tables` (default: the four embedding tables) of day `ds` for `model_version` and record it.
+def run_gate(spark: SparkSession, cfg: LfmConfig, ds: str | dt.date, spec: ExportSpec | None = None,
+             versions: dict[str, int] | None = None, tables: list[str] | tuple[str, ...] | None = None,
+             run_id: str | None = None, refresh_run_id: str | None = None,
+             previous_versions: dict[str, int] | None = None) -> GateResult:
+    """Validate `tables` (default: the four embedding tables) of day `ds` and record one verdict per table.
 
-    `model_version` defaults to the version with most rows in the day's embedding partitions; `dims` gives the
-    expected vector widths (else the model registry, else `quality.dims`).
+    Embedding tables are validated for one export (`spec`: its id, model version, widths) at exactly the Delta
+    `versions` given (the candidate's); `previous_versions` pins D-1 (its release) for drift. Any exception while
+    validating a table is that table's verdict (failed, with the error): a crash never leaves an old pass standing.
     """
     t0 = time.perf_counter()
     day = parse_ds(ds)
     names = list(dict.fromkeys(tables or EMBEDDING_TABLES))
     specs = [table_spec(cfg, n) for n in names]
-    if model_version is not None:
-        check_model_version(model_version)
-    elif any(s.is_embedding for s in specs):
-        model_version = _majority_version(spark, cfg, [s for s in specs if s.is_embedding], day)
-    if dims is None and any(s.is_embedding for s in specs):
-        dims = recorded_dims(spark, cfg, day, model_version)  # the CR layer that day's refresh exported
-    widths = {s.name: expected_dim(cfg, s.name, model_version, dims) for s in specs if s.is_embedding}  # fail early
+    embedding = [s for s in specs if s.is_embedding]
+    if embedding and (spec is None or versions is None or any(s.name not in versions for s in embedding)):
+        raise QualityError(f"the gate validates embedding tables of one export at the versions of its candidate: "
+                           f"pass the export spec and the versions of {[s.name for s in embedding]}")
     run_id = check_run_id(run_id or uuid.uuid4().hex[:12])
+    try:
+        return _gate(spark, cfg, day, spec, versions, specs, run_id, refresh_run_id, previous_versions, t0)
+    except Exception as err:  # noqa: BLE001 - whatever broke, the day is recorded as failed, never left passed
+        log.exception("gate %s crashed", day)
+        error = _one_line(err)
+        try:
+            status.record(cfg, [_verdict(day, s, spec, versions, refresh_run_id, run_id, False,
+                                                [GATE_ERROR], {}, error) for s in specs])
+        except Exception:  # noqa: BLE001 - recording failed too: no verdict, which also fails closed
+            log.exception("gate %s: recording the failure failed as well", day)
+        raise QualityError(f"the quality gate of {day} crashed ({error}); the day is recorded as failed and stays "
+                           "unreleased: fix the cause and rerun `lfm validate`") from err
+
+
+def _verdict(day: dt.date, s: TableSpec, spec: ExportSpec | None, versions: dict[str, int] | None,
+             refresh_run_id: str | None, run_id: str, passed: bool, failed: list[str], metrics_: dict,
+             error: str | None) -> status.StatusRow:
+    emb = s.is_embedding and spec is not None
+    return status.StatusRow(ds=day, table=s.name, export_id=spec.id if emb else None,
+                            model_version=spec.model_version if emb else None,
+                            table_version=(versions or {}).get(s.name) if emb else None,
+                            refresh_run_id=refresh_run_id if emb else None, run_id=run_id, passed=passed,
+                            failed_expectations=failed, checked_at=dt.datetime.now(dt.timezone.utc),
+                            metrics=metrics_, error=error)
+
+
+def _gate(spark: SparkSession, cfg: LfmConfig, day: dt.date, spec: ExportSpec | None,
+          versions: dict[str, int] | None, specs: list[TableSpec], run_id: str, refresh_run_id: str | None,
+          previous_versions: dict[str, int] | None, t0: float) -> GateResult:
     ge_run = RunIdentifier(run_name=f"{day.isoformat()}_{run_id}")
     results: dict[str, TableResult] = {}
     day_metrics: dict[str, metrics.DayMetrics] = {}
     keys: list = []
     with context.locked(cfg):
         ctx = context.get_context(cfg)
-        for spec in specs:
-            results[spec.name], m, table_keys = _validate_table(spark, cfg, ctx, spec, day, model_version, ge_run,
-                                                                widths.get(spec.name))
+        for tspec in specs:
+            t1 = time.perf_counter()
+            version = versions.get(tspec.name) if (versions and tspec.is_embedding) else None
+            previous = (previous_versions or {}).get(tspec.name) if tspec.is_embedding else None
+            try:
+                results[tspec.name], m, table_keys = _validate_table(
+                    spark, cfg, ctx, tspec, day, spec.model_version if tspec.is_embedding else None, ge_run,
+                    spec.dim(tspec.name) if tspec.is_embedding else None, version=version,
+                    previous_version=previous, export_id=spec.id if tspec.is_embedding else None)
+            except Exception as err:  # noqa: BLE001 - a crash is a failed verdict, recorded with its error
+                log.exception("gate %s %s crashed", day, tspec.name)
+                results[tspec.name] = TableResult(table=tspec.name, rows=0, details={GATE_ERROR: _one_line(err)},
+                                                  metrics={}, seconds=time.perf_counter() - t1)
+                continue
             keys += table_keys
             if m is not None:
-                day_metrics[spec.name] = m
-            log.info("gate %s %s: %s in %.1fs", day, spec.name, "passed" if results[spec.name].passed
-                     else f"quarantined {list(results[spec.name].failed)}", results[spec.name].seconds)
-        context.build_docs(ctx, keys)
+                day_metrics[tspec.name] = m
+            log.info("gate %s %s: %s in %.1fs", day, tspec.name, "passed" if results[tspec.name].passed
+                     else f"quarantined {list(results[tspec.name].failed)}", results[tspec.name].seconds)
+        try:
+            context.build_docs(ctx, keys)
+        except Exception:  # noqa: BLE001 - the verdicts stand; only the HTML pages are missing
+            log.exception("gate %s: building Data Docs failed", day)
     png = None
     if day_metrics:
         png = report.write_report(
             context.quality_root(cfg) / "reports" / day.isoformat() / f"{run_id}.png",
-            f"quality gate ds={day} model={model_version} run={run_id}",
+            f"quality gate ds={day} export={spec.id if spec else '-'} run={run_id}",
             {n: (results[n].passed, m) for n, m in day_metrics.items()}, cfg.quality.center)
-    checked_at = dt.datetime.now(dt.timezone.utc)
-    status.record(spark, cfg, [
-        status.StatusRow(ds=day, table=s.name, model_version=model_version if s.is_embedding else None,
-                         run_id=run_id, passed=results[s.name].passed, failed_expectations=list(results[s.name].failed),
-                         checked_at=checked_at, metrics=results[s.name].metrics)
-        for s in specs])
-    return GateResult(ds=day, model_version=model_version, run_id=run_id, tables=results,
-                      docs_index=context.docs_index(cfg), report_png=png, seconds=time.perf_counter() - t0)
+    status.record(cfg, [_verdict(day, s, spec, versions, refresh_run_id, run_id, results[s.name].passed,
+                                        list(results[s.name].failed), results[s.name].metrics,
+                                        results[s.name].details.get(GATE_ERROR)) for s in specs])
+    return GateResult(ds=day, model_version=spec.model_version if spec else None, run_id=run_id, tables=results,
+                      docs_index=context.docs_index(cfg), report_png=png, seconds=time.perf_counter() - t0,
+                      export_id=spec.id if spec else None)
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:300] if text else ''}"
 
 
 def _validate_table(spark: SparkSession, cfg: LfmConfig, ctx, spec: TableSpec, day: dt.date,
-                    model_version: str | None, ge_run: RunIdentifier, dim: int | None):
+                    model_version: str | None, ge_run: RunIdentifier, dim: int | None, version: int | None = None,
+                    previous_version: int | None = None, export_id: str | None = None):
     """One table: its partition suite, and for an embedding table its day metrics and their suite."""
     t0 = time.perf_counter()
-    df = read_batch(spark, cfg, spec, day, model_version).persist()
+    df = read_batch(spark, cfg, spec, day, model_version, version=version, export_id=export_id).persist()
     day_metrics, keys, failed, rows = None, [], {}, 0
     try:
         if spec.is_embedding:
@@ -157,7 +206,7 @@ def _validate_table(spark: SparkSession, cfg: LfmConfig, ctx, spec: TableSpec, d
         rows = _row_count(outcome)
         if spec.is_embedding and {*spec.columns, *STAT_COLUMNS} <= set(df.columns):  # else columns failed above
             day_metrics = metrics.compute(spark, cfg, spec, df.where(F.col("model_version") == model_version),
-                                          day, model_version, dim)
+                                          day, model_version, dim, previous_version, export_id)
             key, outcome = context.validate(ctx, suites.metrics_suite(cfg, spec), day_metrics.frame(), ge_run)
             keys.append(key)
             failed.update(_failures(outcome))
@@ -198,16 +247,3 @@ def _observed(r) -> str:
         return f"observed {res['observed_value']}" + (" unexpected rows" if "unexpected_rows_query" in
                                                       r.expectation_config.kwargs else "")
     return ""
-
-
-def _majority_version(spark: SparkSession, cfg: LfmConfig, specs: list[TableSpec], day: dt.date) -> str:
-    """The model_version with most rows in the first existing embedding partition of the day."""
-    for spec in specs:
-        path = cfg.table_path(spec.name)
-        if not table_exists(spark, path):
-            continue
-        top = (spark.read.format("delta").load(path).where(ds_predicate([day])).groupBy("model_version").count()
-               .orderBy(F.desc("count"), "model_version").first())
-        if top is not None:
-            return check_model_version(top["model_version"])
-    raise QualityError(f"no model_version given and no embedding partition for ds {day}: pass --model VERSION")

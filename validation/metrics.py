@@ -21,7 +21,7 @@ from pyspark.sql import functions as F
 
 from inference.analysis import analyse
 from lfm.config import LfmConfig
-from spark_jobs.delta_io import ds_predicate, table_exists
+from lakehouse.delta_io import ds_predicate, table_exists
 from validation.batch import read_batch, valid_condition
 from validation.tables import TableSpec
 
@@ -54,7 +54,8 @@ class DayMetrics:
 
 
 def compute(spark: SparkSession, cfg: LfmConfig, spec: TableSpec, part: DataFrame, ds: dt.date,
-            model_version: str, dim: int) -> DayMetrics:
+            model_version: str, dim: int, previous_version: int | None = None,
+            export_id: str | None = None) -> DayMetrics:
     """All metrics of `part`: the partition's rows of `model_version` with vector statistics, cached by the caller."""
     t = cfg.quality.thresholds(spec.name)
     valid_sql = valid_condition(dim, t.min_norm, t.max_norm)
@@ -65,7 +66,8 @@ def compute(spark: SparkSession, cfg: LfmConfig, spec: TableSpec, part: DataFram
     center = sample.mean(axis=0) if sample is not None and cfg.quality.center else np.zeros(dim)
     spectrum = analyse(sample - center) if sample is not None else None
     active, coverage = _coverage(spark, cfg, spec, part, ds)
-    drift = _drift(spark, cfg, spec, valid, n_valid, ds, model_version, valid_sql, center)
+    drift = _drift(spark, cfg, spec, valid, n_valid, ds, model_version, valid_sql, center, previous_version,
+                   export_id)
     return DayMetrics(rows=int(counts["rows"]), valid_rows=n_valid, active=active, coverage=coverage, **drift,
                       sample_rows=0 if sample is None else sample.shape[0],
                       effective_rank=None if spectrum is None else spectrum.effective_rank,
@@ -103,7 +105,8 @@ def _norm(v: Column) -> Column:
 
 
 def _drift(spark: SparkSession, cfg: LfmConfig, spec: TableSpec, valid: DataFrame, n_valid: int, ds: dt.date,
-           model_version: str, valid_sql: str, center: np.ndarray) -> dict:
+           model_version: str, valid_sql: str, center: np.ndarray, previous_version: int | None = None,
+           export_id: str | None = None) -> dict:
     """Cosine of each entity's D-1 and D vectors (minus `center`): mean, share below `moved_cosine`, histogram.
 
     Above `drift_sample_rows` valid entities, only those whose key hashes into the sampled share take part, the
@@ -113,7 +116,10 @@ def _drift(spark: SparkSession, cfg: LfmConfig, spec: TableSpec, valid: DataFram
     moved = cfg.quality.thresholds(spec.name).moved_cosine
     if not table_exists(spark, cfg.table_path(spec.name)):
         return {}
-    prev = read_batch(spark, cfg, spec, ds - dt.timedelta(days=1), model_version)
+    if export_id is not None and previous_version is None:
+        return {}  # an export is compared with D-1's release only; without one, drift does not apply
+    prev = read_batch(spark, cfg, spec, ds - dt.timedelta(days=1), model_version, version=previous_version,
+                      export_id=export_id)
     prev = prev.where(F.col("model_version") == model_version)
     if n_valid > cfg.quality.drift_sample_rows:
         in_sample = F.pmod(F.xxhash64(spec.key), F.lit(1_000_000)) < int(1_000_000 * cfg.quality.drift_sample_rows

@@ -1,34 +1,38 @@
-"""The `gate_status` Delta table: one row per (ds, table, model_version, gate run), appended, never rewritten.
+"""The `gate_status` table: one verdict row per (gate run, table), appended, never rewritten.
 
-The latest run for a (ds, table, model_version) decides: a quarantined day becomes servable only by a later run
-that passes. `lfm materialize` loads a table of a day only if `passed_tables` names it; a day that was never
-validated is not in the set either, so a missing gate fails closed. Input tables (events, users, items) do not
-depend on a model and are recorded with a null model_version.
+A verdict names exactly what it checked: the export (`export_id`), the Delta version of the table it read
+(`table_version`) and the refresh run that wrote it (`refresh_run_id`). The pipeline publishes a release only when,
+for every embedding table, the newest verdict of (ds, export) passed *at the candidate's version*; a verdict for
+another version (an older candidate, a table rewritten since) never counts, and a gate that crashed records a
+failed verdict with its error, so a crash can never leave an old pass standing. Input tables (events, users,
+items) do not depend on an export and are recorded with a null export_id. Read and written with delta-rs
+(`lakehouse.records`).
 """
 from __future__ import annotations
 
 import datetime as dt
-import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
-from pyspark.sql import DataFrame, SparkSession, Window
-from pyspark.sql import functions as F
-from pyspark.sql import types as T
+import pyarrow as pa
 
+from lakehouse.records import newest, rows, write_record
 from lfm.config import LfmConfig
-from lfm.names import check_model_version, parse_ds
-from spark_jobs.delta_io import ds_predicate, table_exists
+from lfm.contract import GATE_STATUS
+from lfm.names import check_export_id, check_model_version, parse_ds
 
-STATUS_TABLE = "gate_status"
-SCHEMA = T.StructType([
-    T.StructField("ds", T.DateType(), False),
-    T.StructField("table", T.StringType(), False),
-    T.StructField("model_version", T.StringType(), True),
-    T.StructField("run_id", T.StringType(), False),
-    T.StructField("passed", T.BooleanType(), False),
-    T.StructField("failed_expectations", T.ArrayType(T.StringType(), False), False),
-    T.StructField("checked_at", T.TimestampType(), False),
-    T.StructField("metrics", T.MapType(T.StringType(), T.DoubleType(), True), True),
+SCHEMA = pa.schema([
+    pa.field("ds", pa.date32(), False),
+    pa.field("table", pa.string(), False),
+    pa.field("export_id", pa.string()),
+    pa.field("model_version", pa.string()),
+    pa.field("table_version", pa.int64()),  # the Delta version the verdict is about
+    pa.field("refresh_run_id", pa.string()),  # the refresh that wrote that version (the candidate)
+    pa.field("run_id", pa.string(), False),  # the gate run
+    pa.field("passed", pa.bool_(), False),
+    pa.field("failed_expectations", pa.list_(pa.string()), False),
+    pa.field("checked_at", pa.timestamp("us", tz="UTC"), False),
+    pa.field("metrics", pa.map_(pa.string(), pa.float64())),
+    pa.field("error", pa.string()),  # the exception when the gate crashed on this table
 ])
 
 
@@ -36,58 +40,46 @@ SCHEMA = T.StructType([
 class StatusRow:
     ds: dt.date
     table: str
+    export_id: str | None
     model_version: str | None
+    table_version: int | None
+    refresh_run_id: str | None
     run_id: str
     passed: bool
     failed_expectations: list[str]
     checked_at: dt.datetime
     metrics: dict[str, float | None] = field(default_factory=dict)
+    error: str | None = None
 
 
-def record(spark: SparkSession, cfg: LfmConfig, rows: list[StatusRow]) -> None:
+def record(cfg: LfmConfig, verdicts: list[StatusRow]) -> None:
     """Append the rows of one gate run in one commit."""
-    if not rows:
+    if not verdicts:
         return
-    data = [(parse_ds(r.ds), r.table, r.model_version, r.run_id, r.passed, list(r.failed_expectations),
-             r.checked_at, dict(r.metrics)) for r in rows]
-    meta = {"job": "gate", "run_id": rows[0].run_id}
-    (spark.createDataFrame(data, SCHEMA).write.format("delta").mode("append")
-     .option("userMetadata", json.dumps(meta, sort_keys=True)).save(cfg.table_path(STATUS_TABLE)))
+    records = [{**asdict(v), "ds": parse_ds(v.ds), "failed_expectations": list(v.failed_expectations),
+                "metrics": {k: (None if x is None else float(x)) for k, x in v.metrics.items()}} for v in verdicts]
+    write_record(cfg.table_path(GATE_STATUS), records, SCHEMA, {"job": "gate", "run_id": verdicts[0].run_id})
 
 
-def _latest(spark: SparkSession, cfg: LfmConfig) -> DataFrame | None:
-    path = cfg.table_path(STATUS_TABLE)
-    if not table_exists(spark, path):
-        return None
-    newest = Window.partitionBy("ds", "table", "model_version").orderBy(F.col("checked_at").desc(),
-                                                                        F.col("run_id").desc())
-    return (spark.read.format("delta").load(path).withColumn("__n", F.row_number().over(newest))
-            .where("__n = 1").drop("__n"))
+def _latest(cfg: LfmConfig) -> list[StatusRow]:
+    names = [f.name for f in fields(StatusRow)]
+    best = newest(rows(cfg.table_path(GATE_STATUS)), lambda r: (r["ds"], r["table"], r["export_id"]),
+                  "checked_at")
+    return [StatusRow(**{k: r[k] for k in names}) for r in best]
 
 
-def passed_tables(spark: SparkSession, cfg: LfmConfig, ds: str | dt.date, model_version: str) -> set[str]:
-    """Tables whose latest gate run for (ds, model_version) passed (plus passed input tables of that ds)."""
-    day, version = parse_ds(ds), check_model_version(model_version)
-    latest = _latest(spark, cfg)
-    if latest is None:
-        return set()
-    rows = (latest.where(ds_predicate([day]))
-            .where((F.col("model_version") == version) | F.col("model_version").isNull())
-            .where("passed").select("table").collect())
-    return {r["table"] for r in rows}
+def verdicts(cfg: LfmConfig, ds: str | dt.date, export_id: str) -> dict[str, StatusRow]:
+    """The newest verdict per embedding table of (ds, export)."""
+    day, export = parse_ds(ds), check_export_id(export_id)
+    return {v.table: v for v in _latest(cfg) if v.ds == day and v.export_id == export}
 
 
-def status_rows(spark: SparkSession, cfg: LfmConfig, days: list[dt.date] | None = None,
+def status_rows(cfg: LfmConfig, days: list[dt.date] | None = None,
                 model_version: str | None = None) -> list[StatusRow]:
-    """The deciding (latest) row per (ds, table, model_version), ordered by day, table and version."""
-    latest = _latest(spark, cfg)
-    if latest is None:
-        return []
-    if days:
-        latest = latest.where(ds_predicate(days))
+    """The deciding (newest) row per (ds, table, export), ordered by day, table and export."""
+    wanted = {parse_ds(d) for d in days} if days else None
     if model_version:
-        latest = latest.where(F.col("model_version") == check_model_version(model_version))
-    rows = latest.orderBy("ds", "table", F.col("model_version").asc_nulls_first()).collect()
-    return [StatusRow(ds=r["ds"], table=r["table"], model_version=r["model_version"], run_id=r["run_id"],
-                      passed=r["passed"], failed_expectations=list(r["failed_expectations"]),
-                      checked_at=r["checked_at"], metrics=dict(r["metrics"] or {})) for r in rows]
+        check_model_version(model_version)
+    found = [v for v in _latest(cfg) if (wanted is None or v.ds in wanted)
+             and (model_version is None or v.model_version == model_version)]
+    return sorted(found, key=lambda v: (v.ds, v.table, v.export_id or ""))

@@ -11,7 +11,7 @@ import datetime as dt
 import great_expectations as gx
 import great_expectations.expectations as gxe
 
-from inference.decay import day_end
+from lfm.contract import day_end
 from lfm.config import LfmConfig
 from lfm.names import check_model_version, parse_ds
 from validation import expectations as ve

@@ -9,10 +9,9 @@ from dataclasses import dataclass, field
 from pyspark.sql import types as T
 
 from lfm.config import LfmConfig
-from lfm.config.quality import EMBEDDING_TABLES
+from lfm.contract import EMBEDDING_TABLES, INPUT_TABLES
 from validation.errors import QualityError
 
-INPUT_TABLES = ("events", "users", "items")
 ALL_TABLES = INPUT_TABLES + EMBEDDING_TABLES
 KEY_TYPES = ("int", "bigint", "string")  # Spark `typeof` names an entity key may have
 
@@ -44,7 +43,7 @@ class TableSpec:
 
 def table_spec(cfg: LfmConfig, name: str) -> TableSpec:
     s = cfg.schema
-    day = {"model_version": "string", "ds": "date", "event_timestamp": "timestamp"}
+    day = {"model_version": "string", "export_id": "string", "ds": "date", "event_timestamp": "timestamp"}
     if name in ("ur", "ir"):
         key, entity = (s.user_key, "user") if name == "ur" else (s.item_key, "item")
         return TableSpec(name, key, entity, vector=name, types={name: "array<float>", **day})

@@ -28,7 +28,7 @@ class ConfigError(LfmError, ValueError):
 
 
 class LfmConfig(Strict):
-    lakehouse: str = "./lakehouse"
+    lakehouse: str = "./data/lakehouse"
     spark: SparkSettings = Field(default_factory=SparkSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     schema_: DataSchema = Field(default_factory=DataSchema, alias="schema")

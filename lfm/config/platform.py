@@ -11,6 +11,9 @@ class SparkSettings(Strict):
 
     master: str = "local[*]"
     app_name: str = "lfm-export"
+    # Where the JVM's own output goes (Ivy's dependency resolution on first start, Spark's warnings), so a run
+    # shows the platform's progress; relative to the config's folder. Empty: the terminal.
+    log_file: str = "./data/logs/spark.log"
     delta_package: str = "io.delta:delta-spark_2.13:4.0.1"  # resolved from Maven Central on first start
     conf: dict[str, str] = Field(default_factory=lambda: {
         "spark.sql.session.timeZone": "UTC",
@@ -28,4 +31,4 @@ class SparkSettings(Strict):
 class RegistrySettings(Strict):
     """The model registry: one folder per model version (weights, config, vocabularies, metrics)."""
 
-    path: str = "./model_registry"
+    path: str = "./data/model_registry"

@@ -9,8 +9,8 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from lfm.config.schema import Strict
+from lfm.contract import EMBEDDING_TABLES
 
-EMBEDDING_TABLES = ("ur", "ir", "cr_user", "cr_item")
 
 
 class VectorThresholds(Strict):
@@ -65,8 +65,6 @@ class QualitySettings(Strict):
     context_dir: str | None = None
     vectors: VectorThresholds = Field(default_factory=VectorThresholds)
     tables: dict[str, TableOverrides] = Field(default_factory=dict)
-    # Expected vector width per table, used when the model registry cannot tell (no card for the version).
-    dims: dict[str, int] = Field(default_factory=dict)
     collapse_sample_rows: int = Field(5000, ge=2)  # rows sampled for the singular spectrum (SVD on the driver)
     # Measure collapse and drift on vectors minus the day's mean vector (estimated from the collapse sample).
     # Trained towers put every vector near one shared direction (KuaiRand: mean cosine to it > 0.99), so
@@ -84,13 +82,9 @@ class QualitySettings(Strict):
 
     @model_validator(mode="after")
     def _known_tables(self) -> "QualitySettings":
-        for section in ("tables", "dims"):
-            unknown = sorted(set(getattr(self, section)) - set(EMBEDDING_TABLES))
-            if unknown:
-                raise ValueError(f"quality.{section} names unknown tables {unknown}; use {list(EMBEDDING_TABLES)}")
-        bad = {t: d for t, d in self.dims.items() if d < 1}
-        if bad:
-            raise ValueError(f"quality.dims must be positive widths, got {bad}")
+        unknown = sorted(set(self.tables) - set(EMBEDDING_TABLES))
+        if unknown:
+            raise ValueError(f"quality.tables names unknown tables {unknown}; use {list(EMBEDDING_TABLES)}")
         for table in self.tables:
             self.thresholds(table)  # an override that breaks an ordering (min above max) stops here, at load
         return self

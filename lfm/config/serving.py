@@ -12,8 +12,8 @@ from enum import Enum
 from pydantic import Field, field_validator
 
 from lfm.config.schema import Strict
+from lfm.names import MODEL_VERSION
 
-_VERSION = re.compile(r"^[0-9a-f]{12,64}$")
 
 
 class OnlineStoreKind(str, Enum):
@@ -73,13 +73,13 @@ class FeastSettings(Strict):
     @field_validator("project")
     @classmethod
     def _project_name(cls, v: str) -> str:
-        if not re.match(r"^[A-Za-z][A-Za-z0-9_]{0,62}$", v):
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,62}", v):
             raise ValueError("feast.project must be letters, digits and '_' and start with a letter")
         return v
 
     @field_validator("current_version")
     @classmethod
     def _version(cls, v: str | None) -> str | None:
-        if v is not None and not _VERSION.match(v):
+        if v is not None and not MODEL_VERSION.fullmatch(v):
             raise ValueError("feast.current_version must be a model version (a hex content hash)")
         return v

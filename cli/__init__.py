@@ -1,0 +1,1 @@
+"""The `lfm` command line: `cli.main` parses, each module of `cli.verbs` registers its verbs (the top floor)."""

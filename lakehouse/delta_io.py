@@ -1,0 +1,131 @@
+"""Delta Lake helpers shared by every job: existence, reads pinned to a version, atomic partition replace and
+restore, commit metadata.
+
+Readers of exported data read the exact versions a release names (`read_table(..., version)`), so a partition
+rewritten after its release, by the platform or by anyone else, is invisible to them until it is released again.
+Time travel needs the commit log of those versions: new tables keep it for `LOG_RETENTION` (set as table
+properties at creation; the platform never VACUUMs).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+
+from lfm.names import check_export_id, parse_ds
+
+# Kept for as long as a release may be read (training sets reach back months); Delta's default is 30 days.
+LOG_RETENTION = "interval 3650 days"
+_TABLE_PROPERTIES = {"delta.logRetentionDuration": LOG_RETENTION,
+                     "delta.deletedFileRetentionDuration": LOG_RETENTION}
+
+
+def table_exists(spark: SparkSession, path: str) -> bool:
+    return DeltaTable.isDeltaTable(spark, path)
+
+
+def ds_predicate(days: list[dt.date], column: str = "ds") -> str:
+    """A SQL predicate over validated dates only (never raw user strings)."""
+    if not days:
+        raise ValueError("ds_predicate needs at least one day")
+    literals = ", ".join(f"DATE'{parse_ds(d).isoformat()}'" for d in sorted(set(days)))
+    return f"{column} IN ({literals})"
+
+
+def export_predicate(days: list[dt.date], export_id: str) -> str:
+    """The rows of `days` of one export (partition columns `ds`, `export_id`); both validated first."""
+    return f"({ds_predicate(days)}) AND export_id = '{check_export_id(export_id)}'"
+
+
+def replace_partitions(df: DataFrame, path: str, days: list[dt.date], metadata: dict,
+                       extra_predicate: str = "", partition_by: tuple[str, ...] = ("ds",)) -> int | None:
+    """Replace the `ds` partitions `days` of the Delta table at `path` with `df` in one atomic commit.
+
+    Readers see either the old partitions or the new ones, never a mix; rerunning replaces, never duplicates.
+    `extra_predicate` narrows the replaced rows further (e.g. one model_version inside a ds).
+    `partition_by` applies when the table is created: partitioning by the columns of `extra_predicate` too (e.g.
+    ("ds", "model_version")) makes the replace a metadata-only swap of whole folders instead of a file rewrite.
+    Returns the table version after the write (the commit just made, unless another writer committed since).
+    """
+    predicate = ds_predicate(days)
+    if extra_predicate:
+        predicate = f"({predicate}) AND ({extra_predicate})"
+    spark = df.sparkSession
+    writer = df.write.format("delta").option("userMetadata", json.dumps(metadata, sort_keys=True))
+    if table_exists(spark, path):
+        writer.mode("overwrite").option("replaceWhere", predicate).save(path)
+    else:
+        for key, value in _TABLE_PROPERTIES.items():
+            writer = writer.option(key, value)
+        writer.mode("overwrite").partitionBy(*partition_by).save(path)
+    return table_version(spark, path)
+
+
+def append_rows(df: DataFrame, path: str, metadata: dict) -> int | None:
+    """Append `df` in one commit (the record tables: runs, verdicts, candidates, releases); returns its version."""
+    writer = df.write.format("delta").mode("append").option("userMetadata", json.dumps(metadata, sort_keys=True))
+    if not table_exists(df.sparkSession, path):
+        for key, value in _TABLE_PROPERTIES.items():
+            writer = writer.option(key, value)
+    writer.save(path)
+    return table_version(df.sparkSession, path)
+
+
+def overwrite_table(df: DataFrame, path: str, metadata: dict) -> None:
+    """Replace a whole (unpartitioned) table in one commit; the previous version stays in the time-travel log."""
+    (df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+     .option("userMetadata", json.dumps(metadata, sort_keys=True)).save(path))
+
+
+def table_version(spark: SparkSession, path: str) -> int | None:
+    """The latest commit version of a Delta table, recorded as an input version in downstream commits."""
+    if not table_exists(spark, path):
+        return None
+    return int(DeltaTable.forPath(spark, path).history(1).collect()[0]["version"])
+
+
+def read_table(spark: SparkSession, path: str, version: int | None = None) -> DataFrame:
+    """A Delta table, pinned to `version` when given, so a job reads exactly the inputs it records."""
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", int(version))
+    return reader.load(path)
+
+
+def commit_info(spark: SparkSession, path: str, version: int | None = None) -> dict:
+    """The commit `version` (default: latest): version, operation and the parsed userMetadata."""
+    hist = DeltaTable.forPath(spark, path).history()
+    if version is not None:
+        hist = hist.where(f"version = {int(version)}")
+    row = hist.orderBy("version", ascending=False).select("version", "operation", "userMetadata").first()
+    if row is None:
+        raise ValueError(f"{path} has no commit {version}")
+    meta = json.loads(row["userMetadata"]) if row["userMetadata"] else {}
+    return {"version": int(row["version"]), "operation": row["operation"], "userMetadata": meta}
+
+
+def restore_partitions(spark: SparkSession, path: str, days: list[dt.date], version_before: int | None,
+                       metadata: dict, extra_predicate: str = "") -> int | None:
+    """Undo a replace of (`days`, `extra_predicate`): put back those rows as they were at `version_before`.
+
+    Used to roll back the tables a multi-table job already committed when a later step fails. The rows come
+    from time travel; `version_before=None` (the table did not exist) deletes the rows the job wrote.
+    """
+    if not table_exists(spark, path):
+        return None
+    predicate = ds_predicate(days)
+    if extra_predicate:
+        predicate = f"({predicate}) AND ({extra_predicate})"
+    if version_before is None:
+        DeltaTable.forPath(spark, path).delete(predicate)
+        return table_version(spark, path)
+    old = read_table(spark, path, version_before).where(predicate)
+    return replace_partitions(old, path, days, metadata, extra_predicate,
+                              partition_by=tuple(partition_columns(spark, path)) or ("ds",))
+
+
+def partition_columns(spark: SparkSession, path: str) -> list[str]:
+    """The partition columns of an existing Delta table."""
+    return list(DeltaTable.forPath(spark, path).detail().first()["partitionColumns"])

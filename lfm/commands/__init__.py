@@ -1,1 +1,0 @@
-"""One module per area; each exposes `register(subparsers)` and is discovered by `lfm.cli`."""

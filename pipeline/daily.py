@@ -1,0 +1,245 @@
+"""`lfm run-daily --ds D`: ingest -> refresh -> validate -> publish -> materialize, each step recorded in `runs`.
+
+The export (model version, CR layer, decay: `pipeline.spec`) is resolved once per invocation and passed to every
+step and every day. refresh writes a candidate; validate gates exactly its versions; publish releases it when every
+table passed; materialize loads the release online (all tables or none). A crash or a failed step leaves the
+earlier steps' results in place; rerunning the same command resumes at the failed step (pipeline.steps), and
+rerunning a finished day does nothing unless forced; a second run of a day that is running fails at once
+(lakehouse.locks), so two runs never interleave their writes. A quarantined day is never released, so it never
+reaches the online store, a training set or the ANN index (they keep the previous release).
+A range of days runs in order (the CR state is a chain): `--cold-start` applies to its first day only.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from lakehouse import candidates
+from lakehouse.delta_io import table_exists
+from lakehouse.locks import day_lock
+from lfm.config import LfmConfig
+from lfm.errors import LfmError
+from lfm.names import check_model_version, check_run_id, parse_ds
+from pipeline import runs
+from pipeline.export import NoCandidate, audit, publish
+from pipeline.spec import ResolvedExport
+from pipeline.steps import DayContext, Step, StepFailed, run_steps
+
+log = logging.getLogger("lfm.daily")
+
+STEP_NAMES = ("ingest", "refresh", "validate", "publish", "materialize")
+Say = Callable[[str], None]
+
+
+class OnlineStoreDown(LfmError):
+    """The online store did not answer during materialize; Delta, verdicts and releases are untouched."""
+
+
+# --- the five steps ---------------------------------------------------------------------------------------------
+
+def _ingest(source: Path | None) -> Callable[[DayContext], int]:
+    def run(ctx: DayContext) -> int:
+        if source is not None:
+            from spark_jobs.ingest import ingest
+
+            return ingest(ctx.spark, ctx.cfg, source, [ctx.ds], run_id=ctx.run_id).events_rows
+        path = ctx.cfg.table_path("events")
+        rows = (ctx.spark.read.format("delta").load(path).where(F.col("ds") == F.lit(ctx.ds)).count()
+                if table_exists(ctx.spark, path) else 0)
+        if rows == 0:
+            raise LfmError(f"no events ingested for ds {ctx.ds} and no raw folder given: pass --source DIR "
+                           "(a folder in the configured source layout holding that day)")
+        return rows
+    return run
+
+
+def _refresh(cold_start: bool) -> Callable[[DayContext], int]:
+    def run(ctx: DayContext) -> int:
+        from spark_jobs.refresh import refresh
+
+        result = refresh(ctx.spark, ctx.cfg, ctx.export.spec, ctx.export.model_dir, ctx.ds, cold_start, ctx.run_id)
+        return int(sum(v for k, v in result.rows.items() if not k.endswith("_state")))
+    return run
+
+
+def _candidate(ctx: DayContext):
+    found = candidates.latest(ctx.cfg, ctx.ds, ctx.export.spec.id)
+    if found is None:
+        raise NoCandidate(f"no complete refresh of {ctx.ds} for {ctx.export.spec.describe()}: rerun with --force")
+    return found
+
+
+def _validate(ctx: DayContext) -> int:
+    gate = audit(ctx.spark, ctx.cfg, _candidate(ctx), ctx.run_id)
+    log.info("run_id=%s ds=%s step=validate %s", ctx.run_id, ctx.ds, gate.summary().splitlines()[0])
+    gate.raise_if_failed()  # QualityGateFailed: the summary names each quarantined table and expectation
+    return sum(r.rows for r in gate.tables.values())
+
+
+def _publish(ctx: DayContext) -> int:
+    release = publish(ctx.spark, ctx.cfg, _candidate(ctx))
+    return len(release.table_versions)
+
+
+def _materialize(ctx: DayContext) -> int:
+    from serving.materialize import materialize
+    from serving.register import register
+
+    # Idempotent and additive: the run's export gets its views beside the others; `lfm_current` only moves
+    # when nothing is current yet (switching serving to another export is an explicit `lfm register --current`).
+    try:
+        register(ctx.cfg, [ctx.export.spec])
+        result = materialize(ctx.spark, ctx.cfg, ctx.ds, ctx.export.spec.id)
+    except Exception as err:
+        if _is_connection_error(err):
+            raise OnlineStoreDown(f"the online store ({_store_address(ctx.cfg)}) is unreachable: {err}; nothing "
+                                  "else changed (Delta tables, verdicts and releases stand): bring it back and rerun "
+                                  "the same command, it resumes at materialize") from err
+        raise
+    return result.rows
+
+
+def _is_connection_error(err: BaseException) -> bool:
+    """Redis' (or a socket's) refusal, however deep in the cause chain."""
+    import redis
+
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, ConnectionError)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _store_address(cfg: LfmConfig) -> str:
+    from lfm.config.serving import OnlineStoreKind
+
+    f = cfg.feast
+    return f"redis {f.redis_connection}" if f.online_store == OnlineStoreKind.redis else "sqlite"
+
+
+def daily_steps(source: Path | None = None, cold_start: bool = False, say: Say | None = None) -> list[Step]:
+    """The five steps, each wrapped to report progress through `say` (the demo prints it) when given."""
+    steps = [Step("ingest", _ingest(source)), Step("refresh", _refresh(cold_start)), Step("validate", _validate),
+             Step("publish", _publish), Step("materialize", _materialize)]
+    return [_with_progress(s, say) for s in steps] if say else steps
+
+
+def _with_progress(step: Step, say: Say) -> Step:
+    def run(ctx: DayContext) -> int | None:
+        say(f"  {ctx.ds} {step.name:<11} ...")
+        t0 = time.perf_counter()
+        try:
+            rows = step.run(ctx)
+        except Exception:
+            say(f"  {ctx.ds} {step.name:<11} FAILED after {time.perf_counter() - t0:.1f}s")
+            raise
+        say(f"  {ctx.ds} {step.name:<11} done: {rows or 0:,} rows in {time.perf_counter() - t0:.1f}s")
+        return rows
+    return Step(step.name, run)
+
+
+# --- one day, a range of days -------------------------------------------------------------------------------
+
+@dataclass
+class DayRun:
+    """What one day's invocation did: the step attempts it made (none when the day was already complete)."""
+
+    ds: dt.date
+    run_id: str
+    model_version: str | None
+    steps: list[runs.StepRun]
+
+    @property
+    def skipped(self) -> bool:
+        return not self.steps
+
+
+def run_daily(cfg: LfmConfig, resolve: Callable[[], ResolvedExport], ds: str | dt.date,
+              spark_factory: Callable[[], SparkSession], source: Path | None = None, cold_start: bool = False,
+              force: bool = False, run_id: str | None = None, say: Say | None = None) -> DayRun:
+    """Run (or resume) day `ds` of one export; raises `StepFailed` (recorded in `runs`) on a failure.
+
+    `resolve` gives the export (called once, when a step first needs it). A day whose every step succeeded for
+    this export is skipped without starting Spark.
+    """
+    day = parse_ds(ds)
+    ctx = DayContext(cfg, day, resolve, spark_factory=spark_factory)
+    if run_id:
+        ctx.run_id = check_run_id(run_id)
+    steps = daily_steps(Path(source) if source is not None else None, cold_start, say)
+    with day_lock(cfg, "daily", day, ctx.run_id):  # a second run of this day fails here, before any work
+        attempts = run_steps(ctx, steps, force=force)
+    if not attempts and say:
+        say(f"  {day} already complete (every step succeeded): nothing to do; --force reruns it")
+    return DayRun(day, ctx.run_id, ctx.model_version, attempts)
+
+
+def run_days(cfg: LfmConfig, days: Sequence[dt.date], spark_factory: Callable[[], SparkSession],
+             source: Path | None = None, model_version: str | None = None, cr_layer: str | None = None,
+             cold_start: bool = False, force: bool = False, run_id: str | None = None,
+             say: Say | None = None, export: ResolvedExport | None = None) -> list[DayRun]:
+    """Days in order, stopping at the first failure (later days need its CR state). The export is resolved once
+    (`model_version`, default the latest registered; `cr_layer`, default the selected one) for every day."""
+    from pipeline.spec import resolve_export
+
+    if model_version is not None:
+        check_model_version(model_version)  # refused before any work, not when a step first resolves it
+    resolved: list[ResolvedExport] = [export] if export else []
+
+    def resolve() -> ResolvedExport:  # once for the whole range, when a step first needs it
+        if not resolved:
+            resolved.append(resolve_export(cfg, model_version, cr_layer))
+        return resolved[0]
+
+    days = sorted({parse_ds(d) for d in days})
+    base = check_run_id(run_id) if run_id else uuid.uuid4().hex[:12]
+    if len(days) > 1:
+        base = base[:55]  # room for the "-YYYYMMDD" that tells the days of a range apart (64 characters at most)
+    out: list[DayRun] = []
+    for i, day in enumerate(days):
+        try:
+            day_run = run_daily(cfg, resolve, day, spark_factory, source, cold_start=cold_start and i == 0,
+                                force=force, run_id=base if len(days) == 1 else f"{base}-{day:%Y%m%d}", say=say)
+        except StepFailed as err:
+            raise DailyFailed(err, _hint(cfg, err), done=out) from err
+        out.append(day_run)
+    return out
+
+
+class DailyFailed(LfmError):
+    """A step of one day failed; the message is the step's error plus what to do next."""
+
+    def __init__(self, failed: StepFailed, hint: str, done: list[DayRun]):
+        self.failed, self.hint, self.done = failed, hint, done
+        super().__init__(f"{failed}" + (f"\n  hint: {hint}" if hint else ""))
+
+
+def _hint(cfg: LfmConfig, err: StepFailed) -> str:
+    """The next command to type, for the failures whose fix is a different command rather than a repair."""
+    from spark_jobs.refresh import MissingState
+
+    if isinstance(err.cause, MissingState) and "another export spec" not in str(err.cause):
+        prev = err.ds - dt.timedelta(days=1)
+        before = runs.latest_by_step(cfg, prev)
+        if not before:
+            return (f"no run of {prev} is recorded, so {err.ds} looks like the first day of a chain: begin it with "
+                    f"`lfm run-daily --ds {err.ds} --cold-start`")
+        failed = [s for s in STEP_NAMES if s in before and before[s].status != "succeeded"]
+        return (f"finish {prev} first (`lfm run-daily --ds {prev}`{', its ' + failed[0] + ' step failed' if failed else ''})"
+                f", or begin a new chain at {err.ds} with --cold-start")
+    if isinstance(err.cause, OnlineStoreDown):
+        return "the earlier steps are recorded as succeeded; once the online store is back, rerun the same command"
+    if err.step in ("validate", "publish"):
+        return ("the day is not released: training sets, the online store and the ANN index keep the previous "
+                "release; see `lfm status` and the Data Docs, fix the data or the thresholds, then rerun (it resumes "
+                f"at {err.step})")
+    return ""

@@ -1,0 +1,29 @@
+"""Resolve an export once per run: the model registry's card -> `ExportSpec` + the verified checkpoint folder.
+
+Every step after this receives the spec; none re-reads the registry to rediscover the layer or the dims
+(the rule that turns a card into a spec lives in `models.exports`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lfm.config import LfmConfig
+from lfm.contract import ExportSpec
+from lfm.names import check_model_version
+
+
+@dataclass(frozen=True)
+class ResolvedExport:
+    spec: ExportSpec
+    model_dir: str  # verified (hashes, tensors, data schema) once, here
+
+
+def resolve_export(cfg: LfmConfig, model_version: str | None = None, cr_layer: str | None = None) -> ResolvedExport:
+    """The spec of `model_version` (default: the latest registered) and its verified checkpoint folder."""
+    from models.exports import spec_for
+    from models.registry import Registry
+
+    reg = Registry(cfg)
+    card = reg.card(check_model_version(model_version)) if model_version else reg.latest()
+    path = reg.path(card.model_version)  # verifies hashes and the data schema (SchemaMismatch otherwise)
+    return ResolvedExport(spec_for(cfg, card, cr_layer), str(path))

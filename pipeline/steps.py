@@ -1,0 +1,132 @@
+"""A resumable chain of named steps for one day, each attempt recorded in the `runs` table.
+
+A rerun skips the steps whose latest attempt succeeded and resumes at the first one that did not; a rerun of a
+finished day does nothing unless forced. A failed step records its error and stops the chain.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from pyspark.sql import SparkSession
+
+from lfm.config import LfmConfig
+from lfm.errors import LfmError
+from pipeline import runs
+from pipeline.spec import ResolvedExport
+
+log = logging.getLogger("lfm.steps")
+
+
+@dataclass
+class DayContext:
+    """What every step of one day's run sees: the config, the day, the export resolved once, a lazy session.
+
+    The SparkSession is created on first use, so a run that finds nothing to do never starts a JVM.
+    """
+
+    cfg: LfmConfig
+    ds: dt.date
+    resolve: Callable[[], ResolvedExport] | None = None  # resolves the export once, on first use
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    spark_factory: Callable[[], SparkSession] | None = None
+    _spark: SparkSession | None = field(default=None, repr=False)
+    _export: ResolvedExport | None = field(default=None, repr=False)
+
+    @property
+    def spark(self) -> SparkSession:
+        if self._spark is None:
+            if self.spark_factory is None:
+                raise LfmError("this run has no SparkSession factory")
+            self._spark = self.spark_factory()
+        return self._spark
+
+    @property
+    def export(self) -> ResolvedExport:
+        if self._export is None:
+            if self.resolve is None:
+                raise LfmError("this run resolves no export")
+            self._export = self.resolve()
+        return self._export
+
+    @property
+    def model_version(self) -> str | None:
+        return self.export.spec.model_version if self._export or self.resolve else None
+
+    @property
+    def export_id(self) -> str | None:
+        return self.export.spec.id if self._export or self.resolve else None
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    run: Callable[[DayContext], int | None]  # returns the rows it produced (None when that means nothing)
+
+
+class StepFailed(LfmError):
+    def __init__(self, step: str, ds: dt.date, cause: BaseException):
+        self.step, self.ds, self.cause = step, ds, cause
+        super().__init__(f"step {step!r} of {ds} failed: {cause}; fix the cause and rerun the same command "
+                         "(finished steps are skipped)")
+
+
+def pending_steps(ctx: DayContext, steps: Sequence[Step], force: bool) -> list[Step]:
+    """Steps still to run: all when forced, else from the first one whose latest attempt did not succeed."""
+    if force:
+        return list(steps)
+    latest = runs.latest_by_step(ctx.cfg, ctx.ds)
+    for i, step in enumerate(steps):
+        last = latest.get(step.name)
+        if last is None or last.status != "succeeded":
+            return list(steps[i:])
+        if last.export_id is not None and ctx.resolve is not None and last.export_id != ctx.export_id:
+            log.info("run_id=%s ds=%s step %s ran for export %s, this run is %s: rerunning from there", ctx.run_id,
+                     ctx.ds, step.name, last.export_id, ctx.export_id)
+            return list(steps[i:])
+    return []
+
+
+def run_steps(ctx: DayContext, steps: Sequence[Step], force: bool = False) -> list[runs.StepRun]:
+    todo = pending_steps(ctx, steps, force)
+    if not todo:
+        log.info("run_id=%s ds=%s nothing to do: every step succeeded (use --force to rerun)", ctx.run_id, ctx.ds)
+    done = []
+    for step in todo:
+        started = dt.datetime.now(dt.timezone.utc)
+        t0 = time.perf_counter()
+        log.info("run_id=%s ds=%s step=%s started", ctx.run_id, ctx.ds, step.name)
+        error, rows = None, None
+        try:
+            rows = step.run(ctx)
+        except Exception as err:  # recorded, then re-raised as StepFailed
+            error = err
+        seconds = time.perf_counter() - t0
+        resolved = ctx._export  # only what the steps so far needed: an ingest-only failure names no export
+        record = runs.StepRun(
+            run_id=ctx.run_id, ds=ctx.ds, step=step.name,
+            model_version=resolved.spec.model_version if resolved else None,
+            export_id=resolved.spec.id if resolved else None,
+            status="failed" if error else "succeeded", started_at=started,
+            ended_at=dt.datetime.now(dt.timezone.utc), seconds=seconds, rows=rows,
+            rows_per_second=(rows / seconds) if rows and seconds > 0 else None,
+            error=_describe(error) if error else None)
+        runs.append(ctx.cfg, record)
+        done.append(record)
+        log.info("run_id=%s ds=%s step=%s status=%s seconds=%.1f rows=%s", ctx.run_id, ctx.ds, step.name,
+                 record.status, seconds, rows)
+        if error:
+            raise StepFailed(step.name, ctx.ds, error) from error
+    return done
+
+
+def _describe(err: BaseException) -> str:
+    if isinstance(err, LfmError):
+        return f"{type(err).__name__}: {err}"
+    tail = traceback.format_exception_only(type(err), err)[-1].strip()
+    return tail[:2000]

@@ -1,0 +1,224 @@
+"""`lfm materialize --ds D`: load day D's *release* into the online store — every table of it, or nothing.
+
+For each export asked for (or every registered one):
+- skipped unless (D, export) is released (`lakehouse.releases`): a quarantined, withdrawn or never-validated day
+  changes nothing online;
+- skipped if the online store already holds a newer snapshot of every view (a backfill in any order never rolls
+  the online store back; per key, `serving.online_io` keeps a newer stored snapshot too);
+- else each table is read at exactly the version its release names, *all four are checked before the first
+  write* (no null key or vector, one width = the export's, every value finite, one snapshot time = the end of D),
+  then written in one transaction (sqlite) or one MULTI/EXEC (Redis) under the store's lock, and recorded in the
+  Feast registry (materialization interval, so Feast serves it).
+When IR is loaded, the day's FAISS index for standalone retrieval is built from the same released vectors.
+Feast's own `materialize` reads by event-time window and converts every vector to a protobuf in Python; reading
+exactly the released partition and writing Feast's bytes in bulk is what makes this path fast (bench/serving.py).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lakehouse import releases
+from lakehouse.delta_io import export_predicate, read_table
+from lfm.config import LfmConfig
+from lfm.config.serving import EntityKeyType
+from lfm.contract import EMBEDDING_TABLES, ExportSpec, day_end, day_start
+from lfm.names import parse_ds
+
+from feature_repo.specs import key_of, view_name
+from serving.errors import ServingError
+
+log = logging.getLogger("lfm.feast")
+
+
+class Skip(str, Enum):
+    """Why a table of the day was not loaded online."""
+
+    unreleased = "unreleased"  # no release of (D, export): never validated, quarantined or withdrawn
+    newer_online = "newer_online"  # the online store already holds a newer snapshot: nothing to do
+    empty = "empty"  # the released partition has no rows
+
+
+@dataclass
+class TableLoad:
+    export_id: str
+    table: str
+    loaded: bool
+    rows: int = 0
+    reason: str = ""
+    seconds: float = 0.0
+    skip: Skip | None = None
+
+
+@dataclass
+class MaterializeResult:
+    ds: dt.date
+    loads: list[TableLoad] = field(default_factory=list)
+    index_items: int = 0
+    seconds: float = 0.0
+
+    @property
+    def rows(self) -> int:
+        return sum(x.rows for x in self.loads if x.loaded)
+
+    def summary(self) -> str:
+        lines = []
+        for x in self.loads:
+            state = f"loaded {x.rows:,} rows in {x.seconds:.2f}s" if x.loaded else f"skipped: {x.reason}"
+            lines.append(f"  {x.export_id} {x.table:<8} {state}")
+        return "\n".join(lines)
+
+
+def day_bounds(cfg: LfmConfig, ds: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    """[start, end) of local day `ds` in UTC; `end` is the snapshot's event_timestamp by contract."""
+    return day_start(ds, cfg.schema.timezone), day_end(ds, cfg.schema.timezone)
+
+
+def _newest_loaded(fv) -> dt.datetime | None:
+    ends = [end for _, end in (fv.materialization_intervals or [])]
+    if not ends:
+        return None
+    return max(e if e.tzinfo else e.replace(tzinfo=dt.timezone.utc) for e in ends)
+
+
+def read_release(spark, cfg: LfmConfig, table: str, release: releases.Release) -> pa.Table:
+    """One table of a release: its (ds, export) rows at the version the release names, as Arrow."""
+    from pyspark.errors import PySparkException
+    from pyspark.sql import functions as F
+
+    key_type = "bigint" if cfg.feast.entity_key_type == EntityKeyType.int64 else "string"
+    try:
+        df = read_table(spark, cfg.table_path(table), release.table_versions[table])
+        return (df.where(export_predicate([release.ds], release.export_id))
+                .select(F.col(key_of(cfg, table)).cast(key_type).alias("key"),
+                        F.col(table).cast("array<float>").alias("vector"), F.col("event_timestamp"))
+                .toArrow())
+    except PySparkException as err:
+        raise ServingError(f"reading {table} of {release.ds} (export {release.export_id}, version "
+                           f"{release.table_versions[table]}) failed, nothing was loaded: "
+                           f"{str(err).splitlines()[0][:300]}") from None
+
+
+def unpack(tbl: pa.Table, table: str, dim: int, expected_ts: dt.datetime) -> tuple[np.ndarray, np.ndarray]:
+    """(keys, (n, dim) float32 vectors); refuses nulls, other widths, non-finite values or another snapshot time."""
+    col = tbl.column("vector").combine_chunks()
+    if col.null_count or tbl.column("key").null_count:
+        raise ServingError(f"{table}: {col.null_count} null vectors / {tbl.column('key').null_count} null keys in "
+                           "a released partition; refusing to load the release")
+    lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False)
+    if len(lengths) and (lengths.min() != dim or lengths.max() != dim):
+        raise ServingError(f"{table}: vectors of widths {sorted(set(lengths.tolist()))[:5]} where the export "
+                           f"declares {dim}; refusing to load the release (nothing was written)")
+    values = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    if not np.isfinite(values).all():
+        raise ServingError(f"{table}: NaN or infinite values in a released partition; a non-finite vector is "
+                           "never served (nothing was written)")
+    times = pc.unique(tbl.column("event_timestamp").combine_chunks())
+    stamps = [t.as_py() for t in times]
+    stamps = [t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc) for t in stamps]
+    if stamps and stamps != [expected_ts]:
+        raise ServingError(f"{table}: snapshot times {stamps[:3]} where the contract is one per day, the end of "
+                           f"the day ({expected_ts.isoformat()}); refusing to load the release")
+    keys = tbl.column("key").to_numpy(zero_copy_only=False)
+    return keys, values.reshape(len(keys), dim)
+
+
+def _checked(cfg: LfmConfig, release: releases.Release, tables: dict[str, pa.Table]):
+    """Every table unpacked and checked, before anything is written: {table: (keys, matrix)}."""
+    _, end = day_bounds(cfg, release.ds)
+    return {t: unpack(tbl, t, release.spec.dim(t), end) for t, tbl in tables.items()}
+
+
+def _writes(cfg: LfmConfig, spec: ExportSpec, day: dt.date, checked: dict):
+    from serving.codec import encode_vectors, entity_keys
+    from serving.online_io import ViewWrite
+
+    int64 = cfg.feast.entity_key_type == EntityKeyType.int64
+    _, end = day_bounds(cfg, day)
+    out = []
+    for table, (keys, mat) in checked.items():
+        kb = entity_keys(key_of(cfg, table), keys if int64 else [str(k) for k in keys], int64)
+        out.append(ViewWrite(view_name(table, spec.id), table, kb, encode_vectors(mat), end))
+    return out
+
+
+def materialize(spark, cfg: LfmConfig, ds: str | dt.date, export_ref: str | None = None, store=None,
+                build_index: bool = True) -> MaterializeResult:
+    """Load day `ds` of one export (an export id or a model version; default every registered one)."""
+    from feature_repo.store import open_store
+    from serving.register import registered
+
+    t_all = time.perf_counter()
+    day = parse_ds(ds)
+    store = store or open_store(cfg)
+    reg = registered(store)
+    specs = [reg.require(export_ref)] if export_ref else list(reg.specs.values())
+    if not specs:
+        reg.require(None)  # raises NothingRegistered with the fix
+    start, end = day_bounds(cfg, day)
+    result = MaterializeResult(ds=day)
+    for spec in specs:
+        release = releases.release_of(cfg, day, spec.id)
+        if release is None:
+            result.loads += [TableLoad(spec.id, t, False, skip=Skip.unreleased, reason=f"{day} of export {spec.id} "
+                                       "is not released (never validated, quarantined or withdrawn)")
+                             for t in EMBEDDING_TABLES]
+            continue
+        views = {t: store.get_feature_view(view_name(t, spec.id)) for t in EMBEDDING_TABLES}
+        newest = {t: _newest_loaded(views[t]) for t in EMBEDDING_TABLES}
+        if all(n is not None and n > end for n in newest.values()):
+            result.loads += [TableLoad(spec.id, t, False, skip=Skip.newer_online, reason="online store already "
+                                       f"holds the newer snapshot ending {newest[t].isoformat()}")
+                             for t in EMBEDDING_TABLES]
+            continue
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=len(EMBEDDING_TABLES)) as pool:
+            tables = dict(zip(EMBEDDING_TABLES, pool.map(lambda t: read_release(spark, cfg, t, release),
+                                                         EMBEDDING_TABLES)))
+        checked = _checked(cfg, release, tables)  # all four, before the first write
+        empty = [t for t, (keys, _) in checked.items() if len(keys) == 0]
+        if empty:
+            raise ServingError(f"{day} of export {spec.id}: released tables {empty} have no rows; refusing a partial "
+                               "load (nothing was written)")
+        result.loads += _write_release(cfg, store, spec, day, checked, start, end, time.perf_counter() - t0)
+        if build_index:
+            result.index_items = _index(cfg, spec, release, *checked["ir"])
+    result.seconds = time.perf_counter() - t_all
+    return result
+
+
+def _write_release(cfg: LfmConfig, store, spec: ExportSpec, day: dt.date, checked: dict, start: dt.datetime,
+                   end: dt.datetime, read_seconds: float) -> list[TableLoad]:
+    from serving.online_io import open_online
+
+    t0 = time.perf_counter()
+    backend = open_online(cfg)
+    try:
+        with backend.locked():
+            written = backend.write_views(_writes(cfg, spec, day, checked))
+    finally:
+        backend.close()
+    views = {t: store.get_feature_view(view_name(t, spec.id)) for t in EMBEDDING_TABLES}
+    for t in EMBEDDING_TABLES:
+        store.registry.apply_materialization(views[t], store.project, start, end, commit=True)
+    seconds = read_seconds + time.perf_counter() - t0
+    return [TableLoad(spec.id, t, True, rows=len(checked[t][0]), seconds=seconds,
+                      reason=f"{written.get(view_name(t, spec.id), 0):,} keys newer than what was online")
+            for t in EMBEDDING_TABLES]
+
+
+def _index(cfg: LfmConfig, spec: ExportSpec, release: releases.Release, keys: np.ndarray, mat: np.ndarray) -> int:
+    from serving.retrieval import ItemIndex, index_dir
+
+    meta = {"model_version": spec.model_version, "export_id": spec.id, "ds": release.ds.isoformat(),
+            "ir_version": release.table_versions["ir"], "release_run_id": release.run_id}
+    ItemIndex.build(keys, mat, cfg.feast.retrieval, meta=meta).save(index_dir(cfg, spec.id, release.ds))
+    return len(keys)

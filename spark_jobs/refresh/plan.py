@@ -1,0 +1,141 @@
+"""Plan a day's refresh on the driver: validate everything before any work, pin every input to a version.
+
+The plan is a function of (day, export spec, config): the spec (model version, CR layer, dims, decay) is resolved
+once by the caller and never re-derived here. Checks: the input tables exist with the schema's columns, day D has
+events, and — unless the day begins a chain — the previous day's complete refresh (`refresh_log`) of the *same
+export spec* exists; a chain at D-1 under another spec of the same model (another tau, layer, normalisation...)
+is refused with the differences and the fix (`--cold-start` begins a new chain: another spec is another space).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from dataclasses import dataclass, field
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from lakehouse import candidates
+from lakehouse.candidates import Candidate
+from lakehouse.delta_io import ds_predicate, read_table, table_version
+from lfm.config import LfmConfig
+from lfm.config.schema import FieldKind
+from lfm.contract import EVENTS, INPUT_TABLES, ITEMS, USERS, ExportSpec, day_end_ms
+from lfm.names import parse_ds
+from spark_jobs.refresh.errors import MissingState, NoEvents, TableMismatch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RefreshPlan:
+    """Everything a day's computation needs, resolved and validated on the driver."""
+
+    ds: dt.date
+    spec: ExportSpec
+    model_dir: str  # the verified checkpoint folder of spec.model_version
+    run_id: str
+    cold_start: bool
+    day_end_ms: int  # T_D
+    prev_day_end_ms: int | None  # T_{D-1}; None on a cold start
+    input_versions: dict[str, int] = field(default_factory=dict)  # events, users, items
+    previous: Candidate | None = None  # D-1's complete refresh of this spec: the states the chain continues
+    future_events: int = 0  # rows of partition D stamped at or after T_D (left out of the state)
+    warmup_days: int = 0  # set by a backfill whose chain began this many days before its first day
+
+    @property
+    def model_version(self) -> str:
+        return self.spec.model_version
+
+    @property
+    def cr_layer(self) -> str:
+        return self.spec.cr_layer
+
+    @property
+    def prev_ds(self) -> dt.date:
+        return self.ds - dt.timedelta(days=1)
+
+
+def check_tables(spark: SparkSession, cfg: LfmConfig, versions: dict[str, int | None]) -> None:
+    """The inputs exist and hold every column the model's schema reads (numeric fields numeric)."""
+    s = cfg.schema
+    missing_tables = [t for t in INPUT_TABLES if versions.get(t) is None]
+    if missing_tables:
+        raise TableMismatch(f"lakehouse tables {missing_tables} are missing under {cfg.resolve(cfg.lakehouse)}: "
+                            "run `lfm ingest --source DIR` first")
+    schemas = {t: read_table(spark, cfg.table_path(t), versions[t]).schema for t in INPUT_TABLES}
+    need = {EVENTS: [s.user_key, s.item_key, s.scenario, "event_timestamp", "ds"],
+            USERS: [s.user_key] + [f.name for f in s.user_fields],
+            ITEMS: [s.item_key] + [f.name for f in s.item_fields]}
+    for table, cols in need.items():
+        names = schemas[table].fieldNames()
+        absent = [c for c in cols if c not in names]
+        if absent:
+            raise TableMismatch(f"table {table!r} lacks columns {absent} that the model's data schema reads; "
+                                "re-ingest, or refresh with a model trained on this data's schema")
+    numeric = [(t, f.name) for t, fields in ((USERS, s.user_fields), (ITEMS, s.item_fields))
+               for f in fields if f.kind == FieldKind.numeric]
+    for table, col in numeric:
+        typ = schemas[table][col].dataType
+        if not isinstance(typ, T.NumericType):
+            raise TableMismatch(f"{table}.{col} is {typ.simpleString()}, but the schema declares it numeric; "
+                                "declare it categorical or fix the ingest layout")
+
+
+def plan_refresh(spark: SparkSession, cfg: LfmConfig, spec: ExportSpec, model_dir: str, ds: str | dt.date,
+                 cold_start: bool = False, run_id: str | None = None, state_in_memory: bool = False,
+                 chain_end: dt.date | None = None) -> RefreshPlan:
+    """Validate the request (tables, events, previous state of this spec); raise before any work.
+
+    `state_in_memory`: the previous state comes from the caller (a warm-up), not the state tables.
+    `chain_end`: the last day the caller writes in this chain (a backfill's --to; default this day; date.max for
+    computations that write nothing): complete refreshes after it trigger a "rerun them" warning.
+    """
+    day = parse_ds(ds)
+    versions = {t: table_version(spark, cfg.table_path(t)) for t in INPUT_TABLES}
+    check_tables(spark, cfg, versions)
+    tz = cfg.schema.timezone
+    end_ms = day_end_ms(day, tz)
+    counts = (read_table(spark, cfg.table_path(EVENTS), versions[EVENTS]).where(ds_predicate([day]))
+              .agg(F.count(F.lit(1)).alias("n"),
+                   F.sum(F.when(F.unix_millis("event_timestamp") >= end_ms, 1).otherwise(0)).alias("late")).first())
+    if not counts["n"]:
+        raise NoEvents(f"no events for ds {day} in the lakehouse: ingest that day first (`lfm ingest --ds {day}`)")
+    previous = None if (cold_start or state_in_memory) else previous_candidate(cfg, spec, day)
+    warn_later_days(cfg, spec, day, chain_end or day)
+    return RefreshPlan(ds=day, spec=spec, model_dir=str(model_dir), run_id=run_id or uuid.uuid4().hex[:12],
+                       cold_start=cold_start, day_end_ms=end_ms,
+                       prev_day_end_ms=None if cold_start else day_end_ms(day - dt.timedelta(days=1), tz),
+                       input_versions={t: int(v) for t, v in versions.items()}, previous=previous,
+                       future_events=int(counts["late"] or 0))
+
+
+def previous_candidate(cfg: LfmConfig, spec: ExportSpec, day: dt.date) -> Candidate:
+    """D-1's complete refresh of this spec; refuses a missing one and one built under another spec."""
+    prev = day - dt.timedelta(days=1)
+    found = candidates.latest(cfg, prev, spec.id)
+    if found is not None:
+        return found
+    fix = (f"refresh {prev} first (or `lfm backfill --from FIRST --to {day}`), or begin a new chain at {day} "
+           "with --cold-start (or warm it up with `lfm backfill --warmup-days N`)")
+    others = candidates.latest_per_export(cfg, [prev], spec.model_version)
+    if others:
+        diffs = "; ".join(f"{c.spec.id}: {', '.join(c.spec.differences(spec))}" for c in others)
+        raise MissingState(f"the CR chain of model {spec.model_version} at {prev} was built under another export "
+                           f"spec ({diffs}); vectors of two specs live in different spaces and one chain never "
+                           f"mixes them: begin a new chain for {spec.id} with --cold-start at {day} (or restore "
+                           "the previous settings)")
+    raise MissingState(f"no complete refresh of {prev} for {spec.describe()}: the CR decay chain needs "
+                       f"yesterday's state; {fix}")
+
+
+def warn_later_days(cfg: LfmConfig, spec: ExportSpec, day: dt.date, chain_end: dt.date) -> None:
+    """Complete refreshes after `chain_end` were chained from the current state of `day`: say to rerun them."""
+    later = sorted(c.ds for c in candidates.latest_per_export(cfg, None, spec.model_version)
+                   if c.spec.id == spec.id and c.ds > chain_end)
+    if later:
+        log.warning("refreshes after %s exist (from %s) and were chained from the current state of %s; if this run "
+                    "changes it, rerun them: lfm backfill --from %s --to %s", day, later[0], day,
+                    day + dt.timedelta(days=1), later[-1])

@@ -1,0 +1,1 @@
+"""Tests: `unit/` (no Spark), `integration/` (a real SparkSession, Delta, Feast, GE, Redis), `support/` (helpers)."""

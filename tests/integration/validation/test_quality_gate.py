@@ -1,0 +1,314 @@
+"""The quality gate on real Spark, Delta and Great Expectations.
+
+One lakehouse per module: the synthetic KuaiRand-layout source is ingested (events, users, items), then healthy
+embedding partitions are written for 2022-04-25 and 04-26. Healthy vectors are a Gaussian random walk per entity
+(base + the sum of small daily steps), so consecutive days are close (cosine ~0.99) and a snapshot from weeks
+earlier is far, plus one large offset shared by every entity, as in trained exports (on KuaiRand every UR lies
+within a few degrees of the mean direction); the gate measures drift and collapse on centred vectors, which the
+shuffled-keys and stale faults need. Each planted fault gets a day of its own (its D-1 written healthy beside
+it) and must be caught by the expectation meant for it, named in the result and in `gate_status`.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from lfm.contract import PARTITION_BY, ExportSpec
+from tests.support.config import make_config
+
+V = "a1b2c3d4e5f6"
+OTHER = "0f0e0d0c0b0a"
+DIMS = {"ur": 32, "ir": 32, "cr_user": 16, "cr_item": 16}
+EXPORT = ExportSpec(V, cr_layer="dnn_0", ur_dim=32, ir_dim=32, cr_dim=16, tau_hours=72.0, normalisation="layernorm",
+                    state_ttl_days=None, schema_hash="0" * 16)
+SEEDS = {"ur": 1, "ir": 2, "cr_user": 3, "cr_item": 4}
+ORIGIN = dt.date(2022, 3, 27)  # day 0 of the random walk: the "weeks-old snapshot" of the stale fault
+D0, D1 = dt.date(2022, 4, 25), dt.date(2022, 4, 26)
+STEP = 0.45  # daily step of the walk (base has unit variance): consecutive-day cosine ~0.99
+OFFSET = 100.0  # norm of the shared offset, ~6x the spread of the entities around it
+SCHEMA = {
+    "ur": "user_id int, ur array<float>, model_version string, export_id string, ds date, event_timestamp timestamp",
+    "ir": "video_id int, ir array<float>, model_version string, export_id string, ds date, event_timestamp timestamp",
+    "cr_user": "user_id int, cr_user array<float>, cr_layer string, model_version string, export_id string, ds date, "
+               "event_timestamp timestamp",
+    "cr_item": "video_id int, cr_item array<float>, cr_layer string, model_version string, export_id string, ds date, "
+               "event_timestamp timestamp",
+}
+
+pytestmark = pytest.mark.slow  # every test here runs Spark jobs and GE validations (seconds each)
+
+
+@lru_cache(maxsize=None)
+def _walk(n: int, dim: int, seed: int) -> np.ndarray:
+    """Positions of n entities on each of 70 days from ORIGIN: shape (70, n, dim)."""
+    rng = np.random.default_rng([seed, n, dim])
+    base = rng.normal(size=(n, dim))
+    return base + np.cumsum(rng.normal(scale=STEP, size=(70, n, dim)), axis=0) + _offset(dim, seed)
+
+
+def _offset(dim: int, seed: int) -> np.ndarray:
+    direction = np.random.default_rng([seed, dim, 99]).normal(size=dim)
+    return OFFSET * direction / np.linalg.norm(direction)
+
+
+def healthy(table: str, n: int, day: dt.date) -> np.ndarray:
+    return _walk(n, DIMS[table], SEEDS[table])[(day - ORIGIN).days].copy()
+
+
+def end_of_day(day: dt.date) -> dt.datetime:
+    from lfm.contract import day_end
+
+    return day_end(day, "Asia/Shanghai")
+
+
+def rows(table: str, keys, vectors, day: dt.date, version: str = V, ts: dt.datetime | None = None) -> list[tuple]:
+    ts = ts or end_of_day(day)
+    layer = ("dnn_0",) if table.startswith("cr_") else ()
+    return [(int(k), None if v is None else [float(x) for x in v], *layer, version, EXPORT.id, day, ts)
+            for k, v in zip(keys, vectors)]
+
+
+def write(spark, cfg, table: str, data: list[tuple], days: list[dt.date]) -> None:
+    """Replace the `days` partitions of the export in `table` with `data` in one Delta commit."""
+    from lakehouse.delta_io import replace_partitions
+
+    replace_partitions(spark.createDataFrame(data, SCHEMA[table]), cfg.table_path(table), days, {"job": "test"},
+                       extra_predicate=f"export_id = '{EXPORT.id}'", partition_by=PARTITION_BY)
+
+
+class Lake:
+    def __init__(self, spark, cfg, users: list[int], items: list[int]) -> None:
+        self.spark, self.cfg, self.users, self.items = spark, cfg, users, items
+
+    def keys(self, table: str) -> list[int]:
+        return self.users if table in ("ur", "cr_user") else self.items
+
+    def healthy_rows(self, table: str, day: dt.date) -> list[tuple]:
+        keys = self.keys(table)
+        return rows(table, keys, healthy(table, len(keys), day), day)
+
+    def gate(self, day: dt.date, tables=("ur",), **kw):
+        """The gate over the tables' current versions, as if a refresh had just written them (its candidate)."""
+        from lakehouse.delta_io import table_version
+        from validation.gate import run_gate
+
+        versions = {t: table_version(self.spark, self.cfg.table_path(t)) for t in tables if t in DIMS}
+        previous = {t: v for t, v in versions.items()}  # D-1 was written in the same commit (see `write`)
+        return run_gate(self.spark, self.cfg, day, EXPORT, versions, list(tables), previous_versions=previous, **kw)
+
+
+@pytest.fixture(scope="module")
+def lake(spark, synth_source, tmp_path_factory) -> Lake:
+    from spark_jobs.ingest import ingest
+
+    cfg = make_config(tmp_path_factory.mktemp("quality"))
+    ingest(spark, cfg, synth_source)
+    users = sorted(r[0] for r in spark.read.format("delta").load(cfg.table_path("users")).select("user_id").collect())
+    items = sorted(r[0] for r in spark.read.format("delta").load(cfg.table_path("items")).select("video_id").collect())
+    lk = Lake(spark, cfg, users, items)
+    for table in DIMS:
+        write(spark, cfg, table, lk.healthy_rows(table, D0) + lk.healthy_rows(table, D1), [D0, D1])
+    return lk
+
+
+@pytest.fixture(scope="module")
+def healthy_run(lake):
+    return lake.gate(D1, tables=("events", "users", "items", "ur", "ir", "cr_user", "cr_item"))
+
+
+def test_healthy_day_passes_every_table(healthy_run):
+    assert healthy_run.passed, healthy_run.summary()
+    assert set(healthy_run.tables) == {"events", "users", "items", "ur", "ir", "cr_user", "cr_item"}
+    assert healthy_run.tables["ur"].rows == 300 and healthy_run.tables["events"].rows > 1000
+    ur = healthy_run.tables["ur"].metrics
+    assert ur["coverage"] == 1.0 and ur["drift_pairs"] == ur["rows"] == 300
+    assert ur["drift_mean_cosine"] > 0.95 and ur["drift_moved_share"] == 0.0
+    assert ur["effective_rank"] > 20 and ur["information_abundance"] > 10
+
+
+def test_reports_are_written_under_the_lakehouse(lake, healthy_run):
+    from matplotlib.image import imread
+
+    root = Path(lake.cfg.lakehouse) / "_quality"
+    index = healthy_run.docs_index
+    assert index.is_relative_to(root) and index.stat().st_size > 5_000
+    assert "cr_item_metrics" in index.read_text()
+    pages = list((index.parent / "validations" / "ur").glob(f"{D1}_{healthy_run.run_id}/*/*.html"))
+    assert len(pages) == 1 and pages[0].stat().st_size > 20_000
+    html = pages[0].read_text()
+    assert "no NaN, infinite or null value in any vector" in html and "one row per user_id and model_version" in html
+    png = healthy_run.report_png
+    assert png.is_relative_to(root) and png.stat().st_size > 30_000
+    image = imread(png)
+    assert image.shape[0] > 600 and image.shape[1] > 600 and image[..., :3].std() > 0.05  # four rows drawn
+
+
+def _nan(lake, day):
+    v = healthy("ur", len(lake.users), day)
+    v[:5, 3] = np.nan
+    v[5, 0] = np.inf
+    return rows("ur", lake.users, v, day)
+
+
+def _wrong_dim(lake, day):
+    v = list(healthy("ur", len(lake.users), day))
+    v[:7] = [x[:31] for x in v[:7]]
+    return rows("ur", lake.users, v, day)
+
+
+def _rank_one(lake, day):
+    """Every vector on one line through the shared offset: a collapsed tower."""
+    rng = np.random.default_rng(1)
+    direction = rng.normal(size=32)
+    line = rng.uniform(-2.0, 2.0, size=(len(lake.users), 1)) * direction
+    return rows("ur", lake.users, _offset(32, SEEDS["ur"]) + line, day)
+
+
+def _duplicate_keys(lake, day):
+    data = lake.healthy_rows("ur", day)
+    return data + data[:10]
+
+
+def _empty(lake, day):
+    return []
+
+
+def _wrong_ds(lake, day):
+    """The refresh of D-1 written under ds = D (an off-by-one in the day it was given)."""
+    yesterday = day - dt.timedelta(days=1)
+    return rows("ur", lake.users, healthy("ur", len(lake.users), yesterday), day, ts=end_of_day(yesterday))
+
+
+def _wrong_timestamp(lake, day):
+    """event_timestamp at D 00:00 UTC instead of D+1 00:00 in the schema's zone."""
+    midnight = dt.datetime.combine(day, dt.time(0), tzinfo=dt.timezone.utc)
+    return rows("ur", lake.users, healthy("ur", len(lake.users), day), day, ts=midnight)
+
+
+def _two_versions(lake, day):
+    return lake.healthy_rows("ur", day) + rows("ur", lake.users[:50], healthy("ur", 50, day), day, version=OTHER)
+
+
+def _random(lake, day):
+    return rows("ur", lake.users, np.random.default_rng(2).normal(size=(len(lake.users), 32)) * 3, day)
+
+
+def _shuffled(lake, day):
+    """The day's vectors attached to the wrong keys (a join or ordering bug): uncentred cosines stay ~0.99."""
+    v = healthy("ur", len(lake.users), day)
+    return rows("ur", lake.users, v[np.random.default_rng(3).permutation(len(v))], day)
+
+
+def _stale(lake, day):
+    """Another day's vectors: the snapshot of the walk's first day, weeks before D."""
+    return rows("ur", lake.users, healthy("ur", len(lake.users), ORIGIN), day)
+
+
+def _zero_vectors(lake, day):
+    v = healthy("ur", len(lake.users), day)
+    v[:15] = 0.0
+    return rows("ur", lake.users, v, day)
+
+
+def _exploded(lake, day):
+    v = healthy("ur", len(lake.users), day)
+    v[:4] *= 1e3
+    return rows("ur", lake.users, v, day)
+
+
+FAULTS = [  # (fault, day, the expectations that must fail, whether nothing else may fail)
+    (_nan, "2022-05-01", {"expect_vector_values_to_be_finite"}, True),
+    (_wrong_dim, "2022-05-03", {"expect_vector_dimension_to_equal"}, True),
+    (_rank_one, "2022-05-05", {"expect_effective_rank_to_be_above", "expect_information_abundance_to_be_above"},
+     False),  # drift fails as well: the day's vectors no longer resemble D-1's
+    (_duplicate_keys, "2022-05-07", {"expect_keys_to_be_unique_per_version"}, True),
+    (_empty, "2022-05-09", {"expect_table_row_count_to_be_between"}, True),
+    (_wrong_ds, "2022-05-11", {"expect_partition_day_to_match"}, True),
+    (_wrong_timestamp, "2022-05-13", {"expect_partition_day_to_match"}, True),
+    (_two_versions, "2022-05-15", {"expect_single_model_version"}, True),
+    (_random, "2022-05-17", {"expect_drift_mean_cosine_to_be_between", "expect_drift_moved_share_to_be_below"},
+     True),
+    (_stale, "2022-05-19", {"expect_drift_mean_cosine_to_be_between", "expect_drift_moved_share_to_be_below"},
+     True),
+    (_shuffled, "2022-05-25", {"expect_drift_mean_cosine_to_be_between", "expect_drift_moved_share_to_be_below"},
+     True),
+    (_zero_vectors, "2022-05-21", {"expect_zero_vector_share_to_be_below"}, True),
+    (_exploded, "2022-05-23", {"expect_vector_norm_to_be_between"}, True),
+]
+
+
+@pytest.mark.parametrize("fault,day,expected,exact", FAULTS, ids=[f[0].__name__.strip("_") for f in FAULTS])
+def test_planted_fault_is_caught_by_its_expectation(lake, fault, day, expected, exact):
+    from validation.status import status_rows, verdicts
+
+    day = dt.date.fromisoformat(day)
+    yesterday = day - dt.timedelta(days=1)
+    write(lake.spark, lake.cfg, "ur", lake.healthy_rows("ur", yesterday) + fault(lake, day), [yesterday, day])
+    result = lake.gate(day)
+    failed = set(result.tables["ur"].failed)
+    assert not result.passed and result.quarantined == ("ur",)
+    assert expected <= failed if not exact else failed == expected, result.summary()
+    assert not verdicts(lake.cfg, day, EXPORT.id)["ur"].passed
+    (row,) = status_rows(lake.cfg, [day], V)
+    assert not row.passed and set(row.failed_expectations) == failed and row.run_id == result.run_id
+
+
+def test_missing_coverage_is_caught(lake):
+    day = dt.date(2022, 4, 27)  # a day with events; ur holds only every other user
+    half = lake.users[::2]
+    write(lake.spark, lake.cfg, "ur", rows("ur", half, healthy("ur", len(lake.users), day)[::2], day), [day])
+    result = lake.gate(day)
+    assert set(result.tables["ur"].failed) == {"expect_coverage_to_be_above"}, result.summary()
+    assert 0.3 < result.tables["ur"].metrics["coverage"] < 0.7
+
+
+def test_latest_run_decides_and_a_verdict_names_the_version_it_checked(lake, healthy_run):
+    from lakehouse.delta_io import table_version
+    from validation.status import verdicts
+
+    day = dt.date(2022, 5, 27)
+    yesterday = day - dt.timedelta(days=1)
+    assert verdicts(lake.cfg, day, EXPORT.id) == {}  # never validated: no verdict, nothing can be released
+    write(lake.spark, lake.cfg, "ur", lake.healthy_rows("ur", yesterday) + _nan(lake, day), [yesterday, day])
+    bad_version = table_version(lake.spark, lake.cfg.table_path("ur"))
+    assert not lake.gate(day).passed
+    assert not verdicts(lake.cfg, day, EXPORT.id)["ur"].passed
+    write(lake.spark, lake.cfg, "ur", lake.healthy_rows("ur", day), [day])  # the fixed rerun
+    assert lake.gate(day).passed
+    fixed = verdicts(lake.cfg, day, EXPORT.id)["ur"]
+    assert fixed.passed and fixed.table_version == bad_version + 1 and fixed.export_id == EXPORT.id
+    assert {t for t, v in verdicts(lake.cfg, D1, EXPORT.id).items() if v.passed} == {"ur", "ir", "cr_user", "cr_item"}
+
+
+def test_gate_failure_stops_a_caller(lake):
+    from validation.errors import QualityGateFailed
+
+    result = lake.gate(dt.date(2022, 6, 1))  # no ur rows on that day
+    with pytest.raises(QualityGateFailed, match="expect_table_row_count_to_be_between"):
+        result.raise_if_failed()
+
+
+def test_cli_validate_and_status(lake, healthy_run, tmp_path, capsys):
+    from cli.main import main
+
+    day = dt.date(2022, 5, 29)
+    yesterday = day - dt.timedelta(days=1)
+    write(lake.spark, lake.cfg, "ur", lake.healthy_rows("ur", yesterday) + _nan(lake, day), [yesterday, day])
+    lake.gate(day)
+    config = tmp_path / "lfm.yaml"
+    config.write_text(yaml.safe_dump({"lakehouse": lake.cfg.lakehouse}))
+    assert main(["--config", str(config), "validate", "--ds", str(D1), "--table", "events", "--table", "users",
+                 "--table", "items"]) == 0
+    assert "3 passed, 0 quarantined" in capsys.readouterr().out
+    assert main(["--config", str(config), "validate", "--ds", str(day)]) == 2  # no refresh wrote that day
+    assert "no complete refresh of 2022-05-29" in capsys.readouterr().err
+    assert main(["--config", str(config), "status", "--ds", str(day), str(D1)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(f"{day}  ur" in x and "QUARANTINED expect_vector_values_to_be_finite" in x for x in lines)
+    assert sum("2022-04-26" in x and "passed" in x for x in lines) == 7
+    assert main(["--config", str(config), "validate", "--ds", "2022-13-01"]) == 2  # bad date: one-line error

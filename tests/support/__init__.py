@@ -1,0 +1,1 @@
+"""Test helpers: a throwaway redis-server, synthetic embedding tables, planted data."""
