@@ -165,9 +165,8 @@ def resolve_model(cfg: LfmConfig, model_version: str | None):
     from models.registry import Registry
 
     reg = Registry(cfg)
-    card = reg.card(check_model_version(model_version)) if model_version else reg.latest()
-    path = reg.path(card.model_version)  # verifies hashes and the data schema (SchemaMismatch otherwise)
-    return card, path
+    card = reg.resolve(model_version)
+    return card, reg.path(card.model_version)  # loads the weights: verifies their hashes too
 
 
 def tower_order(points) -> list[str]:

@@ -7,14 +7,16 @@ import pytest
 import torch
 
 from lfm.errors import LfmError
-from models.downstream import DownstreamSizes
-from models.train_downstream import (DownstreamError, DownstreamSettings, EarlyStopping, EmptyScenario,
-                                     Granularity, MissingTask, MissingVectors, TwoTowerSettings, TrainerSettings,
-                                     TransferRequest, TransferVariant, chronological_split, as_table, run_transfer,
-                                     vector_matrix)
+from lfm.config.downstream import TrainerSettings, TwoTowerSettings
+from models.downstream import DownstreamError, DownstreamSizes, EmptyScenario, MissingTask, MissingVectors
+from models.training.encoding import as_table, chronological_split, vector_matrix
+from models.training.fit import EarlyStopping
+from models.training.setup import DownstreamSetup
+from models.training.transfer import run_transfer
+from models.training.variants import Granularity, TransferRequest, TransferVariant
 from test_downstream_planted import planted_frames
 
-SETTINGS = DownstreamSettings(
+SETTINGS = DownstreamSetup(
     sizes=DownstreamSizes(embedding_dim=4, cross_layers=2, dnn=(16, 8), adapter_hidden=(8,)),
     trainer=TrainerSettings(batch_size=256, max_epochs=60, patience=2, threads=1),
     retrieval=TwoTowerSettings(hidden=(8,), scratch_dim=6, recall_k=(5, 20)),
@@ -55,7 +57,7 @@ def test_trainer_early_stops_and_restores_the_best_weights(planted):
 
 
 def test_epoch_cap_is_reported_as_not_converged(planted):
-    short = replace(SETTINGS, trainer=replace(SETTINGS.trainer, max_epochs=1))
+    short = replace(SETTINGS, trainer=SETTINGS.trainer.model_copy(update={"max_epochs": 1}))
     r = run_transfer(planted.train, planted.test, "is_click", TransferRequest(TransferVariant.none),
                      planted.schema, short, seed=0)
     assert r.fit.epochs == 1 and not r.fit.converged
@@ -88,7 +90,7 @@ def test_missing_vectors_read_as_zeros_and_coverage_is_reported(planted):
     assert present.mean() == pytest.approx(0.75)
     assert not m[~present].any() and m[present].any()
     r = run_transfer(planted.train, test, "is_click", TransferRequest(TransferVariant.ur_linear), planted.schema,
-                     replace(SETTINGS, trainer=replace(SETTINGS.trainer, max_epochs=2)), seed=0)
+                     replace(SETTINGS, trainer=SETTINGS.trainer.model_copy(update={"max_epochs": 2})), seed=0)
     assert r.vector_coverage["ur"] == pytest.approx(0.75)
 
 

@@ -35,7 +35,7 @@ def kuairand(spark, tmp_path_factory):
     from feature_repo.materialize import materialize
     from feature_repo.register import register
     from feature_repo.specs import specs_from_registry
-    from models.pretrain import pretrain
+    from models.training.pretrain import pretrain
     from models.registry import Registry
     from spark_jobs.ingest import ingest
     from spark_jobs.refresh import refresh

@@ -8,8 +8,8 @@ import torch
 
 from lfm.config.model import EmbeddingVariant
 from models.encoders import OOV, CategoricalEncoder, FeatureEncoders, NumericEncoder
-from models.lfm import CrossLayer, LfmOutput, covariance_loss, fm_term, lfm_loss
-from models.pretrain import build_model
+from models.blocks import CrossLayer
+from models.lfm import LfmOutput, build_lfm, covariance_loss, fm_term, lfm_loss
 from test_lfm_helpers import tiny_config, tiny_table
 
 VARIANTS = [v.value for v in EmbeddingVariant]
@@ -20,7 +20,7 @@ def _model(tmp_path, **model):
     table = tiny_table()
     enc = FeatureEncoders.fit(table, cfg.schema, cfg.model)
     torch.manual_seed(0)
-    return build_model(enc, cfg.schema, cfg.model), enc, table, cfg
+    return build_lfm(enc, cfg.schema, cfg.model), enc, table, cfg
 
 
 def _inputs(enc, table, n=16):
