@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 from torch import Tensor, nn
 
 from lfm.config.downstream import TrainerSettings
 from models.downstream import Batch, DownstreamError
+from models.training import metrics
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -23,7 +23,7 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     if len(np.unique(labels)) < 2:
         raise DownstreamError(f"AUC needs both labels; these {len(labels)} rows hold only {np.unique(labels)} "
                               "(a scenario this small or this one-sided cannot be measured)")
-    return float(roc_auc_score(labels, scores))
+    return metrics.auc(labels, scores)
 
 
 class EarlyStopping:
