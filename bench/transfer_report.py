@@ -146,8 +146,8 @@ def workdir_config(base: LfmConfig, workdir: Path) -> LfmConfig:
 
 def build_platform(spark, cfg: LfmConfig, spec: ReportSpec, timer: Timer) -> tuple[str, str]:
     """Ingest and pretrain + register the LFM; returns (model version, the CR layer the refresh will export)."""
-    from models.training.pretrain import pretrain
     from models.registry import Registry
+    from models.training.pretrain import pretrain
     from spark_jobs.ingest import ingest
     from spark_jobs.refresh import choose_layer
     from spark_jobs.samples import samples_arrow

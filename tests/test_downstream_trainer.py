@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from lfm.errors import LfmError
+from conftest import make_config
+from lfm.config import ConfigError
 from lfm.config.downstream import TrainerSettings, TwoTowerSettings
 from models.downstream import DownstreamError, DownstreamSizes, EmptyScenario, MissingTask, MissingVectors
 from models.training.encoding import as_table, chronological_split, vector_matrix
@@ -130,3 +132,17 @@ def test_variants_are_typed_options_with_a_granularity():
     assert [r.value for r in gate.representations] == ["ur", "ir", "cr_user", "cr_item"]
     with pytest.raises(ValueError):
         TransferVariant("ur_sum")
+
+
+def test_settings_come_from_the_downstream_section_of_the_one_config(tmp_path):
+    cfg = make_config(tmp_path, model={"item_tower": [32, 12], "dnn": [40, 20]},
+                      downstream={"trainer": {"patience": 7}, "retrieval": {"hidden": [16]}})
+    setup = DownstreamSetup.from_config(cfg, max_epochs=3)  # a command-line override
+    assert setup.trainer.patience == 7 and setup.trainer.max_epochs == 3 and setup.trainer.batch_size == 1024
+    assert setup.retrieval.hidden == (16,) and setup.retrieval.scratch_dim == 12  # the control is as wide as IR
+    assert setup.sizes == DownstreamSizes.from_lfm(cfg.model) and setup.sizes.dnn == (20, 10)
+    assert setup.field_encoding == cfg.model
+    with pytest.raises(ConfigError, match="downstream.trainer.patiense: unknown key"):
+        make_config(tmp_path, downstream={"trainer": {"patiense": 3}})
+    with pytest.raises(ConfigError, match="downstream.trainer.valid_fraction"):
+        make_config(tmp_path, downstream={"trainer": {"valid_fraction": 1.0}})

@@ -172,8 +172,8 @@ def test_cli_register_is_driven_by_the_model_registry(tmp_path, capsys):
     import yaml
 
     from lfm.cli import main
-    from models.training.pretrain import pretrain
     from models.registry import Registry
+    from models.training.pretrain import pretrain
     from test_lfm_helpers import TINY_MODEL, TINY_SCHEMA, tiny_config, tiny_table
 
     cfg = tiny_config(tmp_path)

@@ -35,8 +35,8 @@ def kuairand(spark, tmp_path_factory):
     from feature_repo.materialize import materialize
     from feature_repo.register import register
     from feature_repo.specs import specs_from_registry
-    from models.training.pretrain import pretrain
     from models.registry import Registry
+    from models.training.pretrain import pretrain
     from spark_jobs.ingest import ingest
     from spark_jobs.refresh import refresh
     from spark_jobs.samples import samples_arrow

@@ -14,9 +14,9 @@ import torch
 from lfm.errors import LfmError
 from lfm.names import BadInput, check_model_version
 from inference.extract import Extractor, vectors_to_arrow
-from models.training.pretrain import pretrain
 from models.registry import (CARD, WEIGHTS, CheckpointError, NoModel, Registry, SchemaMismatch, load_checkpoint,
                              tensor_hash, version_of)
+from models.training.pretrain import pretrain
 from test_lfm_helpers import TINY_SCHEMA, tiny_config, tiny_table
 from conftest import make_config
 

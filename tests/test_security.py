@@ -171,8 +171,8 @@ class _Payload:
 def test_checkpoint_with_a_pickled_object_is_refused_without_running_it(tmp_path):
     import torch
 
-    from models.training.pretrain import pretrain
     from models.registry import CARD, WEIGHTS, CheckpointError, Registry
+    from models.training.pretrain import pretrain
     from test_lfm_helpers import tiny_config, tiny_table
 
     cfg = tiny_config(tmp_path)

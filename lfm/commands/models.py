@@ -69,9 +69,9 @@ def _load_splits(cfg: LfmConfig, args: argparse.Namespace):
 
 
 def run_pretrain(args: argparse.Namespace, cfg: LfmConfig) -> int:
+    from models.registry import Registry
     from models.training.metrics import metrics_table
     from models.training.pretrain import pretrain
-    from models.registry import Registry
 
     cfg = _with_overrides(cfg, args)
     tables = _load_splits(cfg, args)
@@ -126,8 +126,8 @@ def run_list(args: argparse.Namespace, cfg: LfmConfig) -> int:
 
 
 def run_show(args: argparse.Namespace, cfg: LfmConfig) -> int:
-    from models.training.metrics import metrics_table
     from models.registry import Registry
+    from models.training.metrics import metrics_table
 
     card = Registry(cfg).card(args.version)
     if args.json:

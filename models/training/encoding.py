@@ -17,7 +17,7 @@ import torch
 from lfm.config.schema import DataSchema
 from models.adapters import Representation
 from models.downstream import Batch, EmptyScenario, MissingTask, MissingVectors
-from models.encoders import CategoricalEncoder, FeatureEncoders, encode_labels
+from models.encoders import CategoricalEncoder, FeatureEncoders, column_array, encode_labels
 
 EVENT_TIMESTAMP = "event_timestamp"  # the row time column of every Feast training set (docs/contracts.md)
 
@@ -25,6 +25,7 @@ Frame = pa.Table | pd.DataFrame
 
 
 def as_table(frame: Frame) -> pa.Table:
+    """A frame as an Arrow table (pandas frames are converted without their index)."""
     if isinstance(frame, pa.Table):
         return frame
     if isinstance(frame, pd.DataFrame):
@@ -34,7 +35,7 @@ def as_table(frame: Frame) -> pa.Table:
 
 def vector_matrix(table: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray]:
     """(n, d) float32 of a list column and a (n,) bool mask of the rows that had a vector (others are zeros)."""
-    col = table.column(name).combine_chunks()
+    col = column_array(table, name)
     if pa.types.is_null(col.type) or col.null_count == len(col):
         raise MissingVectors(f"column {name!r} is null on every row: no snapshot precedes these rows "
                              "(refresh the day before the first training day)")
@@ -70,13 +71,10 @@ class RowEncoder:
     def fit(cls, train: pa.Table, every: list[pa.Table], schema: DataSchema, fields: FeatureEncoders, task: str,
             representations: tuple[Representation, ...]) -> "RowEncoder":
         """Key vocabularies from the training rows only (an item first seen in test is cold: index 0)."""
-        def keys(t: pa.Table, name: str) -> pa.Array:
-            return t.column(name).combine_chunks()
-
-        all_items = pa.concat_arrays([pc.cast(keys(t, schema.item_key), pa.string()) for t in every])
+        all_items = pa.concat_arrays([pc.cast(column_array(t, schema.item_key), pa.string()) for t in every])
         return cls(fields=fields,
-                   users=CategoricalEncoder.fit(schema.user_key, keys(train, schema.user_key), 1),
-                   items=CategoricalEncoder.fit(schema.item_key, keys(train, schema.item_key), 1),
+                   users=CategoricalEncoder.fit(schema.user_key, column_array(train, schema.user_key), 1),
+                   items=CategoricalEncoder.fit(schema.item_key, column_array(train, schema.item_key), 1),
                    item_identity=CategoricalEncoder.fit(schema.item_key, all_items, 1),
                    representations=representations, task=task)
 
@@ -89,11 +87,10 @@ class RowEncoder:
             m, present = vector_matrix(table, rep.value)
             vectors[rep.value] = torch.from_numpy(m)
             coverage[rep.value] = float(present[keep.numpy()].mean()) if bool(keep.any()) else 0.0
+        users, items = column_array(table, self.users.name), column_array(table, self.items.name)
         batch = Batch(fields=self.fields.encode_fields(table), labels=labels[:, 0], vectors=vectors,
-                      users=torch.from_numpy(self.users.encode(table.column(self.users.name).combine_chunks())),
-                      items=torch.from_numpy(self.items.encode(table.column(self.items.name).combine_chunks())),
-                      item_keys=torch.from_numpy(
-                          self.item_identity.encode(table.column(self.items.name).combine_chunks())))
+                      users=torch.from_numpy(self.users.encode(users)), items=torch.from_numpy(self.items.encode(items)),
+                      item_keys=torch.from_numpy(self.item_identity.encode(items)))
         return batch.take(torch.nonzero(keep).squeeze(1)), coverage
 
     def vector_dims(self, batch: Batch) -> dict[Representation, int]:

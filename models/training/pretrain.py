@@ -20,7 +20,7 @@ import torch
 from lfm.config import DataSchema, LfmConfig
 from lfm.config.model import TrainSettings
 from lfm.errors import LfmError
-from models.encoders import FeatureEncoders, _as_strings, _column, encode_labels, require_columns
+from models.encoders import FeatureEncoders, as_strings, column_array, encode_labels, require_columns
 from models.lfm import Lfm, build_lfm, lfm_loss
 from models.training.metrics import auc, gauc, monitor_score
 from models.training.seeding import seeded
@@ -65,10 +65,10 @@ def sort_rows(table: pa.Table, schema: DataSchema) -> pa.Table:
 def encode_split(table: pa.Table, encoders: FeatureEncoders, schema: DataSchema) -> EncodedSplit:
     require_columns(table, [schema.user_key, schema.scenario, *schema.tasks], "pretraining samples")
     labels, mask = encode_labels(table, schema.tasks)
-    users = pc.dictionary_encode(_as_strings(_column(table, schema.user_key))).indices
+    users = pc.dictionary_encode(as_strings(column_array(table, schema.user_key))).indices
+    scenarios = as_strings(column_array(table, schema.scenario)).to_pylist()
     return EncodedSplit(fields=encoders.encode_fields(table), scenario=encoders.encode_scenario(table),
-                        labels=labels, mask=mask,
-                        scenario_names=np.asarray(_as_strings(_column(table, schema.scenario)).to_pylist(), dtype=object),
+                        labels=labels, mask=mask, scenario_names=np.asarray(scenarios, dtype=object),
                         users=pc.fill_null(users, -1).to_numpy(zero_copy_only=False))
 
 
