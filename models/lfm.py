@@ -131,7 +131,8 @@ class CrocodileEmbedding(nn.Module):
         self.tables = nn.ModuleList(FieldEmbedding(spec.cardinalities, dim) for _ in range(m))
         self.experts = nn.ModuleList(nn.Linear(dim, dim) for _ in range(m))
         self.register_buffer("prior_fields", torch.tensor(spec.prior_fields, dtype=torch.int64), persistent=False)
-        self.prior = FieldEmbedding([spec.cardinalities[i] for i in spec.prior_fields], dim) if spec.prior_fields else None
+        priors = [spec.cardinalities[i] for i in spec.prior_fields]
+        self.prior = FieldEmbedding(priors, dim) if priors else None
         self.scenario = nn.Embedding(spec.n_scenarios, dim)
         nn.init.normal_(self.scenario.weight, std=EMBEDDING_INIT_STD)
         self.gate_layer = nn.Linear((len(spec.prior_fields) + 1) * dim, m * spec.n_fields * dim)

@@ -197,7 +197,10 @@ _FORMAT_1_DNN = re.compile(r"^mixing\.dnn\.(\d+)\.")
 
 def _format_1_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Format 1 weights under today's names: DNN layer i of the mixing tower is `Mlp` child 2i."""
-    return {_FORMAT_1_DNN.sub(lambda m: f"mixing.dnn.{2 * int(m.group(1))}.", k, count=1): v for k, v in state.items()}
+    def rename(key: str) -> str:
+        return _FORMAT_1_DNN.sub(lambda m: f"mixing.dnn.{2 * int(m.group(1))}.", key, count=1)
+
+    return {rename(k): v for k, v in state.items()}
 
 
 def check_schema(card: ModelCard, schema: DataSchema) -> None:

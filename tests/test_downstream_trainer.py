@@ -146,3 +146,5 @@ def test_settings_come_from_the_downstream_section_of_the_one_config(tmp_path):
         make_config(tmp_path, downstream={"trainer": {"patiense": 3}})
     with pytest.raises(ConfigError, match="downstream.trainer.valid_fraction"):
         make_config(tmp_path, downstream={"trainer": {"valid_fraction": 1.0}})
+    with pytest.raises(ConfigError, match="max_epochs"):
+        DownstreamSetup.from_config(cfg, max_epochs=0)

@@ -89,7 +89,8 @@ class RowEncoder:
             coverage[rep.value] = float(present[keep.numpy()].mean()) if bool(keep.any()) else 0.0
         users, items = column_array(table, self.users.name), column_array(table, self.items.name)
         batch = Batch(fields=self.fields.encode_fields(table), labels=labels[:, 0], vectors=vectors,
-                      users=torch.from_numpy(self.users.encode(users)), items=torch.from_numpy(self.items.encode(items)),
+                      users=torch.from_numpy(self.users.encode(users)),
+                      items=torch.from_numpy(self.items.encode(items)),
                       item_keys=torch.from_numpy(self.item_identity.encode(items)))
         return batch.take(torch.nonzero(keep).squeeze(1)), coverage
 

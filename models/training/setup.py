@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lfm.config import LfmConfig
+from pydantic import ValidationError
+
+from lfm.config import ConfigError, LfmConfig
 from lfm.config.downstream import TrainerSettings, TwoTowerSettings
 from lfm.config.model import ModelSettings
 from models.downstream import DownstreamSizes
@@ -25,6 +27,10 @@ class DownstreamSetup:
         retrieval = cfg.downstream.retrieval
         if retrieval.scratch_dim is None:
             retrieval = retrieval.model_copy(update={"scratch_dim": cfg.model.item_tower[-1]})
-        return cls(sizes=DownstreamSizes.from_lfm(cfg.model),
-                   trainer=cfg.downstream.trainer.model_copy(update=trainer_overrides),
-                   retrieval=retrieval, field_encoding=cfg.model)
+        try:
+            trainer = TrainerSettings.model_validate({**cfg.downstream.trainer.model_dump(), **trainer_overrides})
+        except ValidationError as err:
+            bad = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+            raise ConfigError(f"invalid downstream trainer option ({bad}): fix the command-line value") from None
+        return cls(sizes=DownstreamSizes.from_lfm(cfg.model), trainer=trainer, retrieval=retrieval,
+                   field_encoding=cfg.model)
