@@ -109,8 +109,8 @@ def prepare(spark, workdir: Path, users: int, cores: int, log) -> object:
 
 def pretrain_model(spark, cfg, log) -> str:
     """A default-size LFM trained one epoch on a 200k-row sample (weights do not matter for throughput)."""
-    from models.pretrain import pretrain
     from models.registry import Registry
+    from models.training.pretrain import pretrain
     from spark_jobs.samples import samples
 
     reg = Registry(cfg)

@@ -1,11 +1,11 @@
 """The transfer report (issue 7): what each representation and each transfer granularity adds downstream.
 
 One command, from a fresh lakehouse, through the platform's own functions end to end:
-  ingest (spark_jobs.ingest) -> pretrain the LFM on the pretraining days and register it (models.pretrain,
+  ingest (spark_jobs.ingest) -> pretrain the LFM on the pretraining days and register it (models.training.pretrain,
   models.registry) -> backfill UR/IR/CR over the refresh days (spark_jobs.backfill, with the quality gate) ->
   register the Feast definitions (serving.register) -> per target tab, the point-in-time training and test
   sets of the pinned feature service (pipeline.downstream.training_sets -> serving.offline) -> every
-  transfer variant x seed (models.train_downstream, early-stopped on validation AUC) -> optionally the CR layer
+  transfer variant x seed (models.training.transfer, early-stopped on validation AUC) -> optionally the CR layer
   sweep (backfill again per layer, re-register, train the CR-only gate) -> markdown + PNG + raw JSON.
 
 Windows (defaults = issue 7 section 5):
@@ -81,7 +81,7 @@ class ReportSpec:
     out_json: Path
     quick: bool = False
     max_epochs: int | None = None
-    threads: int | None = None  # torch threads of the downstream runs (default: train.threads)
+    threads: int | None = None  # torch threads of the downstream runs (default: downstream.trainer.threads)
     jobs: int | None = None  # downstream runs trained side by side, one process each (None: see default_jobs)
     reuse: bool = False  # train on an already built workdir (after a timeout); the report says so
     partial: str | None = None  # rendered from an interrupted run's runs log (--from-runs): what is missing
@@ -146,8 +146,8 @@ def workdir_config(base: LfmConfig, workdir: Path) -> LfmConfig:
 
 def build_platform(spark, cfg: LfmConfig, spec: ReportSpec, timer: Timer) -> tuple[str, str]:
     """Ingest and pretrain + register the LFM; returns (model version, the CR layer the refresh will export)."""
-    from models.pretrain import pretrain
     from models.registry import Registry
+    from models.training.pretrain import pretrain
     from spark_jobs.ingest import ingest
     from spark_jobs.refresh import choose_layer
     from spark_jobs.samples import samples_arrow
@@ -199,7 +199,7 @@ def fetch_sets(spark, cfg: LfmConfig, spec: ReportSpec, version: str, timer: Tim
 
 
 def requests(spec: ReportSpec, depth: int) -> list:
-    from models.train_downstream import TransferRequest, TransferVariant
+    from models.training.variants import TransferRequest, TransferVariant
 
     ks = spec.ks if spec.ks is not None else tuple(range(depth + 1))
     ks = tuple(dict.fromkeys(k if k >= 0 else depth + 1 + k for k in ks))  # -1 = every interaction layer
@@ -219,11 +219,10 @@ def run_variants(cfg: LfmConfig, spec: ReportSpec, sets: dict, reqs: list, seeds
     small matrices do not parallelise). The longest runs go first so the workers finish together; `sink` gets the
     records in (tab, request, seed) order whatever order they finished in.
     """
-    from models.train_downstream import DownstreamSettings
+    from models.training.setup import DownstreamSetup
 
-    settings = DownstreamSettings.from_config(cfg)
     overrides = {k: v for k, v in (("max_epochs", spec.max_epochs), ("threads", spec.threads)) if v}
-    settings = replace(settings, trainer=replace(settings.trainer, **overrides))
+    settings = DownstreamSetup.from_config(cfg, **overrides)
     jobs = [RunJob(tab, req, seed, bootstrap=req.variant.value == "none" and seed == seeds[0])
             for tab in sets for req in reqs for seed in seeds]
     done: dict[RunJob, dict] = {}
@@ -249,7 +248,7 @@ class RunJob:
     """One downstream run of the report: a tab, a transfer request and a seed."""
 
     tab: str
-    req: object  # models.train_downstream.TransferRequest
+    req: object  # models.training.variants.TransferRequest
     seed: int
     bootstrap: bool  # also estimate the test-row bootstrap SE (once per tab, on the no-transfer run)
 
@@ -262,7 +261,7 @@ class RunWorker:
         self.iim: dict[str, object] = {}
 
     def run(self, job: RunJob) -> dict:
-        from models.train_downstream import Granularity
+        from models.training.variants import Granularity
         from pipeline.downstream import iim_source, train_on_sets
 
         ts = self.sets[job.tab]
@@ -288,7 +287,7 @@ def _finished(spec: ReportSpec, job: RunJob, rec: dict) -> dict:
 def expected_cost(ts, req) -> float:
     """Relative run time for scheduling: training rows x the variant's weight (module-level and CR-only runs
     measured about 2.5x a feature-level run, the retrieval two-tower about 0.4x)."""
-    from models.train_downstream import Granularity
+    from models.training.variants import Granularity
 
     weight = {Granularity.module: 2.5, Granularity.model: 0.4}.get(req.variant.granularity, 1.0)
     return ts.train.num_rows * (2.5 if req.variant.value == "cr_gate" else weight)
@@ -359,7 +358,7 @@ def layer_sweep(spark, cfg: LfmConfig, spec: ReportSpec, version: str, main_laye
     backfill comes last, so the lakehouse and Feast end at the exported layer.
     """
     from models.registry import Registry
-    from models.train_downstream import TransferRequest, TransferVariant
+    from models.training.variants import TransferRequest, TransferVariant
 
     points = list(Registry(cfg).card(version).cr_points)
     for layer in sweep_layers(spec.layers, points, main_layer):
@@ -449,8 +448,8 @@ def markdown(spec: ReportSpec, summary: pd.DataFrame, runs: pd.DataFrame, versio
     lines += ["| window | days |", "|---|---|"] + [f"| {k} | {v} |" for k, v in spec.days_text.items()] + [""]
     lines += [f"Wall time: **{timer.total / 60:.1f} min** in all; "
               + ", ".join(f"{k} {v:.0f}s" for k, v in timer.phases.items())
-              + (f" (downstream runs {spec.jobs} at a time, {spec.threads or 'train.threads'} torch thread(s) each)"
-                 if spec.jobs else ""),
+              + (f" (downstream runs {spec.jobs} at a time, "
+                 f"{spec.threads or 'downstream.trainer.threads'} torch thread(s) each)" if spec.jobs else ""),
               ""]
     boot = runs.dropna(subset=["bootstrap_se"]) if "bootstrap_se" in runs else runs.iloc[:0]
     rows = {}
@@ -566,7 +565,7 @@ class ReportResult:
 
 def default_jobs(cfg: LfmConfig, spec: ReportSpec) -> int:
     """As many concurrent runs as the cores this process may use hold runs of `threads` torch threads each."""
-    return max(1, len(os.sched_getaffinity(0)) // (spec.threads or cfg.train.threads))
+    return max(1, len(os.sched_getaffinity(0)) // (spec.threads or cfg.downstream.trainer.threads))
 
 
 def run_report(spec: ReportSpec, base: LfmConfig, command: str = "") -> ReportResult:
@@ -644,8 +643,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[ReportSpec, argparse.Name
                                     "(default: embed and the last cross layer; each layer costs one backfill)")
     p.add_argument("--layer-seeds", type=int, default=2, help="seeds per layer in the CR layer sweep")
     p.add_argument("--max-epochs", type=int, help="override the downstream epoch cap")
-    p.add_argument("--threads", type=int, help="torch threads per downstream run (default: train.threads); on a "
-                                               "machine shared with other jobs 1 thread is far faster than 2")
+    p.add_argument("--threads", type=int, help="torch threads per downstream run (default: "
+                                               "downstream.trainer.threads); on a machine shared with other jobs "
+                                               "1 thread is far faster than 2")
     p.add_argument("--jobs", type=int, help="downstream runs trained side by side, one process each (default: the "
                                             "cores this process may use / --threads)")
     p.add_argument("--reuse-workdir", action="store_true",

@@ -1,4 +1,4 @@
-"""Feature-level transfer (DOMAIN.md section 3): adapters that bring UR, IR, CR(user), CR(item) into a ranker.
+"""Feature-level transfer: adapters that bring UR, IR, CR(user), CR(item) into a ranker.
 
 A downstream ranker sees its own fields as a stack of embeddings (B, F, D). A transferred vector enters it in one
 of three ways, chosen per representation:
@@ -20,6 +20,8 @@ from typing import Mapping
 
 import torch
 from torch import Tensor, nn
+
+from models.blocks import Mlp
 
 
 class Representation(str, Enum):
@@ -95,34 +97,6 @@ class TransferOutput:
     extra_fields: Tensor | None  # (B, E, D), None when no field is appended
 
 
-class LinearAdapter(nn.Module):
-    """SUM-style baseline: one linear projection of the vector to a field-sized embedding."""
-
-    def __init__(self, in_dim: int, sizes: AdapterSizes) -> None:
-        super().__init__()
-        self.proj = nn.Linear(in_dim, sizes.field_dim)
-
-    def forward(self, vector: Tensor) -> Tensor:  # (B, in) -> (B, D)
-        return self.proj(vector)
-
-
-class MlpAdapter(nn.Module):
-    """Non-linear concat adapter: MLP to a field-sized embedding."""
-
-    def __init__(self, in_dim: int, sizes: AdapterSizes) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        width = in_dim
-        for hidden in sizes.mlp_hidden:
-            layers += [nn.Linear(width, hidden), nn.ReLU()]
-            width = hidden
-        layers.append(nn.Linear(width, sizes.field_dim))
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, vector: Tensor) -> Tensor:  # (B, in) -> (B, D)
-        return self.net(vector)
-
-
 class GateAdapter(nn.Module):
     """scale * sigmoid(Linear(vector)): a multiplicative re-weighting of the ranker's field embeddings."""
 
@@ -146,10 +120,11 @@ class GateAdapter(nn.Module):
 
 
 def make_adapter(kind: AdapterKind, in_dim: int, n_fields: int, sizes: AdapterSizes) -> nn.Module:
+    """linear: (B, in) -> (B, D), one projection (SUM); mlp: (B, in) -> (B, D) through `mlp_hidden`; gate: (B, F, D)."""
     if kind is AdapterKind.linear:
-        return LinearAdapter(in_dim, sizes)
+        return nn.Linear(in_dim, sizes.field_dim)
     if kind is AdapterKind.mlp:
-        return MlpAdapter(in_dim, sizes)
+        return Mlp(in_dim, sizes.mlp_hidden, sizes.field_dim)
     return GateAdapter(in_dim, n_fields, sizes)
 
 

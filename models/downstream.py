@@ -6,7 +6,7 @@ Transferred representations enter through a `TransferBlock` (models/adapters.py)
 stack, concat adapters append fields to it, so every cross layer sees them.
 
 Read top to bottom: the errors every downstream module raises, `Batch` (what every downstream model eats),
-`DownstreamSizes`, the three building blocks, then `DownstreamRanker`.
+`DownstreamSizes`, then `DownstreamRanker` (built from `models/blocks.py`).
 """
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from torch import Tensor, nn
 from lfm.config.model import ModelSettings
 from lfm.names import BadInput
 from models.adapters import AdapterSizes, Representation, TransferBlock, TransferSpec
+from models.blocks import CrossNet, FieldEmbedding, Mlp
 
 DNN_WIDTH_DIVISOR = 2  # the downstream DNN is this many times narrower than the LFM's mixing-tower DNN
-EMBEDDING_INIT_STD = 0.01  # small initial embeddings keep the multiplicative cross layers stable at the start
 
 
 class DownstreamError(BadInput):
@@ -98,54 +98,6 @@ class DownstreamSizes:
         return AdapterSizes(field_dim=self.embedding_dim, mlp_hidden=self.adapter_hidden)
 
 
-class FieldEmbeddings(nn.Module):
-    """One embedding table per field, stored as one matrix with row offsets so a batch is one lookup.
-
-    Row 0 of each field's block is its out-of-vocabulary bucket (the encoders map unseen values there).
-    """
-
-    def __init__(self, vocab_sizes: Sequence[int], dim: int) -> None:
-        super().__init__()
-        sizes = torch.tensor([0, *vocab_sizes], dtype=torch.long)
-        self.register_buffer("offsets", sizes.cumsum(0)[:-1], persistent=False)  # (F,) first row of each field
-        self.vocab_sizes = tuple(int(n) for n in vocab_sizes)
-        self.table = nn.Embedding(int(sizes.sum()), dim)
-        nn.init.normal_(self.table.weight, std=EMBEDDING_INIT_STD)
-
-    def forward(self, fields: Tensor) -> Tensor:  # (B, F) -> (B, F, D)
-        return self.table(fields + self.offsets)
-
-
-class CrossNetV2(nn.Module):
-    """DCNv2 cross layers with full-rank W: x_{l+1} = x_0 * (W_l x_l + b_l) + x_l."""
-
-    def __init__(self, width: int, layers: int) -> None:
-        super().__init__()
-        self.layers = nn.ModuleList(nn.Linear(width, width) for _ in range(layers))
-
-    def forward(self, x0: Tensor) -> Tensor:  # (B, n) -> (B, n)
-        x = x0
-        for layer in self.layers:
-            x = x0 * layer(x) + x
-        return x
-
-
-class Dnn(nn.Module):
-    """Linear + ReLU per hidden width; `out_dim` is the last width (the input width when there is none)."""
-
-    def __init__(self, in_dim: int, widths: Sequence[int]) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        for w in widths:
-            layers += [nn.Linear(in_dim, w), nn.ReLU()]
-            in_dim = w
-        self.net = nn.Sequential(*layers)
-        self.out_dim = in_dim
-
-    def forward(self, x: Tensor) -> Tensor:  # (B, n) -> (B, out_dim)
-        return self.net(x)
-
-
 class DownstreamRanker(nn.Module):
     """Embeddings of the scenario's fields (+ adapters) -> cross -> DNN -> logit."""
 
@@ -153,15 +105,15 @@ class DownstreamRanker(nn.Module):
                  vector_dims: Mapping[Representation, int] | None = None) -> None:
         super().__init__()
         n_fields = len(vocab_sizes)
-        self.embeddings = FieldEmbeddings(vocab_sizes, sizes.embedding_dim)
+        self.embeddings = FieldEmbedding(vocab_sizes, sizes.embedding_dim)
         self.transfer = TransferBlock(transfer, vector_dims or {}, n_fields, sizes.adapter_sizes())
         width = (n_fields + self.transfer.extra_field_count) * sizes.embedding_dim
-        self.cross = CrossNetV2(width, sizes.cross_layers)
-        self.dnn = Dnn(width, sizes.dnn)
+        self.cross = CrossNet(width, sizes.cross_layers)
+        self.dnn = Mlp(width, sizes.dnn)
         self.head = nn.Linear(self.dnn.out_dim, 1)
 
     def forward(self, batch: Batch) -> Tensor:  # -> (B,) logits
         e = self.embeddings(batch.fields)  # (B, F, D)
         e = self.transfer(e, batch.vectors).embeddings  # (B, F + E, D)
         x = self.cross(e.flatten(1))  # (B, (F + E) * D)
-        return self.head(self.dnn(x)).squeeze(-1)  # (B,)
+        return self.head(self.dnn(x)).squeeze(-1)  # (B, dnn[-1]) -> (B,)

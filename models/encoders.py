@@ -24,7 +24,8 @@ class MissingColumns(BadInput):
     """A batch lacks columns the model reads."""
 
 
-def _column(batch: pa.Table | pa.RecordBatch, name: str) -> pa.Array:
+def column_array(batch: pa.Table | pa.RecordBatch, name: str) -> pa.Array:
+    """One column as a single Arrow array, from a table (chunks combined) or a record batch."""
     col = batch.column(name)
     return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
 
@@ -36,7 +37,8 @@ def require_columns(batch: pa.Table | pa.RecordBatch, names: list[str], what: st
                              f"(it holds {batch.schema.names})")
 
 
-def _as_strings(arr: pa.Array) -> pa.Array:
+def as_strings(arr: pa.Array) -> pa.Array:
+    """The values as strings, the key every vocabulary uses (dictionary arrays decoded first)."""
     if pa.types.is_dictionary(arr.type):
         arr = arr.dictionary_decode()
     return arr if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type) else pc.cast(arr, pa.string())
@@ -57,7 +59,7 @@ class CategoricalEncoder:
 
     @classmethod
     def fit(cls, name: str, arr: pa.Array, min_count: int) -> "CategoricalEncoder":
-        counts = pc.value_counts(_as_strings(arr).drop_null())
+        counts = pc.value_counts(as_strings(arr).drop_null())
         values = counts.field("values").to_pylist()
         n = counts.field("counts").to_numpy()
         return cls(name, sorted(v for v, c in zip(values, n) if c >= min_count))  # sorted: independent of row order
@@ -65,7 +67,7 @@ class CategoricalEncoder:
     def encode(self, arr: pa.Array) -> np.ndarray:
         if self._value_set is None:
             self._value_set = pa.array(self.vocab, pa.string())
-        idx = pc.index_in(_as_strings(arr), value_set=self._value_set)
+        idx = pc.index_in(as_strings(arr), value_set=self._value_set)
         return pc.fill_null(pc.add(idx, 1), OOV).to_numpy(zero_copy_only=False).astype(np.int64)
 
     def to_dict(self) -> dict:
@@ -135,13 +137,13 @@ class FeatureEncoders:
         require_columns(table, schema.feature_names + [schema.scenario], "fitting encoders")
 
         def fit_one(f) -> Encoder:
-            arr = _column(table, f.name)
+            arr = column_array(table, f.name)
             if f.kind == FieldKind.numeric:
                 return NumericEncoder.fit(f.name, arr, settings.numeric_buckets)
             return CategoricalEncoder.fit(f.name, arr, settings.min_count)
 
         return cls(user=[fit_one(f) for f in schema.user_fields], item=[fit_one(f) for f in schema.item_fields],
-                   scenario=CategoricalEncoder.fit(schema.scenario, _column(table, schema.scenario), 1))
+                   scenario=CategoricalEncoder.fit(schema.scenario, column_array(table, schema.scenario), 1))
 
     @property
     def fields(self) -> list[Encoder]:
@@ -153,7 +155,7 @@ class FeatureEncoders:
 
     def _encode(self, batch: pa.Table | pa.RecordBatch, encoders: list[Encoder], what: str) -> torch.Tensor:
         require_columns(batch, [e.name for e in encoders], what)
-        cols = [e.encode(_column(batch, e.name)) for e in encoders]
+        cols = [e.encode(column_array(batch, e.name)) for e in encoders]
         return torch.from_numpy(np.stack(cols, axis=1) if cols else np.zeros((batch.num_rows, 0), np.int64))
 
     def encode_user(self, batch: pa.Table | pa.RecordBatch) -> torch.Tensor:
@@ -170,7 +172,7 @@ class FeatureEncoders:
 
     def encode_scenario(self, batch: pa.Table | pa.RecordBatch) -> torch.Tensor:
         require_columns(batch, [self.scenario.name], "scenario")
-        return torch.from_numpy(self.scenario.encode(_column(batch, self.scenario.name)))
+        return torch.from_numpy(self.scenario.encode(column_array(batch, self.scenario.name)))
 
     def to_dict(self) -> dict:
         return {"user": [e.to_dict() for e in self.user], "item": [e.to_dict() for e in self.item],
@@ -189,7 +191,7 @@ def encode_labels(batch: pa.Table | pa.RecordBatch, tasks: list[str]) -> tuple[t
     require_columns(batch, tasks, "task labels")
     labels, mask = [], []
     for t in tasks:
-        x = _as_float(_column(batch, t))
+        x = _as_float(column_array(batch, t))
         mask.append(np.isfinite(x))
         labels.append(np.nan_to_num(x, nan=0.0) > 0)
     return (torch.from_numpy(np.stack(labels, 1).astype(np.float32)),

@@ -1,4 +1,4 @@
-"""Module-level transfer (DOMAIN.md section 3): the Isomorphic Interaction Module (IIM).
+"""Module-level transfer: the Isomorphic Interaction Module (IIM).
 
 The downstream model is built from the LFM's own classes (`models.lfm`), so its interaction module has exactly
 the LFM's architecture (embedding variant, towers, cross layers, optional FM, DNN), followed by one new logit for
@@ -21,8 +21,7 @@ from torch import Tensor, nn
 
 from models.downstream import Batch, DownstreamError, VersionMismatch
 from models.encoders import FeatureEncoders
-from models.lfm import Lfm
-from models.pretrain import build_model as build_lfm
+from models.lfm import Lfm, build_lfm
 from models.registry import Checkpoint
 
 
@@ -32,7 +31,7 @@ class IimDepthError(DownstreamError):
 
 def interaction_layers(lfm: Lfm) -> list[nn.Module]:
     """The mixing tower's weighted layers in forward order: cross layers, then DNN layers."""
-    return [*lfm.mixing.crosses, *lfm.mixing.dnn]
+    return [*lfm.mixing.crosses, *lfm.mixing.dnn.linears]
 
 
 def input_layers(lfm: Lfm) -> list[nn.Module]:

@@ -1,6 +1,6 @@
 """The LFM: field embeddings -> user tower (UR), item tower (IR), mixing tower (CR points) -> per-scenario heads.
 
-Layout (DOMAIN.md sections 2 and 4):
+Layout:
 - field embeddings, one of three variants (`model.embedding`): plain tables, STEM shared + task slices, or
   Crocodile multi-table experts with a prior gate and covariance loss;
 - the user tower reads only user-field embeddings and the item tower only item-field embeddings, so UR can be
@@ -20,9 +20,10 @@ import torch
 from torch import Tensor, nn
 
 from lfm.config.model import EmbeddingVariant, ModelSettings
+from lfm.config.schema import DataSchema
 from lfm.names import BadInput
-
-_EMBED_INIT_STD = 0.01  # small: cross layers multiply by x0, large initial embeddings blow activations up
+from models.blocks import EMBEDDING_INIT_STD, CrossNet, FieldEmbedding, Mlp
+from models.encoders import FeatureEncoders
 
 
 @dataclass(frozen=True)
@@ -52,21 +53,6 @@ class LfmOutput(NamedTuple):
     ir: Tensor  # (batch, ir_dim)
     cr: dict[str, Tensor]  # point name -> (batch, width), mixing-tower order
     aux_loss: Tensor  # scalar: weighted Crocodile covariance loss, 0 otherwise
-
-
-class FieldEmbedding(nn.Module):
-    """One embedding table per field, packed into one matrix with per-field row offsets."""
-
-    def __init__(self, cardinalities: list[int] | tuple[int, ...], dim: int) -> None:
-        super().__init__()
-        self.table = nn.Embedding(sum(cardinalities), dim)
-        nn.init.normal_(self.table.weight, std=_EMBED_INIT_STD)
-        offsets = torch.tensor([0, *cardinalities[:-1]], dtype=torch.int64).cumsum(0)
-        self.register_buffer("offsets", offsets, persistent=False)  # derived from the spec, not a weight
-
-    def forward(self, idx: Tensor, first_field: int = 0) -> Tensor:
-        """idx (batch, k) holds fields first_field..first_field+k-1 -> (batch, k, dim)."""
-        return self.table(idx + self.offsets[first_field:first_field + idx.shape[1]])
 
 
 class EmbeddingOut(NamedTuple):
@@ -116,8 +102,8 @@ class StemEmbedding(nn.Module):
 def covariance_loss(outputs: Tensor) -> Tensor:
     """Crocodile's cross-expert covariance loss over expert outputs (batch N, experts M, width d).
 
-    L = 1/(N d^2) * sum_{p<q} |(O_p - mean O_p)^T (O_q - mean O_q)|_1. DOMAIN.md writes the co-moment sum without
-    the 1/N; dividing by N makes it a covariance, so `crocodile_cov_weight` means the same at any batch size.
+    L = 1/(N d^2) * sum_{p<q} |(O_p - mean O_p)^T (O_q - mean O_q)|_1. Without the 1/N the co-moment sum grows with
+    the batch; dividing by N makes it a covariance, so `crocodile_cov_weight` means the same at any batch size.
     """
     n, m, d = outputs.shape
     centred = outputs - outputs.mean(dim=0, keepdim=True)  # (N, M, d)
@@ -145,9 +131,10 @@ class CrocodileEmbedding(nn.Module):
         self.tables = nn.ModuleList(FieldEmbedding(spec.cardinalities, dim) for _ in range(m))
         self.experts = nn.ModuleList(nn.Linear(dim, dim) for _ in range(m))
         self.register_buffer("prior_fields", torch.tensor(spec.prior_fields, dtype=torch.int64), persistent=False)
-        self.prior = FieldEmbedding([spec.cardinalities[i] for i in spec.prior_fields], dim) if spec.prior_fields else None
+        priors = [spec.cardinalities[i] for i in spec.prior_fields]
+        self.prior = FieldEmbedding(priors, dim) if priors else None
         self.scenario = nn.Embedding(spec.n_scenarios, dim)
-        nn.init.normal_(self.scenario.weight, std=_EMBED_INIT_STD)
+        nn.init.normal_(self.scenario.weight, std=EMBEDDING_INIT_STD)
         self.gate_layer = nn.Linear((len(spec.prior_fields) + 1) * dim, m * spec.n_fields * dim)
 
     def expert_outputs(self, idx: Tensor, first_field: int = 0) -> Tensor:
@@ -177,28 +164,11 @@ class Tower(nn.Module):
 
     def __init__(self, in_dim: int, widths: list[int]) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        for i, w in enumerate(widths):
-            layers.append(nn.Linear(in_dim, w))
-            if i < len(widths) - 1:
-                layers.append(nn.ReLU())
-            in_dim = w
-        self.net = nn.Sequential(*layers)
-        self.out_dim = widths[-1]
+        self.net = Mlp(in_dim, widths[:-1], widths[-1])
+        self.out_dim = self.net.out_dim
 
     def forward(self, fields: Tensor) -> Tensor:
         return self.net(fields.flatten(1))  # (batch, k, dim) -> (batch, out_dim)
-
-
-class CrossLayer(nn.Module):
-    """DCNv2 cross layer: x_{l+1} = x_0 * (W x_l + b) + x_l."""
-
-    def __init__(self, width: int) -> None:
-        super().__init__()
-        self.linear = nn.Linear(width, width)
-
-    def forward(self, x0: Tensor, x: Tensor) -> Tensor:
-        return x0 * self.linear(x) + x
 
 
 def fm_term(fields: Tensor) -> Tensor:
@@ -213,29 +183,25 @@ class MixingTower(nn.Module):
         super().__init__()
         width = n_fields * field_dim + ur_dim + ir_dim
         self.points: dict[str, int] = {"embed": width}
-        self.crosses = nn.ModuleList(CrossLayer(width) for _ in range(s.cross_layers))
+        self.crosses = CrossNet(width, s.cross_layers)
         self.points.update({f"cross{i + 1}": width for i in range(s.cross_layers)})
         self.fm = s.fm
         if s.fm:
             self.points["fm"] = width + field_dim  # last cross output with the FM vector appended
             width += field_dim
-        self.dnn = nn.ModuleList()
-        for i, w in enumerate(s.dnn):
-            self.dnn.append(nn.Linear(width, w))
-            self.points[f"dnn{i + 1}"] = width = w
+        self.dnn = Mlp(width, s.dnn)
+        self.points.update({f"dnn{i + 1}": w for i, w in enumerate(s.dnn)})
         self.last = next(reversed(self.points))
-        self.out_dim = width
+        self.out_dim = self.dnn.out_dim
 
     def forward(self, fields: Tensor, ur: Tensor, ir: Tensor) -> dict[str, Tensor]:
         x0 = torch.cat([fields.flatten(1), ur, ir], dim=1)  # (batch, fields * dim + ur + ir)
-        cr = {"embed": x0}
-        x = x0
-        for i, cross in enumerate(self.crosses):
-            x = cr[f"cross{i + 1}"] = cross(x0, x)  # (batch, width)
+        crosses = self.crosses.outputs(x0)  # each (batch, width)
+        cr = {"embed": x0, **{f"cross{i + 1}": x for i, x in enumerate(crosses)}}
+        x = crosses[-1] if crosses else x0
         if self.fm:
             x = cr["fm"] = torch.cat([x, fm_term(fields)], dim=1)  # (batch, width + dim)
-        for i, layer in enumerate(self.dnn):
-            x = cr[f"dnn{i + 1}"] = torch.relu(layer(x))  # (batch, dnn[i])
+        cr.update({f"dnn{i + 1}": h for i, h in enumerate(self.dnn.hidden_outputs(x))})  # (batch, dnn[i]) each
         return cr
 
 
@@ -251,8 +217,7 @@ class StemExperts(nn.Module):
     def __init__(self, spec: LfmSpec, width: int) -> None:
         super().__init__()
         s, n_tasks = spec.settings, len(spec.tasks)
-        self.experts = nn.ModuleList(
-            nn.Sequential(nn.Linear(spec.n_fields * s.stem_task_dim, width), nn.ReLU()) for _ in range(n_tasks))
+        self.experts = nn.ModuleList(Mlp(spec.n_fields * s.stem_task_dim, [width]) for _ in range(n_tasks))
         self.gates = nn.ModuleList(
             nn.Linear(spec.n_fields * (s.embedding_dim + s.stem_task_dim), n_tasks + 1) for _ in range(n_tasks))
 
@@ -340,6 +305,16 @@ class Lfm(nn.Module):
         else:
             per_task = h.unsqueeze(1).expand(-1, len(self.spec.tasks), -1)  # (batch, T, H)
         return LfmOutput(self.heads(per_task, scenario), ur, ir, cr, emb.aux_loss)
+
+
+def build_lfm(encoders: FeatureEncoders, schema: DataSchema, settings: ModelSettings) -> Lfm:
+    """An untrained LFM shaped by fitted encoders (vocabulary sizes), the data schema and the model settings."""
+    names = [e.name for e in encoders.fields]
+    priors = tuple(names.index(k) for k in (schema.user_key, schema.item_key) if k in names)
+    spec = LfmSpec(cardinalities=tuple(encoders.cardinalities), user_fields=len(encoders.user),
+                   n_scenarios=encoders.scenario.cardinality, tasks=tuple(schema.tasks), prior_fields=priors,
+                   settings=settings)
+    return Lfm(spec)
 
 
 def lfm_loss(out: LfmOutput, labels: Tensor, mask: Tensor, scenario: Tensor, n_scenarios: int,

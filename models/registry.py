@@ -9,6 +9,8 @@ A version folder holds
 `model_version` = sha256 over the tensors' bytes and the canonical JSON of the content (first 20 hex chars), so
 the same weights, config and vocabularies always get the same version. Every load re-checks the file hash, the
 tensor hash and the version, and refuses a checkpoint trained on another data schema than the config's.
+Format 1 checkpoints named the mixing tower's DNN layers `mixing.dnn.{i}`; format 2 names them as the shared
+`Mlp` block does (`mixing.dnn.{2i}`, activations between); format 1 weights are renamed on load.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -29,12 +32,12 @@ from lfm.config.model import ModelSettings
 from lfm.errors import LfmError
 from lfm.names import BadInput, check_model_version
 from models.encoders import FeatureEncoders
-from models.lfm import Lfm
-from models.pretrain import build_model
+from models.lfm import Lfm, build_lfm
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2
+READABLE_FORMATS = (1, FORMAT)
 WEIGHTS, CARD, SELECTION = "weights.pt", "card.json", "selection.json"
 _VERSION_CHARS = 20
 
@@ -148,8 +151,8 @@ def read_card(model_dir: Path) -> tuple[dict, ModelCard]:
     except (ValueError, KeyError, TypeError) as err:
         raise CheckpointError(f"{path} is corrupt or truncated ({type(err).__name__}: {err}); "
                               "re-register the model (lfm pretrain)") from None
-    if data.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: checkpoint format {data.get('format')!r} is not {FORMAT}")
+    if data.get("format") not in READABLE_FORMATS:
+        raise CheckpointError(f"{path}: checkpoint format {data.get('format')!r} is not one of {READABLE_FORMATS}")
     if card.model_version != expected:
         raise CheckpointError(f"{path}: the card's content hashes to {expected}, not to its model_version "
                               f"{card.model_version}: the card was edited; re-register the model")
@@ -175,8 +178,10 @@ def load_checkpoint(model_dir: str | os.PathLike, schema: DataSchema | None = No
                               "restore it or re-register the model") from None
     if not isinstance(state, dict) or tensor_hash(state) != data["weights_tensor_sha256"]:
         raise CheckpointError(f"{wpath}: the tensors do not hash to the value recorded in {CARD}; refusing it")
+    if data["format"] == 1:
+        state = _format_1_names(state)
     encoders = FeatureEncoders.from_dict(data["content"]["encoders"])
-    model = build_model(encoders, card.schema, card.model)
+    model = build_lfm(encoders, card.schema, card.model)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
@@ -185,6 +190,17 @@ def load_checkpoint(model_dir: str | os.PathLike, schema: DataSchema | None = No
     for p in model.parameters():
         p.requires_grad_(False)
     return Checkpoint(model=model, encoders=encoders, card=card)
+
+
+_FORMAT_1_DNN = re.compile(r"^mixing\.dnn\.(\d+)\.")
+
+
+def _format_1_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Format 1 weights under today's names: DNN layer i of the mixing tower is `Mlp` child 2i."""
+    def rename(key: str) -> str:
+        return _FORMAT_1_DNN.sub(lambda m: f"mixing.dnn.{2 * int(m.group(1))}.", key, count=1)
+
+    return {rename(k): v for k, v in state.items()}
 
 
 def check_schema(card: ModelCard, schema: DataSchema) -> None:
@@ -274,6 +290,16 @@ class Registry:
         if not cards:
             raise NoModel(f"no model in the registry {self.root}: run `lfm pretrain` first")
         return cards[-1]
+
+    def resolve(self, version: str | None) -> ModelCard:
+        """The card of `version`, or of the latest registered version when None: the one place that picks a model.
+
+        Verified without loading the weights: the card's content hashes to its version and its data schema is
+        this config's (`SchemaMismatch` otherwise); the weights are verified wherever they are loaded.
+        """
+        card = self.card(version) if version else self.latest()
+        check_schema(card, self.cfg.schema)
+        return card
 
     def path(self, version: str) -> Path:
         """The verified folder of a version, for `Extractor(path)`: integrity and schema are checked here."""

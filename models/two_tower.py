@@ -1,4 +1,4 @@
-"""Model-level transfer (DOMAIN.md section 3): the standalone retrieval two-tower.
+"""Model-level transfer: the standalone retrieval two-tower.
 
 Item side: the frozen IR of the item (never trained here). User side: a trained projection of the user's UR or
 CR(user) into the IR space. Score: inner product (+ one scalar bias, which moves no ranking). In serving this is
@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from models.adapters import Representation
+from models.blocks import Mlp
 from models.downstream import Batch
 
 # Id embeddings of a dot-product model start near the saddle at zero: with the rankers' tiny init the control
@@ -44,13 +45,7 @@ class UserProjection(nn.Module):
 
     def __init__(self, in_dim: int, out_dim: int, hidden: Sequence[int]) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        width = in_dim
-        for h in hidden:
-            layers += [nn.Linear(width, h), nn.ReLU()]
-            width = h
-        layers.append(nn.Linear(width, out_dim))
-        self.net = nn.Sequential(*layers)
+        self.net = Mlp(in_dim, hidden, out_dim)  # saved projections hold its weights under `net.`
         self.in_dim, self.out_dim, self.hidden = in_dim, out_dim, tuple(hidden)
 
     def forward(self, x: Tensor) -> Tensor:  # (B, in_dim) -> (B, out_dim)

@@ -109,7 +109,7 @@ def _ensure_model(spark, cfg: LfmConfig, days: dict[str, list[dt.date]], opts: D
     if cards:
         say(f"[3/6] model {cards[-1].model_version} is registered in {reg.root}: no pretraining")
         return cards[-1]
-    from models.pretrain import pretrain
+    from models.training.pretrain import pretrain
     from spark_jobs.samples import samples_arrow
 
     small = cfg.model_copy(update={"train": cfg.train.model_copy(update={"max_epochs": opts.max_epochs,

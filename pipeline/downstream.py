@@ -40,7 +40,7 @@ class TrainingSets:
 
 
 def check_task(cfg: LfmConfig, task: str) -> None:
-    from models.train_downstream import MissingTask
+    from models.downstream import MissingTask
 
     if task not in cfg.schema.tasks:
         raise MissingTask(f"task column {task!r} does not exist: the data schema's tasks are {cfg.schema.tasks} "
@@ -61,7 +61,7 @@ def training_sets(spark, cfg: LfmConfig, scenario: str, train_days: list[dt.date
     from serving.offline import fallback_rows, training_table
     from serving.online import resolve_service
     from feature_repo.store import open_store
-    from models.train_downstream import EmptyScenario
+    from models.downstream import EmptyScenario
     from spark_jobs.samples import samples
 
     t0 = time.perf_counter()
@@ -110,11 +110,13 @@ def iim_source(cfg: LfmConfig, sets: TrainingSets, checkpoint: str | None):
 
 def train_on_sets(cfg: LfmConfig, sets: TrainingSets, task: str, request, seed: int, settings=None,
                   checkpoint: str | None = None, iim=None, keep_model: bool = False):
-    """Train and test one variant on fetched training sets (`models.train_downstream.run_transfer`)."""
-    from models.train_downstream import DownstreamSettings, Granularity, run_transfer
+    """Train and test one variant on fetched training sets (`models.training.transfer.run_transfer`)."""
+    from models.training.setup import DownstreamSetup
+    from models.training.transfer import run_transfer
+    from models.training.variants import Granularity
 
     check_task(cfg, task)
-    settings = settings or DownstreamSettings.from_config(cfg)
+    settings = settings or DownstreamSetup.from_config(cfg)
     if request.variant.granularity is Granularity.module and iim is None:
         iim = iim_source(cfg, sets, checkpoint)
     return run_transfer(sets.train, sets.test, task, request, cfg.schema, settings, seed, scenario=sets.scenario,
@@ -136,7 +138,8 @@ def save_projection(cfg: LfmConfig, sets: TrainingSets, task: str, result, path:
 
 
 def parse_variant(value: str):
-    from models.train_downstream import DownstreamError, TransferVariant
+    from models.downstream import DownstreamError
+    from models.training.variants import TransferVariant
 
     try:
         return TransferVariant(value)

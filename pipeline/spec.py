@@ -24,6 +24,6 @@ def resolve_export(cfg: LfmConfig, model_version: str | None = None, cr_layer: s
     from models.registry import Registry
 
     reg = Registry(cfg)
-    card = reg.card(check_model_version(model_version)) if model_version else reg.latest()
-    path = reg.path(card.model_version)  # verifies hashes and the data schema (SchemaMismatch otherwise)
+    card = reg.resolve(check_model_version(model_version) if model_version else None)
+    path = reg.path(card.model_version)  # verifies the weights (hashes, tensors-only load) once, here
     return ResolvedExport(spec_for(cfg, card, cr_layer), str(path))

@@ -244,7 +244,7 @@ def select_layer(spark: SparkSession, cfg: LfmConfig, model_version: str | None 
                  days: list[dt.date] | None = None, warmup_days: int = 2, record: bool = True) -> LayerSelection:
     """Score every CR point of a model by its CR(u)'s probe AUC on held-out days; record the best."""
     reg = Registry(cfg)
-    card = reg.card(model_version) if model_version else reg.latest()
+    card = reg.resolve(model_version)
     model_dir = str(reg.path(card.model_version))
     available = event_days(spark, cfg)
     days = sorted({parse_ds(d) for d in days}) if days else default_probe_days(card, available)

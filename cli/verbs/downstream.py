@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 from lfm.config import LfmConfig
@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="IIM checkpoint version (default: the feature service's version; another one is refused)")
     p.add_argument("--max-epochs", type=int, help="epoch cap (early stopping on validation AUC ends runs first)")
     p.add_argument("--patience", type=int, help="epochs without validation gain before stopping")
-    p.add_argument("--threads", type=int, help="torch threads (default: train.threads)")
+    p.add_argument("--threads", type=int, help="torch threads (default: downstream.trainer.threads)")
     p.add_argument("--save-projection", type=Path,
                    help="retrieval_ur / retrieval_cr_user: where to save the user projection (default: "
                         "<registry>/downstream/<version>/retrieval_<source>_<scenario>_<task>.pt)")
@@ -53,7 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 # ---- the verb --------------------------------------------------------------------------------------------------
 
 def run_train_downstream(args: argparse.Namespace, cfg: LfmConfig) -> int:
-    from models.train_downstream import DownstreamSettings, Granularity, TransferRequest
+    from models.training.setup import DownstreamSetup
+    from models.training.variants import Granularity, TransferRequest
     from pipeline.downstream import check_task, parse_variant, save_projection, train_on_sets, training_sets
     from spark_jobs.session import get_spark
 
@@ -61,8 +62,7 @@ def run_train_downstream(args: argparse.Namespace, cfg: LfmConfig) -> int:
     request = TransferRequest(parse_variant(args.transfer), k=args.k)
     overrides = {k: v for k, v in (("max_epochs", args.max_epochs), ("patience", args.patience),
                                    ("threads", args.threads)) if v is not None}
-    settings = DownstreamSettings.from_config(cfg)
-    settings = replace(settings, trainer=replace(settings.trainer, **overrides))
+    settings = DownstreamSetup.from_config(cfg, **overrides)
     t0 = time.perf_counter()
     spark = get_spark(cfg)  # the Delta-enabled session first: Feast's Spark offline store reuses it
     sets = training_sets(spark, cfg, args.scenario, args.train, args.test, model_version=args.model,

@@ -69,8 +69,9 @@ def _load_splits(cfg: LfmConfig, args: argparse.Namespace):
 
 
 def run_pretrain(args: argparse.Namespace, cfg: LfmConfig) -> int:
-    from models.pretrain import metrics_table, pretrain
     from models.registry import Registry
+    from models.training.metrics import metrics_table
+    from models.training.pretrain import pretrain
 
     cfg = _with_overrides(cfg, args)
     tables = _load_splits(cfg, args)
@@ -89,7 +90,7 @@ def run_pretrain(args: argparse.Namespace, cfg: LfmConfig) -> int:
 
 
 def run_sweep(args: argparse.Namespace, cfg: LfmConfig) -> int:
-    from models.pretrain import sweep, sweep_markdown
+    from models.training.sweep import sweep, sweep_markdown
 
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     variants = [EmbeddingVariant(v.strip()) for v in args.variants.split(",") if v.strip()]
@@ -125,8 +126,8 @@ def run_list(args: argparse.Namespace, cfg: LfmConfig) -> int:
 
 
 def run_show(args: argparse.Namespace, cfg: LfmConfig) -> int:
-    from models.pretrain import metrics_table
     from models.registry import Registry
+    from models.training.metrics import metrics_table
 
     card = Registry(cfg).card(args.version)
     if args.json:

@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 from pydantic import Field, ValidationError
 
+from lfm.config.downstream import DownstreamSettings
 from lfm.config.model import ModelSettings, TrainSettings
 from lfm.config.platform import RegistrySettings, SparkSettings
 from lfm.config.refresh import RefreshSettings
@@ -34,6 +35,7 @@ class LfmConfig(Strict):
     schema_: DataSchema = Field(default_factory=DataSchema, alias="schema")
     model: ModelSettings = Field(default_factory=ModelSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
+    downstream: DownstreamSettings = Field(default_factory=DownstreamSettings)
     refresh: RefreshSettings = Field(default_factory=RefreshSettings)
     feast: FeastSettings = Field(default_factory=FeastSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)

@@ -73,7 +73,7 @@ def build_world(spark, synth_source: Path, base: Path) -> World:
     """Ingest the synthetic source (plus unseen rows) and register three tiny models; reused if already built."""
     import torch
 
-    from models.pretrain import pretrain
+    from models.training.pretrain import pretrain
     from models.registry import Registry, load_checkpoint
     from spark_jobs.ingest import ingest
     from spark_jobs.samples import samples_arrow

@@ -14,8 +14,8 @@ from inference.extract import Extractor, vectors_to_arrow
 from cli.main import main
 from cli.verbs.models import parse_days
 from lfm.names import BadInput
-from models.pretrain import pretrain
 from models.registry import Registry
+from models.training.pretrain import pretrain
 from spark_jobs.ingest import ingest
 from spark_jobs.samples import SamplesError, samples, samples_arrow
 

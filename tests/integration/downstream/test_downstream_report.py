@@ -99,6 +99,7 @@ def test_quick_report_runs_end_to_end_on_synthetic_data(spark, tmp_path):
     base = make_config(tmp_path, model={"embedding_dim": 4, "user_tower": [16, 8], "item_tower": [16, 8],
                                         "cross_layers": 1, "dnn": [16, 8]},
                        train={"batch_size": 512, "max_epochs": 2, "threads": 1, "lr": 1e-2},
+                       downstream={"trainer": {"threads": 1, "lr": 1e-2}},
                        # the report gates its backfill; an 8-d final layer spans fewer directions than a real width
                        quality={"vectors": {"min_effective_rank": 2.0, "min_information_abundance": 1.2}})
     result = run_report(spec, base, "test")

@@ -180,7 +180,7 @@ class _Payload:
 def test_checkpoint_with_a_pickled_object_is_refused_without_running_it(tmp_path):
     import torch
 
-    from models.pretrain import pretrain
+    from models.training.pretrain import pretrain
     from models.registry import CARD, WEIGHTS, CheckpointError, Registry
     from tests.support.tiny import tiny_config, tiny_table
 

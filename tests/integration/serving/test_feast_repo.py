@@ -194,7 +194,7 @@ def test_cli_register_is_driven_by_the_model_registry(tmp_path, capsys):
     import yaml
 
     from cli.main import main
-    from models.pretrain import pretrain
+    from models.training.pretrain import pretrain
     from models.registry import Registry
     from tests.support.tiny import TINY_MODEL, TINY_SCHEMA, tiny_config, tiny_table
 

@@ -33,7 +33,7 @@ def _delta_vectors(spark, cfg, table: str, key: str, version: str, day: dt.date)
 def kuairand(spark, tmp_path_factory):
     """Ingest, pretrain + register a tiny LFM, refresh, gate and release 05-05 and 05-08, materialize 05-08."""
     from lakehouse import releases
-    from models.pretrain import pretrain
+    from models.training.pretrain import pretrain
     from models.registry import Registry
     from serving.materialize import materialize
     from serving.register import register

@@ -6,7 +6,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from inference.analysis import analyse, effective_rank, information_abundance, singular_spectrum
-from models.pretrain import auc, gauc, grouped_auc, monitor_score
+from models.training.metrics import auc, gauc, grouped_auc, monitor_score
 
 
 def test_identity_is_fully_spread():

@@ -7,19 +7,21 @@ import pyarrow as pa
 import pytest
 import torch
 
+from lfm.config.downstream import TrainerSettings, TwoTowerSettings
 from lfm.config.model import ModelSettings, TrainSettings
 from lfm.errors import LfmError
-from models.downstream import DownstreamSizes
+from models.downstream import DownstreamSizes, VersionMismatch
 from models.iim import IimDepthError, IimSource, input_layers, interaction_layers
-from models.pretrain import pretrain
 from models.registry import Registry
-from models.train_downstream import (DownstreamSettings, TwoTowerSettings, TrainerSettings, TransferRequest,
-                                     TransferVariant, VersionMismatch, run_transfer)
+from models.training.pretrain import pretrain
+from models.training.setup import DownstreamSetup
+from models.training.transfer import run_transfer
+from models.training.variants import TransferRequest, TransferVariant
 from tests.support.planted import planted_frames
 from tests.support.config import make_config
 
 LFM = ModelSettings(embedding_dim=4, user_tower=[8], item_tower=[8], cross_layers=2, dnn=[32, 16])
-SETTINGS = DownstreamSettings(
+SETTINGS = DownstreamSetup(
     sizes=DownstreamSizes(embedding_dim=4, cross_layers=2, dnn=(8,), adapter_hidden=(8,)),
     trainer=TrainerSettings(batch_size=256, max_epochs=30, patience=2, threads=1),
     retrieval=TwoTowerSettings(hidden=(8,)),

@@ -7,14 +7,18 @@ import pytest
 import torch
 
 from lfm.errors import LfmError
-from models.downstream import DownstreamSizes
-from models.train_downstream import (DownstreamError, DownstreamSettings, EarlyStopping, EmptyScenario,
-                                     Granularity, MissingTask, MissingVectors, TwoTowerSettings, TrainerSettings,
-                                     TransferRequest, TransferVariant, chronological_split, as_table, run_transfer,
-                                     vector_matrix)
+from tests.support.config import make_config
+from lfm.config import ConfigError
+from lfm.config.downstream import TrainerSettings, TwoTowerSettings
+from models.downstream import DownstreamError, DownstreamSizes, EmptyScenario, MissingTask, MissingVectors
+from models.training.encoding import as_table, chronological_split, vector_matrix
+from models.training.fit import EarlyStopping
+from models.training.setup import DownstreamSetup
+from models.training.transfer import run_transfer
+from models.training.variants import Granularity, TransferRequest, TransferVariant
 from tests.support.planted import planted_frames
 
-SETTINGS = DownstreamSettings(
+SETTINGS = DownstreamSetup(
     sizes=DownstreamSizes(embedding_dim=4, cross_layers=2, dnn=(16, 8), adapter_hidden=(8,)),
     trainer=TrainerSettings(batch_size=256, max_epochs=60, patience=2, threads=1),
     retrieval=TwoTowerSettings(hidden=(8,), scratch_dim=6, recall_k=(5, 20)),
@@ -55,7 +59,7 @@ def test_trainer_early_stops_and_restores_the_best_weights(planted):
 
 
 def test_epoch_cap_is_reported_as_not_converged(planted):
-    short = replace(SETTINGS, trainer=replace(SETTINGS.trainer, max_epochs=1))
+    short = replace(SETTINGS, trainer=SETTINGS.trainer.model_copy(update={"max_epochs": 1}))
     r = run_transfer(planted.train, planted.test, "is_click", TransferRequest(TransferVariant.none),
                      planted.schema, short, seed=0)
     assert r.fit.epochs == 1 and not r.fit.converged
@@ -88,7 +92,7 @@ def test_missing_vectors_read_as_zeros_and_coverage_is_reported(planted):
     assert present.mean() == pytest.approx(0.75)
     assert not m[~present].any() and m[present].any()
     r = run_transfer(planted.train, test, "is_click", TransferRequest(TransferVariant.ur_linear), planted.schema,
-                     replace(SETTINGS, trainer=replace(SETTINGS.trainer, max_epochs=2)), seed=0)
+                     replace(SETTINGS, trainer=SETTINGS.trainer.model_copy(update={"max_epochs": 2})), seed=0)
     assert r.vector_coverage["ur"] == pytest.approx(0.75)
 
 
@@ -128,3 +132,19 @@ def test_variants_are_typed_options_with_a_granularity():
     assert [r.value for r in gate.representations] == ["ur", "ir", "cr_user", "cr_item"]
     with pytest.raises(ValueError):
         TransferVariant("ur_sum")
+
+
+def test_settings_come_from_the_downstream_section_of_the_one_config(tmp_path):
+    cfg = make_config(tmp_path, model={"item_tower": [32, 12], "dnn": [40, 20]},
+                      downstream={"trainer": {"patience": 7}, "retrieval": {"hidden": [16]}})
+    setup = DownstreamSetup.from_config(cfg, max_epochs=3)  # a command-line override
+    assert setup.trainer.patience == 7 and setup.trainer.max_epochs == 3 and setup.trainer.batch_size == 1024
+    assert setup.retrieval.hidden == (16,) and setup.retrieval.scratch_dim == 12  # the control is as wide as IR
+    assert setup.sizes == DownstreamSizes.from_lfm(cfg.model) and setup.sizes.dnn == (20, 10)
+    assert setup.field_encoding == cfg.model
+    with pytest.raises(ConfigError, match="downstream.trainer.patiense: unknown key"):
+        make_config(tmp_path, downstream={"trainer": {"patiense": 3}})
+    with pytest.raises(ConfigError, match="downstream.trainer.valid_fraction"):
+        make_config(tmp_path, downstream={"trainer": {"valid_fraction": 1.0}})
+    with pytest.raises(ConfigError, match="max_epochs"):
+        DownstreamSetup.from_config(cfg, max_epochs=0)

@@ -6,14 +6,16 @@ import pytest
 import torch
 
 from models.adapters import Representation
+from lfm.config.downstream import TrainerSettings, TwoTowerSettings
 from models.downstream import Batch, DownstreamSizes
-from models.train_downstream import (DownstreamSettings, TwoTowerSettings, TrainerSettings, TransferRequest,
-                                     TransferVariant, run_transfer)
+from models.training.setup import DownstreamSetup
+from models.training.transfer import run_transfer
+from models.training.variants import TransferRequest, TransferVariant
 from models.two_tower import (FrozenIrTwoTower, ProjectionCard, UserSource, load_user_projection, recall_at_k,
                               save_user_projection)
 from tests.support.planted import VECTOR_DIM, planted_frames
 
-SETTINGS = DownstreamSettings(
+SETTINGS = DownstreamSetup(
     sizes=DownstreamSizes(embedding_dim=4, cross_layers=1, dnn=(8,), adapter_hidden=(8,)),
     trainer=TrainerSettings(batch_size=256, max_epochs=60, patience=2, threads=1, lr=3e-3),
     retrieval=TwoTowerSettings(hidden=(16,), scratch_dim=VECTOR_DIM, recall_k=(5, 20)),

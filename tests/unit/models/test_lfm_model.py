@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from lfm.config.model import EmbeddingVariant
+from models.blocks import CrossLayer, CrossNet, Mlp
 from models.encoders import OOV, CategoricalEncoder, FeatureEncoders, NumericEncoder
-from models.lfm import CrossLayer, LfmOutput, covariance_loss, fm_term, lfm_loss
-from models.pretrain import build_model
+from models.lfm import LfmOutput, build_lfm, covariance_loss, fm_term, lfm_loss
 from tests.support.tiny import tiny_config, tiny_table
 
 VARIANTS = [v.value for v in EmbeddingVariant]
@@ -20,7 +20,7 @@ def _model(tmp_path, **model):
     table = tiny_table()
     enc = FeatureEncoders.fit(table, cfg.schema, cfg.model)
     torch.manual_seed(0)
-    return build_model(enc, cfg.schema, cfg.model), enc, table, cfg
+    return build_lfm(enc, cfg.schema, cfg.model), enc, table, cfg
 
 
 def _inputs(enc, table, n=16):
@@ -93,6 +93,26 @@ def test_cross_layer_is_dcn_v2():
     x0, x = torch.randn(3, 5), torch.randn(3, 5)
     w, b = layer.linear.weight, layer.linear.bias
     assert torch.allclose(layer(x0, x), x0 * (x @ w.T + b) + x)
+
+
+def test_cross_net_stacks_the_layer_over_one_x0():
+    x0 = torch.randn(3, 5)
+    net = CrossNet(5, 2)
+    outs = net.outputs(x0)
+    assert len(outs) == 2 and torch.equal(outs[1], net[1](x0, net[0](x0, x0))) and torch.equal(net(x0), outs[1])
+    assert torch.equal(CrossNet(5, 0)(x0), x0)
+
+
+def test_mlp_block_ends_linear_or_activated_and_keeps_the_checkpoint_names():
+    tower = Mlp(6, [5, 4], 3)
+    assert list(tower.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias"]
+    x = torch.randn(8, 6)
+    hidden = tower.hidden_outputs(x)
+    assert [h.shape for h in hidden] == [(8, 5), (8, 4)] and all((h >= 0).all() for h in hidden)
+    assert torch.equal(tower(x), tower[4](hidden[-1])) and tower.out_dim == 3
+    dnn = Mlp(6, [5])
+    assert dnn.out_dim == 5 and torch.equal(dnn(x), dnn.hidden_outputs(x)[-1])
+    assert Mlp(6, []).out_dim == 6 and len(tower.linears) == 3
 
 
 def test_fm_term_is_pairwise_sum():

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -12,8 +14,9 @@ import torch
 from lfm.errors import LfmError
 from lfm.names import BadInput, check_model_version
 from inference.extract import Extractor, vectors_to_arrow
-from models.pretrain import pretrain
-from models.registry import CARD, WEIGHTS, CheckpointError, NoModel, Registry, SchemaMismatch, load_checkpoint
+from models.registry import (CARD, WEIGHTS, CheckpointError, NoModel, Registry, SchemaMismatch, load_checkpoint,
+                             tensor_hash, version_of)
+from models.training.pretrain import pretrain
 from tests.support.tiny import TINY_SCHEMA, tiny_config, tiny_table
 from tests.support.config import make_config
 
@@ -59,6 +62,44 @@ def test_version_is_a_content_hash(registered, tmp_path):
         result.model.heads.bias.add_(1e-3)
     other = reg.register(result.model, result.encoders, result.metrics)
     assert other.model_version != card.model_version and len(reg.list()) == 2
+
+
+def test_resolve_gives_the_named_or_the_latest_version_of_this_schema(registered, tmp_path):
+    reg, card, result = registered
+    assert reg.resolve(None) == reg.resolve(card.model_version) == card
+    with torch.no_grad():
+        result.model.heads.bias.add_(1e-3)
+    newer = reg.register(result.model, result.encoders, result.metrics)
+    assert reg.resolve(None).model_version == newer.model_version
+    assert reg.resolve(card.model_version).model_version == card.model_version
+    other = make_config(tmp_path, schema={**TINY_SCHEMA, "tasks": ["is_click"]}, registry={"path": str(reg.root)})
+    with pytest.raises(SchemaMismatch, match="tasks"):
+        Registry(other).resolve(card.model_version)
+    with pytest.raises(NoModel, match="lfm pretrain"):
+        Registry(make_config(tmp_path / "empty")).resolve(None)
+
+
+def test_format_1_checkpoints_load_with_their_old_layer_names(registered):
+    """Before the shared `Mlp` block, format 1 named the mixing tower's DNN layers mixing.dnn.0, mixing.dnn.1."""
+    reg, card, result = registered
+    d = reg.root / card.model_version
+    state = torch.load(d / WEIGHTS, weights_only=True)
+    old = {re.sub(r"^mixing\.dnn\.(\d+)\.", lambda m: f"mixing.dnn.{int(m.group(1)) // 2}.", k): v
+           for k, v in state.items()}
+    assert {"mixing.dnn.1.weight", "mixing.dnn.2.weight"} & set(old) == {"mixing.dnn.1.weight"}
+    torch.save(old, d / WEIGHTS)
+    data = json.loads((d / CARD).read_text())
+    data["format"] = data["content"]["format"] = 1
+    data["weights_tensor_sha256"] = tensor_hash(old)
+    data["weights_file_sha256"] = hashlib.sha256((d / WEIGHTS).read_bytes()).hexdigest()
+    data["model_version"] = version_of(data["weights_tensor_sha256"], data["content"])
+    (d / CARD).write_text(json.dumps(data))
+    d.rename(reg.root / data["model_version"])
+    loaded = reg.load(data["model_version"])
+    t = tiny_table(50, 3)
+    a = result.model(result.encoders.encode_fields(t), result.encoders.encode_scenario(t))
+    b = loaded.model(loaded.encoders.encode_fields(t), loaded.encoders.encode_scenario(t))
+    assert torch.equal(a.logits, b.logits) and all(torch.equal(a.cr[k], b.cr[k]) for k in a.cr)
 
 
 def test_selected_layer_is_recorded_and_validated(registered):

@@ -3,27 +3,27 @@
 Reproducible by construction: a fixed seed, deterministic torch algorithms, a fixed thread count, rows sorted
 before encoding and vocabularies sorted, so the same inputs and seed give the same metrics bit for bit.
 Early stopping keeps the epoch with the best validation score: the mean over tasks of the row-weighted mean of
-per-scenario AUCs (pooled AUC would mostly rank the tabs' click rates, DOMAIN.md section 5).
+per-scenario AUCs (pooled AUC would mostly rank the tabs' click rates, which differ a lot between scenarios).
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
 from lfm.config import DataSchema, LfmConfig
-from lfm.config.model import ModelSettings, TrainSettings
+from lfm.config.model import TrainSettings
 from lfm.errors import LfmError
-from models.encoders import FeatureEncoders, _as_strings, _column, encode_labels, require_columns
-from models.lfm import Lfm, LfmSpec, lfm_loss
+from models.encoders import FeatureEncoders, as_strings, column_array, encode_labels, require_columns
+from models.lfm import Lfm, build_lfm, lfm_loss
+from models.training.metrics import auc, gauc, monitor_score
+from models.training.seeding import seeded
 
 Progress = Callable[[str], None]
 
@@ -65,76 +65,11 @@ def sort_rows(table: pa.Table, schema: DataSchema) -> pa.Table:
 def encode_split(table: pa.Table, encoders: FeatureEncoders, schema: DataSchema) -> EncodedSplit:
     require_columns(table, [schema.user_key, schema.scenario, *schema.tasks], "pretraining samples")
     labels, mask = encode_labels(table, schema.tasks)
-    users = pc.dictionary_encode(_as_strings(_column(table, schema.user_key))).indices
+    users = pc.dictionary_encode(as_strings(column_array(table, schema.user_key))).indices
+    scenarios = as_strings(column_array(table, schema.scenario)).to_pylist()
     return EncodedSplit(fields=encoders.encode_fields(table), scenario=encoders.encode_scenario(table),
-                        labels=labels, mask=mask,
-                        scenario_names=np.asarray(_as_strings(_column(table, schema.scenario)).to_pylist(), dtype=object),
+                        labels=labels, mask=mask, scenario_names=np.asarray(scenarios, dtype=object),
                         users=pc.fill_null(users, -1).to_numpy(zero_copy_only=False))
-
-
-def build_model(encoders: FeatureEncoders, schema: DataSchema, settings: ModelSettings) -> Lfm:
-    names = [e.name for e in encoders.fields]
-    priors = tuple(names.index(k) for k in (schema.user_key, schema.item_key) if k in names)
-    spec = LfmSpec(cardinalities=tuple(encoders.cardinalities), user_fields=len(encoders.user),
-                   n_scenarios=encoders.scenario.cardinality, tasks=tuple(schema.tasks), prior_fields=priors,
-                   settings=settings)
-    return Lfm(spec)
-
-
-@contextlib.contextmanager
-def deterministic(seed: int, threads: int) -> Iterator[None]:
-    """Seeded, deterministic torch with a fixed thread count; the previous global settings come back after."""
-    old_threads, old_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
-    torch.manual_seed(seed)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old_threads)
-        torch.use_deterministic_algorithms(old_det)
-
-
-# ---- metrics ----
-
-def grouped_auc(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
-    """AUC per group by rank sums (ties averaged): columns n, positives, auc (NaN where one class is missing).
-
-    Pure numpy (one lexsort), because evaluation runs it for every (scenario, task) and every user each epoch.
-    """
-    g, s, y = np.asarray(groups), np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=np.float64)
-    n = len(g)
-    if n == 0:
-        return pd.DataFrame({"n": [], "positives": [], "auc": []})
-    order = np.lexsort((s, g))
-    g, s, y = g[order], s[order], y[order]
-    group_start = np.r_[True, g[1:] != g[:-1]]
-    tie_start = group_start | np.r_[True, s[1:] != s[:-1]]
-    idx = np.arange(n)
-    pos = idx - np.maximum.accumulate(np.where(group_start, idx, 0)) + 1  # 1-based rank within the group
-    tie = np.cumsum(tie_start) - 1
-    rank = (np.bincount(tie, weights=pos) / np.bincount(tie))[tie]  # ties share their average rank
-    gid = np.cumsum(group_start) - 1
-    count = np.bincount(gid).astype(np.float64)
-    positives = np.bincount(gid, weights=y)
-    rank_sum = np.bincount(gid, weights=rank * y)
-    negatives = count - positives
-    with np.errstate(divide="ignore", invalid="ignore"):
-        auc = (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
-    auc = np.where((positives > 0) & (negatives > 0), auc, np.nan)
-    return pd.DataFrame({"n": count.astype(np.int64), "positives": positives, "auc": auc}, index=g[group_start])
-
-
-def auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    return float(grouped_auc(np.zeros(len(labels), np.int64), labels, scores)["auc"].iloc[0])
-
-
-def gauc(users: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> float:
-    """Impression-weighted mean of per-user AUC over users who have both classes."""
-    per_user = grouped_auc(users, labels, scores).dropna(subset=["auc"])
-    if per_user.empty:
-        return float("nan")
-    return float((per_user["auc"] * per_user["n"]).sum() / per_user["n"].sum())
 
 
 @torch.inference_mode()
@@ -168,16 +103,6 @@ def _nan_none(x: float) -> float | None:
     return None if np.isnan(x) else round(float(x), 6)
 
 
-def monitor_score(rows: list[dict]) -> float:
-    """Mean over tasks of the row-weighted mean of per-scenario AUCs (the early-stopping criterion)."""
-    per_task = []
-    for task in dict.fromkeys(r["task"] for r in rows):
-        rs = [r for r in rows if r["task"] == task and r["scenario"] != "*" and r["auc"] is not None]
-        if rs:
-            per_task.append(sum(r["auc"] * r["n"] for r in rs) / sum(r["n"] for r in rs))
-    return float(np.mean(per_task)) if per_task else float("nan")
-
-
 # ---- training ----
 
 def train_epoch(model: Lfm, opt: torch.optim.Optimizer, data: EncodedSplit, ts: TrainSettings, power: float,
@@ -209,12 +134,12 @@ def pretrain(train: pa.Table, valid: pa.Table, cfg: LfmConfig, test: pa.Table | 
         if table is not None and table.num_rows == 0:
             raise PretrainError(f"the {name} split has no rows: pick days that `lfm ingest` wrote to the lakehouse")
     t0, c0 = time.perf_counter(), time.process_time()
-    with deterministic(seed, ts.threads):
+    with seeded(seed, ts.threads, deterministic_algorithms=True):
         train, valid = sort_rows(train, schema), sort_rows(valid, schema)
         encoders = FeatureEncoders.fit(train, schema, settings)
         tr, va = encode_split(train, encoders, schema), encode_split(valid, encoders, schema)
         te = encode_split(sort_rows(test, schema), encoders, schema) if test is not None else None
-        model = build_model(encoders, schema, settings)
+        model = build_lfm(encoders, schema, settings)
         opt = torch.optim.AdamW(model.parameters(), lr=ts.lr, weight_decay=ts.weight_decay)
         gen = torch.Generator().manual_seed(seed)
         if progress:
@@ -249,57 +174,3 @@ def pretrain(train: pa.Table, valid: pa.Table, cfg: LfmConfig, test: pa.Table | 
     return PretrainResult(model=model, encoders=encoders, metrics=metrics)
 
 
-def metrics_table(metrics: dict, split: str = "test", tasks: list[str] | None = None) -> str:
-    """A plain-text table of one split's rows (scenario, task, n, AUC, GAUC)."""
-    rows = [r for r in metrics.get(split, []) if tasks is None or r["task"] in tasks]
-    lines = [f"{'scenario':>8} {'task':<18} {'n':>8} {'pos':>7} {'AUC':>7} {'GAUC':>7}"]
-    for r in rows:
-        fmt = lambda x: f"{x:7.4f}" if x is not None else "      -"  # noqa: E731
-        lines.append(f"{r['scenario']:>8} {r['task']:<18} {r['n']:>8} {r['positives']:>7} {fmt(r['auc'])} "
-                     f"{fmt(r['gauc'])}")
-    return "\n".join(lines)
-
-
-# ---- comparison of embedding variants ----
-
-def sweep(train: pa.Table, valid: pa.Table, test: pa.Table, cfg: LfmConfig, variants: list, seeds: list[int],
-          progress: Progress | None = print) -> list[dict]:
-    """Pretrain every (variant, seed) on the same tables; one record per run with its test rows and wall time."""
-    runs = []
-    for variant in variants:
-        vcfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"embedding": variant})})
-        for seed in seeds:
-            result = pretrain(train, valid, vcfg, test=test, seed=seed, progress=progress)
-            m = result.metrics
-            runs.append({"variant": getattr(variant, "value", str(variant)), "seed": seed,
-                         "seconds": m["train_seconds"], "cpu_seconds": m["train_cpu_seconds"],
-                         "best_epoch": m["best_epoch"], "epochs_run": m["epochs_run"], "test": m["test"]})
-    return runs
-
-
-def sweep_markdown(runs: list[dict], task: str, scenarios: list[str]) -> str:
-    """Per variant: mean +- std over seeds of test AUC of `task` on each scenario, plus wall time per run."""
-    def auc_of(run: dict, scen: str) -> float | None:
-        return next((r["auc"] for r in run["test"] if r["task"] == task and r["scenario"] == scen), None)
-
-    cols = [*scenarios, "*"]
-    head = "| variant | seeds | " + " | ".join(f"tab {c}" if c != "*" else "all tabs" for c in cols) + \
-           " | wall s / run | CPU s / run | epochs (best) |"
-    lines = [head, "|" + "---|" * (len(cols) + 5)]
-    for variant in dict.fromkeys(r["variant"] for r in runs):
-        rs = [r for r in runs if r["variant"] == variant]
-        cells = []
-        for c in cols:
-            vals = [v for v in (auc_of(r, c) for r in rs) if v is not None]
-            cells.append(f"{np.mean(vals):.4f} ± {np.std(vals, ddof=1) if len(vals) > 1 else 0:.4f}" if vals else "-")
-        secs, cpu = [r["seconds"] for r in rs], [r.get("cpu_seconds", np.nan) for r in rs]
-        epochs = ", ".join(f"{r['epochs_run']} ({r['best_epoch']})" for r in rs)
-        lines.append(f"| {variant} | {len(rs)} | " + " | ".join(cells)
-                     + f" | {np.mean(secs):.1f} | {np.mean(cpu):.1f} | {epochs} |")
-    lines += ["", f"Per run (test AUC of {task}):", "",
-              "| variant | seed | " + " | ".join(f"tab {c}" if c != "*" else "all" for c in cols) + " | wall s |",
-              "|" + "---|" * (len(cols) + 3)]
-    for r in runs:
-        cells = [f"{v:.4f}" if (v := auc_of(r, c)) is not None else "-" for c in cols]
-        lines.append(f"| {r['variant']} | {r['seed']} | " + " | ".join(cells) + f" | {r['seconds']:.1f} |")
-    return "\n".join(lines)
