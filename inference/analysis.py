@@ -1,4 +1,4 @@
-"""Collapse analysis of an embedding matrix (DOMAIN.md section 4): singular spectrum, IA, effective rank.
+"""Collapse analysis of an embedding matrix (docs/domain.md section 4): singular spectrum, IA, effective rank.
 
 Used by the quality gate on samples of each day's exported vectors, and by people comparing model versions.
 """

@@ -1,4 +1,4 @@
-"""Time-interval decaying aggregation of per-sample CR into per-key state (DOMAIN.md section 2, issue 4).
+"""Time-interval decaying aggregation of per-sample CR into per-key state (docs/domain.md section 2).
 
 The chain, per key k (a user or an item), with T_D the end of day D (`lfm.contract.day_end`):
 

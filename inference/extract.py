@@ -124,7 +124,7 @@ class Extractor:
 
 
 def vectors_to_arrow(vectors: np.ndarray) -> pa.ListArray:
-    """(n, d) float32 -> Arrow list<float> (Spark's array<float>; FixedSizeList is rejected, DOMAIN.md 6)."""
+    """(n, d) float32 -> Arrow list<float> (Spark's array<float>; FixedSizeList is rejected, docs/domain.md section 6)."""
     v = np.ascontiguousarray(vectors, dtype=np.float32)
     n, d = v.shape
     offsets = pa.array(np.arange(0, (n + 1) * d, d, dtype=np.int32))

@@ -6,7 +6,7 @@ day that is not released (quarantined, withdrawn, never validated) is skipped as
 previous released snapshot within the TTL; `fallback_rows` counts the rows that fell back. We do not call Feast's
 `get_historical_features`: its Spark template joins every view three times (range join, latest, re-join) and
 measured ~1.3k rows/s here (50k rows x 2 views in 39 s), and its file offline store silently de-duplicated 37%
-of entity rows (DOMAIN.md section 7). The join here, per view:
+of entity rows (docs/domain.md section 6). The join here, per view:
 1. snapshots of the view in the rows' time range (ds partition pruning), grouped per key into an array of
    (event_timestamp, vector) structs: one small shuffle of the snapshot side only;
 2. a left join of the entity rows on the key (broadcast when the grouped side is small, `feast.offline_

@@ -12,7 +12,7 @@ from lfm.config import LfmConfig
 from lfm.names import check_model_version
 
 
-# The measurement windows (the LFM is pretrained on 2022-04-25..05-01); override with --train / --test.
+# KuaiRand's measurement windows (the LFM is pretrained on 2022-04-25..05-01); override with --train / --test.
 DEFAULT_TRAIN_DAYS = "2022-05-02..2022-05-06"
 DEFAULT_TEST_DAYS = "2022-05-07..2022-05-08"
 

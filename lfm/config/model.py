@@ -1,4 +1,4 @@
-"""LFM architecture and pretraining settings (owned by the LFM issue; `models/` reads them)."""
+"""LFM architecture and pretraining settings (`models/` reads them)."""
 from __future__ import annotations
 
 from enum import Enum
@@ -9,7 +9,7 @@ from lfm.config.schema import Strict
 
 
 class EmbeddingVariant(str, Enum):
-    """Which embedding layer the LFM uses (DOMAIN.md section 4)."""
+    """Which embedding layer the LFM uses (docs/domain.md section 4)."""
 
     plain = "plain"  # one table per field
     stem = "stem"  # shared + task-specific slices, All-Forward Task-specific-Backward gating

@@ -1,4 +1,4 @@
-"""Quality-gate thresholds (the validation issue owns these).
+"""Quality-gate thresholds.
 
 Defaults are chosen to pass healthy exports of a trained model and to fail the faults the gate exists for:
 NaN/inf values, a wrong width, exploded or all-zero vectors, missing entities, stale or shuffled vectors and a
@@ -28,7 +28,7 @@ class VectorThresholds(Strict):
     max_mean_cosine: float = Field(1.0, ge=-1, le=1)
     moved_cosine: float = Field(0.5, ge=-1, le=1)  # an entity whose cosine to D-1 is below this has "moved"
     max_moved_share: float = Field(0.2, ge=0, le=1)
-    # Collapse (DOMAIN.md section 4), on a centred sample of the partition: an isotropic d-dim cloud scores close
+    # Collapse (docs/domain.md section 4), on a centred sample of the partition: an isotropic d-dim cloud scores close
     # to d, a rank-1 export scores 1. A KuaiRand-trained 64-d export scores erank 7-19 and IA 2.1-2.7.
     min_effective_rank: float = Field(4.0, ge=1)
     min_information_abundance: float = Field(1.5, ge=1)

@@ -28,7 +28,7 @@ class RefreshSettings(Strict):
     # (their decayed weight is below exp(-ttl*24/tau)); null keeps every key forever.
     state_ttl_days: int | None = Field(None, ge=1)
     arrow_batch_rows: int = Field(10_000, ge=1)
-    torch_threads_per_task: int = Field(1, ge=1)  # 2 tasks x 1 thread beat 1 x 2 on 2 cores (DOMAIN.md s.7)
+    torch_threads_per_task: int = Field(1, ge=1)  # 2 tasks x 1 thread beat 1 x 2 on 2 cores (docs/domain.md section 7)
     # Partitions of the extraction stages; null = spark.default.parallelism (one task per core is fastest).
     extraction_partitions: int | None = Field(None, ge=1)
     # Sort the day's samples inside each partition before extraction so Arrow batches, and with them the float

@@ -341,7 +341,7 @@ def test_retrieve_uses_the_days_index_and_the_users_online_vector(served, lake, 
     assert main(["--config", str(conf), "retrieve", "--user", "10000", "--k", "5"]) == 2
     assert "no ur vector online" in capsys.readouterr().err
 
-    # a retrieval two-tower's saved user projection (downstream issue) in front of the same index
+    # a retrieval two-tower's saved user projection (lfm train-downstream) in front of the same index
     import torch
 
     from models.two_tower import ProjectionCard, UserProjection, save_user_projection

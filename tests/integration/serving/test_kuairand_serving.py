@@ -1,4 +1,4 @@
-"""The Feast issue's "done when" on the real KuaiRand log: exports of 2022-05-05 and 2022-05-08, a point-in-time
+"""Serving on the real KuaiRand log: exports of 2022-05-05 and 2022-05-08, a point-in-time
 training set for tab 0 of 2022-05-06 and the online store, each checked against the Delta rows.
 
 A tiny LFM (one epoch) keeps it affordable; what is under test is the platform's plumbing, not the model. The

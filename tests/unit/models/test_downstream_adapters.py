@@ -1,4 +1,4 @@
-"""Feature-level adapters: each changes the ranker the way DOMAIN.md section 3 describes."""
+"""Feature-level adapters: each changes the ranker the way docs/domain.md section 3 describes."""
 from __future__ import annotations
 
 import pytest
