@@ -112,13 +112,13 @@ def run_gate(spark: SparkSession, cfg: LfmConfig, ds: str | dt.date, spec: Expor
     try:
         return _gate(spark, cfg, day, spec, versions, specs, run_id, refresh_run_id, previous_versions, t0)
     except Exception as err:  # noqa: BLE001 - whatever broke, the day is recorded as failed, never left passed
-        log.exception("gate %s crashed", day)
         error = _one_line(err)
+        log.debug("gate %s crash", day, exc_info=True)
         try:
             status.record(cfg, [_verdict(day, s, spec, versions, refresh_run_id, run_id, False,
                                                 [GATE_ERROR], {}, error) for s in specs])
-        except Exception:  # noqa: BLE001 - recording failed too: no verdict, which also fails closed
-            log.exception("gate %s: recording the failure failed as well", day)
+        except Exception as again:  # noqa: BLE001 - recording failed too: no verdict, which also fails closed
+            log.error("gate %s: recording the failure failed as well: %s", day, _one_line(again))
         raise QualityError(f"the quality gate of {day} crashed ({error}); the day is recorded as failed and stays "
                            "unreleased: fix the cause and rerun `lfm validate`") from err
 
@@ -154,7 +154,8 @@ def _gate(spark: SparkSession, cfg: LfmConfig, day: dt.date, spec: ExportSpec | 
                     spec.dim(tspec.name) if tspec.is_embedding else None, version=version,
                     previous_version=previous, export_id=spec.id if tspec.is_embedding else None)
             except Exception as err:  # noqa: BLE001 - a crash is a failed verdict, recorded with its error
-                log.exception("gate %s %s crashed", day, tspec.name)
+                log.error("gate %s %s crashed, recorded as failed: %s", day, tspec.name, _one_line(err))
+                log.debug("gate %s %s crash", day, tspec.name, exc_info=True)
                 results[tspec.name] = TableResult(table=tspec.name, rows=0, details={GATE_ERROR: _one_line(err)},
                                                   metrics={}, seconds=time.perf_counter() - t1)
                 continue
@@ -165,8 +166,8 @@ def _gate(spark: SparkSession, cfg: LfmConfig, day: dt.date, spec: ExportSpec | 
                      else f"quarantined {list(results[tspec.name].failed)}", results[tspec.name].seconds)
         try:
             context.build_docs(ctx, keys)
-        except Exception:  # noqa: BLE001 - the verdicts stand; only the HTML pages are missing
-            log.exception("gate %s: building Data Docs failed", day)
+        except Exception as err:  # noqa: BLE001 - the verdicts stand; only the HTML pages are missing
+            log.error("gate %s: building Data Docs failed: %s", day, _one_line(err))
     png = None
     if day_metrics:
         png = report.write_report(

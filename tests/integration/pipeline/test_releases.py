@@ -80,7 +80,10 @@ def newest_release(cfg: LfmConfig, ds: dt.date, export_id: str) -> dict | None:
     """The deciding `releases` row, read with delta-rs straight from the table (not through lakehouse.releases)."""
     rows = DeltaTable(cfg.table_path("releases")).to_pyarrow_table().to_pylist()
     rows = [r for r in rows if r["ds"] == ds and r["export_id"] == export_id]
-    return max(rows, key=lambda r: r["at"]) if rows else None
+    if not rows:
+        return None
+    newest = max(rows, key=lambda r: r["at"])
+    return {**newest, "table_versions": dict(newest["table_versions"] or [])}  # Arrow maps arrive as pairs
 
 
 def partition(cfg: LfmConfig, table: str, ds: dt.date, export_id: str, version: int | None = None) -> pd.DataFrame:
@@ -322,8 +325,9 @@ def _phase_signals(cfg: LfmConfig, export_id: str) -> dict:
     }
 
 
-def _run_and_kill(conf: Path, probe, timeout: float = 600) -> bool:
-    """`lfm run-daily --ds D2 --force` in its own process group, SIGKILLed as soon as `probe()` is true."""
+def _run_and_kill(conf: Path, probe, timeout: float = 900) -> tuple[bool, str]:
+    """`lfm run-daily --ds D2 --force` in its own process group, SIGKILLed as soon as `probe()` is true;
+    (killed, the tail of its output)."""
     import os
     import signal
     import subprocess
@@ -332,9 +336,11 @@ def _run_and_kill(conf: Path, probe, timeout: float = 600) -> bool:
 
     from tests.support.config import REPO
 
-    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "--config", str(conf), "run-daily", "--ds", str(D2),
-                             "--force"], cwd=str(REPO), start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    out = conf.with_suffix(".out")
+    with out.open("w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "cli.main", "--config", str(conf), "run-daily", "--ds",
+                                 str(D2), "--force"], cwd=str(REPO), start_new_session=True, stdout=fh,
+                                stderr=subprocess.STDOUT)
     deadline, killed = time.monotonic() + timeout, False
     try:
         while time.monotonic() < deadline and proc.poll() is None:
@@ -347,7 +353,7 @@ def _run_and_kill(conf: Path, probe, timeout: float = 600) -> bool:
         if proc.poll() is None and not killed:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
-    return killed
+    return killed, out.read_text()[-3000:]
 
 
 def _readers_agree_on_one_release(spark, cfg: LfmConfig, export_id: str, d1: dict, d2: dict) -> str:
@@ -390,7 +396,8 @@ def test_sigkill_at_each_phase_leaves_every_reader_on_one_complete_release(spark
     seen = {}
     for phase in list(_phase_signals(cfg, export_id)):
         probe = _phase_signals(cfg, export_id)[phase]  # its baseline taken now, after the previous phase's kill
-        assert _run_and_kill(conf, probe), f"the run ended before phase {phase!r}"
+        killed, output = _run_and_kill(conf, probe)
+        assert killed, f"the run ended before phase {phase!r}:\n{output}"
         seen[phase] = _readers_agree_on_one_release(spark, cfg, export_id, d1, d2)
     # a kill before publish leaves D2 withdrawn (its rewrite began) or released (not yet superseded)
     assert set(seen.values()) <= {"released", "withdrawn"}, seen
