@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import deltalake
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
@@ -22,7 +23,16 @@ _TABLE_PROPERTIES = {"delta.logRetentionDuration": LOG_RETENTION,
                      "delta.deletedFileRetentionDuration": LOG_RETENTION}
 
 
+def _local(path: str) -> bool:
+    """A table on this machine's file system: its log is read with delta-rs, in milliseconds and without a Spark
+    job (a Spark `DeltaTable` loads the table's snapshot first: seconds on a busy machine). Object-store URIs go
+    through Spark, which holds their credentials."""
+    return "://" not in path or path.startswith("file://")
+
+
 def table_exists(spark: SparkSession, path: str) -> bool:
+    if _local(path):
+        return deltalake.DeltaTable.is_deltatable(path)
     return DeltaTable.isDeltaTable(spark, path)
 
 
@@ -83,6 +93,8 @@ def table_version(spark: SparkSession, path: str) -> int | None:
     """The latest commit version of a Delta table, recorded as an input version in downstream commits."""
     if not table_exists(spark, path):
         return None
+    if _local(path):
+        return int(deltalake.DeltaTable(path, without_files=True).version())
     return int(DeltaTable.forPath(spark, path).history(1).collect()[0]["version"])
 
 
