@@ -32,6 +32,7 @@ from lfm.config import LfmConfig
 from lfm.config.serving import EntityKeyType
 from lfm.contract import EMBEDDING_TABLES, ExportSpec, side_of
 from serving.errors import ServingError
+from serving.feast_bytes import KeyLayout, ValueLayout
 
 AUDIT_SCHEMA = ("rows bigint, null_keys bigint, null_vectors bigint, bad_width bigint, nonfinite bigint, "
                 "min_ts bigint, max_ts bigint")
@@ -76,22 +77,23 @@ def _us(value: int | None) -> str:
 
 @dataclass(frozen=True)
 class Side:
-    """One entity side of a release: the tables whose views go into one hash per entity key."""
+    """One entity side of a release: the tables whose views go into one hash per entity key, with Feast's byte
+    layouts taken on the driver (`serving.codec`), so tasks never import Feast."""
 
-    join_key: str
     tables: tuple[str, ...]
     views: tuple[str, ...]
-    dims: tuple[int, ...]
+    key: KeyLayout
+    values: tuple[ValueLayout, ...]  # per view
+    fields: tuple[bytes, ...]  # per view: the hash field of `view:feature`
 
 
 @dataclass(frozen=True)
 class RedisTarget:
-    """What a task needs to write Feast's Redis layout (picklable; each task opens its own client)."""
+    """Where and when a task writes (picklable; each task opens its own client)."""
 
     connection: str
     project: str
     ttl_seconds: int | None
-    int64_keys: bool
     event_seconds: int  # the snapshot time of the release (the end of D), whole seconds
 
 
@@ -130,14 +132,13 @@ def redis_write_batches(batches: Iterator[pa.RecordBatch], side: Side, target: R
     import redis
     from google.protobuf.timestamp_pb2 import Timestamp
 
-    from serving.codec import encode_vectors, entity_keys
-    from serving.online_io import parse_redis_connection, redis_field
+    from serving.online_io import parse_redis_connection
 
     host, port, kwargs = parse_redis_connection(target.connection)
     client = redis.Redis(host=host, port=port, **kwargs)
     suffix = target.project.encode("utf-8")
     ts_bytes = Timestamp(seconds=target.event_seconds).SerializeToString()
-    fields = [redis_field(v, t) for v, t in zip(side.views, side.tables)]
+    fields = side.fields
     ts_fields = [f"_ts:{v}" for v in side.views]
     names = [f"w{i}" for i in range(len(side.views))]
     try:
@@ -145,14 +146,14 @@ def redis_write_batches(batches: Iterator[pa.RecordBatch], side: Side, target: R
             if b.num_rows == 0:
                 continue
             keys = b.column("key")
-            ids = keys.to_numpy(zero_copy_only=False) if target.int64_keys else keys.to_pylist()
-            rkeys = [k + suffix for k in entity_keys(side.join_key, ids, target.int64_keys)]
+            ids = keys.to_numpy(zero_copy_only=False) if side.key.int64 else keys.to_pylist()
+            rkeys = [k + suffix for k in side.key.encode(ids)]
             values = []  # per view: row -> serialized ValueProto, or None where the entity has no such row
-            for i, dim in enumerate(side.dims):
+            for i, layout in enumerate(side.values):
                 col = b.column(f"v{i}")
                 present = np.asarray(pc.is_valid(col).to_numpy(zero_copy_only=False))
-                mat = pc.list_flatten(col).to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim)
-                encoded = iter(encode_vectors(mat))
+                mat = pc.list_flatten(col).to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, layout.dim)
+                encoded = iter(layout.encode(mat))
                 values.append([next(encoded) if p else None for p in present])
             with client.pipeline(transaction=False) as pipe:
                 for k in rkeys:
@@ -226,14 +227,19 @@ def audit_release(spark, cfg: LfmConfig, release: Release, end: dt.datetime) -> 
 
 
 def sides(cfg: LfmConfig, spec: ExportSpec) -> list[Side]:
-    """The user side (UR, CR(u)) and the item side (IR, CR(i)) of an export."""
+    """The user side (UR, CR(u)) and the item side (IR, CR(i)) of an export, layouts checked against Feast."""
     from feature_repo.specs import key_of, view_name
+    from serving.codec import key_layout, value_layout
+    from serving.online_io import redis_field
 
+    int64 = cfg.feast.entity_key_type == EntityKeyType.int64
     out = []
     for entity in ("user", "item"):
         tables = tuple(t for t in EMBEDDING_TABLES if side_of(t) == entity)
-        out.append(Side(key_of(cfg, tables[0]), tables, tuple(view_name(t, spec.id) for t in tables),
-                        tuple(spec.dim(t) for t in tables)))
+        views = tuple(view_name(t, spec.id) for t in tables)
+        out.append(Side(tables, views, key_layout(key_of(cfg, tables[0]), int64),
+                        tuple(value_layout(spec.dim(t)) for t in tables),
+                        tuple(redis_field(v, t) for v, t in zip(views, tables))))
     return out
 
 
@@ -243,8 +249,7 @@ def write_release(spark, cfg: LfmConfig, release: Release, end: dt.datetime) -> 
     from pyspark.sql import functions as F
 
     f = cfg.feast
-    target = RedisTarget(f.redis_connection, f.project, f.redis_key_ttl_days * 86400 or None,
-                         f.entity_key_type == EntityKeyType.int64, int(end.timestamp()))
+    target = RedisTarget(f.redis_connection, f.project, f.redis_key_ttl_days * 86400 or None, int(end.timestamp()))
     written: dict[str, int] = {}
     for side in sides(cfg, release.spec):
         frames = [_released(spark, cfg, release, t).select("key", F.col("vector").alias(f"v{i}"))

@@ -70,10 +70,9 @@ def redis_write(cfg, ids: list, day_ts: dt.datetime, mats: dict[str, np.ndarray]
     from serving.online_spark import RedisTarget, redis_write_batches, sides
 
     f = cfg.feast
-    int64 = f.entity_key_type.value == "int64"
-    target = RedisTarget(f.redis_connection, f.project, None, int64, int(day_ts.timestamp()))
+    target = RedisTarget(f.redis_connection, f.project, None, int(day_ts.timestamp()))
     for side in sides(cfg, SPEC):
-        cols = {"key": pa.array(ids, pa.int64() if int64 else pa.string())}
+        cols = {"key": pa.array(ids, pa.int64() if side.key.int64 else pa.string())}
         cols.update({f"v{i}": matrix_to_list(mats[t]) for i, t in enumerate(side.tables)})
         batch = pa.RecordBatch.from_pydict(cols)
         list(redis_write_batches(iter([batch.slice(i, 3) for i in range(0, batch.num_rows, 3)]), side, target))
