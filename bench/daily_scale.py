@@ -75,6 +75,7 @@ class TreeSampler:
         self.root = psutil.Process(pid)
         self.every = every
         self.samples: list[Sample] = []
+        self.cpu: dict[int, float] = {}  # pid -> its CPU seconds when last seen (the JVM, workers included)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -89,6 +90,8 @@ class TreeSampler:
         java = {p.pid for p in procs if _name(p) == "java"}
         for p in procs:
             try:
+                times = p.cpu_times()
+                self.cpu[p.pid] = times.user + times.system
                 rss = p.memory_info().rss
                 if p.pid in java:
                     jvm += rss
@@ -153,7 +156,8 @@ def lfm(config: Path, *args: str, log=print, profile: Path | None = None) -> Com
         output, _ = proc.communicate()
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    waited = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    cpu = max(waited, sum(sampler.cpu.values()))  # the JVM is not waited for; its workers come and go
     if proc.returncode != 0:
         raise RuntimeError(f"lfm {' '.join(args)} failed ({proc.returncode}):\n{output[-4000:]}")
     log(f"lfm {' '.join(args)}: {wall:.1f}s, {cpu:.1f} CPU s ({load()})")

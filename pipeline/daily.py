@@ -100,14 +100,16 @@ def _publish(ctx: DayContext) -> int:
 
 
 def _materialize(ctx: DayContext) -> int:
+    from feature_repo.store import open_store
     from serving.materialize import materialize
     from serving.register import register
 
     # Idempotent and additive: the run's export gets its views beside the others; `lfm_current` only moves
     # when nothing is current yet (switching serving to another export is an explicit `lfm register --current`).
     try:
-        register(ctx.cfg, [ctx.export.spec])
-        result = materialize(ctx.spark, ctx.cfg, ctx.ds, ctx.export.spec.id)
+        store = open_store(ctx.cfg)  # one Feast store (and registry connection) for both
+        register(ctx.cfg, [ctx.export.spec], store=store)
+        result = materialize(ctx.spark, ctx.cfg, ctx.ds, ctx.export.spec.id, store=store)
     except Exception as err:
         if _is_connection_error(err):
             raise OnlineStoreDown(f"the online store ({_store_address(ctx.cfg)}) is unreachable: {err}; nothing "
