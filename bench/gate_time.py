@@ -25,14 +25,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pyspark.sql import SparkSession  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
-from inference.decay import day_end  # noqa: E402
+from lakehouse.delta_io import replace_partitions, table_version  # noqa: E402
 from lfm.config import LfmConfig, config_from_dict  # noqa: E402
-from lakehouse.delta_io import replace_partitions  # noqa: E402
+from lfm.contract import EMBEDDING_TABLES, PARTITION_BY, day_end  # noqa: E402
 from spark_jobs.session import get_spark  # noqa: E402
+from tests.support.synthetic_vectors import spec  # noqa: E402
 
-VERSION = "beef00c0ffee"
 D = dt.date(2022, 5, 2)
 DIM = 64
+SPEC = spec("beef00c0ffee00c0ffee", ur_dim=DIM, ir_dim=DIM, cr_dim=DIM, cr_layer="dnn_0")
 
 
 def embeddings(spark: SparkSession, cfg: LfmConfig, table: str, key: str, n: int, day: dt.date) -> None:
@@ -44,11 +45,11 @@ def embeddings(spark: SparkSession, cfg: LfmConfig, table: str, key: str, n: int
         end = day_end(d, cfg.schema.timezone)
         df = base.select(key, F.expr("transform(__base, x -> CAST(x + 0.2 * randn() AS FLOAT))").alias(table))
         if table.startswith("cr_"):
-            df = df.withColumn("cr_layer", F.lit("dnn_0"))
-        frames.append(df.withColumn("model_version", F.lit(VERSION)).withColumn("ds", F.lit(d))
-                      .withColumn("event_timestamp", F.lit(end)))
+            df = df.withColumn("cr_layer", F.lit(SPEC.cr_layer))
+        frames.append(df.withColumn("model_version", F.lit(SPEC.model_version)).withColumn("export_id", F.lit(SPEC.id))
+                      .withColumn("ds", F.lit(d)).withColumn("event_timestamp", F.lit(end)))
     replace_partitions(frames[0].unionByName(frames[1]), cfg.table_path(table), [day - dt.timedelta(days=1), day],
-                       {"job": "bench"})
+                       {"job": "bench"}, extra_predicate=f"export_id = '{SPEC.id}'", partition_by=PARTITION_BY)
     base.unpersist()
 
 
@@ -60,21 +61,26 @@ def events(spark: SparkSession, cfg: LfmConfig, users: int, items: int, day: dt.
     replace_partitions(df, cfg.table_path("events"), [day], {"job": "bench"})
 
 
-def cpu_seconds(spark: SparkSession) -> float:
-    """CPU time used so far by the Spark JVM (driver and local executors) and this Python process."""
-    pid = spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid()
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    jvm = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-    own = os.times()
-    return jvm + own.user + own.system
+def cpu_seconds() -> float:
+    """CPU time used so far by this process and its children (the Spark JVM and its Python workers)."""
+    import psutil
+
+    me = psutil.Process()
+    total = 0.0
+    for p in [me, *me.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:  # a worker that just exited
+            continue
+    return total
 
 
 def run(spark: SparkSession, root: Path, users: int, items: int) -> dict:
     from validation.gate import run_gate
 
     shutil.rmtree(root, ignore_errors=True)
-    cfg = config_from_dict({"lakehouse": str(root / "lakehouse"),
-                            "quality": {"dims": {t: DIM for t in ("ur", "ir", "cr_user", "cr_item")}}})
+    cfg = config_from_dict({"lakehouse": str(root / "lakehouse")})
     t0 = time.perf_counter()
     events(spark, cfg, users, items, D)
     for table, key, n in (("ur", cfg.schema.user_key, users), ("cr_user", cfg.schema.user_key, users),
@@ -82,11 +88,12 @@ def run(spark: SparkSession, root: Path, users: int, items: int) -> dict:
         embeddings(spark, cfg, table, key, n, D)
     write_s = time.perf_counter() - t0
     runs = []
+    versions = {t: int(table_version(spark, cfg.table_path(t))) for t in EMBEDDING_TABLES}  # D-1 and D: one commit
     for _ in range(2):
-        cpu0, load0 = cpu_seconds(spark), os.getloadavg()[0]
-        result = run_gate(spark, cfg, D, VERSION)
+        cpu0, load0 = cpu_seconds(), os.getloadavg()[0]
+        result = run_gate(spark, cfg, D, SPEC, versions=versions, previous_versions=versions)
         assert result.passed, result.summary()
-        runs.append({"total_s": round(result.seconds, 1), "cpu_s": round(cpu_seconds(spark) - cpu0, 1),
+        runs.append({"total_s": round(result.seconds, 1), "cpu_s": round(cpu_seconds() - cpu0, 1),
                      "load_avg": round((load0 + os.getloadavg()[0]) / 2, 1),
                      **{t: round(r.seconds, 1) for t, r in result.tables.items()}})
     return {"users": users, "items": items, "dim": DIM, "write_two_days_s": round(write_s, 1),

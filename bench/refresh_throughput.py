@@ -130,8 +130,8 @@ def pretrain_model(spark, cfg, log) -> str:
 # ---- inputs shared by every method: parquet files of exactly the rows each extraction reads ----
 
 def stage_inputs(spark, cfg, plan, workdir: Path) -> dict[str, Path]:
-    from spark_jobs.refresh import day_samples, users_in_scope
     from lakehouse.delta_io import read_table
+    from spark_jobs.refresh.compute import day_samples, users_in_scope
 
     s = cfg.schema
     out = {}
@@ -156,8 +156,8 @@ def plain_loop(path: Path, kind: str, model_dir: str, layer: str, cfg_json: str,
 
     from inference import decay
     from inference.extract import Extractor
+    from inference.kernels import group_codes, partial_sums
     from lfm.config import LfmConfig
-    from spark_jobs.refresh import _group, _partials
 
     cfg = LfmConfig.model_validate_json(cfg_json)
     ex = Extractor(model_dir, threads=threads, batch_rows=batch_rows, schema=cfg.schema)
@@ -176,8 +176,8 @@ def plain_loop(path: Path, kind: str, model_dir: str, layer: str, cfg_json: str,
             w = decay.sample_weights(t_ms, day_end_ms, tau)
             cr = ex.cross_vectors(b, layer)
             for key in (cfg.schema.user_key, cfg.schema.item_key):
-                codes, uniques = _group(b.column(key))
-                _partials(codes, uniques, cr, w, t_ms)
+                codes, uniques = group_codes(b.column(key))
+                partial_sums(codes, uniques, cr, w, t_ms)
             v = cr
         rows += b.num_rows
         del v
@@ -210,7 +210,8 @@ def spark_frame(spark, cfg, plan, kind: str, path: Path, fraction: float | None 
     """The refresh's own mapInArrow stage over the staged rows (UR/IR: towers; CR: weighted partial sums)."""
     import functools
 
-    from spark_jobs import refresh as R
+    from inference.kernels import cr_partial_batches, tower_batches
+    from spark_jobs.refresh import compute as R
 
     s = cfg.schema
     R._arrow_conf(spark, cfg)
@@ -221,11 +222,11 @@ def spark_frame(spark, cfg, plan, kind: str, path: Path, fraction: float | None 
     ex = R._extractor(plan, cfg)
     if kind in ("UR", "IR"):
         key, out, side = (s.user_key, "ur", "user") if kind == "UR" else (s.item_key, "ir", "item")
-        fn = functools.partial(R.tower_batches, extractor=ex, key=key, out=out, side=side)
+        fn = functools.partial(tower_batches, extractor=ex, key=key, out=out, side=side)
         return src.mapInArrow(fn, f"`{key}` {src.schema[key].dataType.simpleString()}, `{out}` array<float>, "
                                   "__finite boolean")
     ut, it = src.schema[s.user_key].dataType, src.schema[s.item_key].dataType
-    fn = functools.partial(R.cr_partial_batches, extractor=ex, points=(plan.cr_layer,), ukey=s.user_key,
+    fn = functools.partial(cr_partial_batches, extractor=ex, points=(plan.cr_layer,), ukey=s.user_key,
                            ikey=s.item_key, ukey_type=R._arrow_type(ut), ikey_type=R._arrow_type(it),
                            day_end_ms=plan.day_end_ms, tau_hours=cfg.refresh.tau_hours)
     return src.mapInArrow(fn, f"point string, ukey {ut.simpleString()}, ikey {it.simpleString()}, ord bigint, "
@@ -238,7 +239,7 @@ def pbudf_frame(spark, cfg, plan, kind: str, path: Path):
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
-    from spark_jobs import refresh as R
+    from spark_jobs.refresh import compute as R
 
     s = cfg.schema
     src = R._spread(spark.read.parquet(str(path)), R._partitions(spark, cfg))
@@ -278,7 +279,10 @@ def timed_noop(spark, df) -> float:
 
 
 def jvm_pid(spark) -> int:
-    return spark.sparkContext._gateway.proc.pid
+    """The Spark JVM: this process's `java` child (the PySpark gateway)."""
+    import psutil
+
+    return next(p.pid for p in psutil.Process().children() if p.name() == "java")
 
 
 def extraction(spark, cfg, plan, staged, cores: int, log) -> list[dict]:
@@ -286,7 +290,7 @@ def extraction(spark, cfg, plan, staged, cores: int, log) -> list[dict]:
     from pyspark.sql import functions as F
 
     from lakehouse.delta_io import replace_partitions
-    from spark_jobs.refresh import PARTITION_BY
+    from lfm.contract import PARTITION_BY
 
     results = []
     for kind in ("UR", "IR", "CR"):
@@ -310,11 +314,12 @@ def extraction(spark, cfg, plan, staged, cores: int, log) -> list[dict]:
             name = kind.lower()
             df = spark_frame(spark, cfg, plan, kind, staged[kind]).select(
                 F.col(cfg.schema.user_key if kind == "UR" else cfg.schema.item_key), name,
-                F.lit(plan.model_version).alias("model_version"), F.lit(plan.ds).alias("ds"),
+                F.lit(plan.model_version).alias("model_version"), F.lit(plan.spec.id).alias("export_id"),
+                F.lit(plan.ds).alias("ds"),
                 F.timestamp_millis(F.lit(plan.day_end_ms)).alias("event_timestamp"))
             t0 = time.perf_counter()
             replace_partitions(df, str(Path(cfg.resolve(cfg.lakehouse)) / f"bench_{name}"), [plan.ds], {"bench": 1},
-                               extra_predicate=plan.version_predicate, partition_by=PARTITION_BY)
+                               extra_predicate=f"export_id = '{plan.spec.id}'", partition_by=PARTITION_BY)
             secs = time.perf_counter() - t0
             row["spark_delta"] = n / secs
             log(f"{kind} spark mapInArrow + Delta write: {n / secs:,.0f} rows/s ({n / secs / row['plain']:.2f}x)")
@@ -323,15 +328,19 @@ def extraction(spark, cfg, plan, staged, cores: int, log) -> list[dict]:
 
 
 def full_refresh(spark, cfg, model_version: str, log) -> dict:
-    from spark_jobs.refresh import compute_day, plan_refresh, publish
+    from pipeline.spec import resolve_export
+    from spark_jobs.refresh import plan_refresh
+    from spark_jobs.refresh.compute import compute_day
+    from spark_jobs.refresh.write import record_candidate, write_tables
 
     t0 = time.perf_counter()
-    plan = plan_refresh(spark, cfg, DAY, model_version, cold_start=True, run_id="bench")
+    export = resolve_export(cfg, model_version)
+    plan = plan_refresh(spark, cfg, export.spec, export.model_dir, DAY, cold_start=True)
     t1 = time.perf_counter()
     with PeakRss(jvm_pid(spark)) as mem:
         out = compute_day(spark, cfg, plan, None)
         t2 = time.perf_counter()
-        publish(spark, cfg, plan, out)
+        record_candidate(cfg, plan, write_tables(spark, cfg, plan, out), out)
         out.release()
     t3 = time.perf_counter()
     row = {"users": out.rows["ur"], "items": out.rows["ir"], "events": None, "plan_s": t1 - t0, "compute_s": t2 - t1,
@@ -384,6 +393,7 @@ def main() -> int:
         _plain_child(args.plain_child)
         return 0
 
+    from pipeline.spec import resolve_export
     from spark_jobs.refresh import plan_refresh
     from spark_jobs.samples import samples
     from spark_jobs.session import get_spark
@@ -402,7 +412,8 @@ def main() -> int:
     spark = get_spark(cfg)
     cfg = prepare(spark, args.workdir, main_users, args.cores, log)
     version = pretrain_model(spark, cfg, log)
-    plan = plan_refresh(spark, cfg, DAY, version, cold_start=True, run_id="bench")
+    export = resolve_export(cfg, version)
+    plan = plan_refresh(spark, cfg, export.spec, export.model_dir, DAY, cold_start=True, run_id="bench")
     extract_rows, refresh_rows = [], []
     if "extract" not in args.skip:
         staged = stage_inputs(spark, cfg, plan, args.workdir / f"u{main_users}")

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import dataclass
 
+import deltalake
+import pyarrow as pa
+import pyarrow.compute as pc
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
@@ -22,7 +26,16 @@ _TABLE_PROPERTIES = {"delta.logRetentionDuration": LOG_RETENTION,
                      "delta.deletedFileRetentionDuration": LOG_RETENTION}
 
 
+def _local(path: str) -> bool:
+    """A table on this machine's file system: its log is read with delta-rs, in milliseconds and without a Spark
+    job (a Spark `DeltaTable` loads the table's snapshot first: seconds on a busy machine). Object-store URIs go
+    through Spark, which holds their credentials."""
+    return "://" not in path or path.startswith("file://")
+
+
 def table_exists(spark: SparkSession, path: str) -> bool:
+    if _local(path):
+        return deltalake.DeltaTable.is_deltatable(path)
     return DeltaTable.isDeltaTable(spark, path)
 
 
@@ -83,7 +96,33 @@ def table_version(spark: SparkSession, path: str) -> int | None:
     """The latest commit version of a Delta table, recorded as an input version in downstream commits."""
     if not table_exists(spark, path):
         return None
+    if _local(path):
+        return int(deltalake.DeltaTable(path, without_files=True).version())
     return int(DeltaTable.forPath(spark, path).history(1).collect()[0]["version"])
+
+
+@dataclass(frozen=True)
+class DayStats:
+    rows: int
+    latest_ms: int | None  # the largest `time_column` value (epoch ms, truncated as Delta's statistics keep it)
+
+
+def day_stats(path: str, version: int, day: dt.date, time_column: str) -> DayStats | None:
+    """Rows and latest time of the `ds` partition `day` at `version`, from the commit log's per-file statistics
+    (no scan, no Spark job); None when they are not at hand (an object store, a file written without them)."""
+    if not _local(path):
+        return None
+    actions = pa.table(deltalake.DeltaTable(path, version=int(version)).get_add_actions(flatten=True))
+    if "partition.ds" not in actions.column_names:
+        return None
+    mine = actions.filter(pc.equal(actions.column("partition.ds"), pa.scalar(parse_ds(day), pa.date32())))
+    latest = f"max.{time_column}"
+    if mine.num_rows == 0:
+        return DayStats(0, None)
+    if latest not in mine.column_names or mine.column("num_records").null_count or mine.column(latest).null_count:
+        return None
+    return DayStats(int(pc.sum(mine.column("num_records")).as_py()),
+                    int(pc.max(pc.cast(mine.column(latest), pa.timestamp("ms", tz="UTC"))).value))
 
 
 def read_table(spark: SparkSession, path: str, version: int | None = None) -> DataFrame:
@@ -96,6 +135,15 @@ def read_table(spark: SparkSession, path: str, version: int | None = None) -> Da
 
 def commit_info(spark: SparkSession, path: str, version: int | None = None) -> dict:
     """The commit `version` (default: latest): version, operation and the parsed userMetadata."""
+    if _local(path):
+        table = deltalake.DeltaTable(path, without_files=True)
+        latest = table.version()
+        want = latest if version is None else int(version)
+        found = [c for c in table.history(latest - want + 1) if c.get("version") == want] if 0 <= want <= latest else []
+        if not found:
+            raise ValueError(f"{path} has no commit {version}")
+        meta = found[0].get("userMetadata")
+        return {"version": want, "operation": found[0].get("operation"), "userMetadata": json.loads(meta) if meta else {}}
     hist = DeltaTable.forPath(spark, path).history()
     if version is not None:
         hist = hist.where(f"version = {int(version)}")

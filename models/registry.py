@@ -24,15 +24,18 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from lfm.config import DataSchema, LfmConfig
 from lfm.config.model import ModelSettings
 from lfm.errors import LfmError
 from lfm.names import BadInput, check_model_version
-from models.encoders import FeatureEncoders
-from models.lfm import Lfm, build_lfm
+
+if TYPE_CHECKING:  # torch is imported where weights are read or written: reading cards stays light
+    import torch
+
+    from models.encoders import FeatureEncoders
+    from models.lfm import Lfm
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +89,8 @@ def _canonical(obj) -> bytes:
 
 def tensor_hash(state: dict[str, torch.Tensor]) -> str:
     """sha256 over (name, dtype, shape, bytes) of every tensor in name order: independent of file encoding."""
+    import torch
+
     h = hashlib.sha256()
     for name in sorted(state):
         t = state[name].detach().cpu().contiguous()
@@ -161,6 +166,11 @@ def read_card(model_dir: Path) -> tuple[dict, ModelCard]:
 
 def load_checkpoint(model_dir: str | os.PathLike, schema: DataSchema | None = None) -> Checkpoint:
     """Verify and load a checkpoint folder into a frozen eval-mode model; `schema` (if given) must match."""
+    import torch
+
+    from models.encoders import FeatureEncoders
+    from models.lfm import build_lfm
+
     model_dir = Path(model_dir)
     data, card = read_card(model_dir)
     if schema is not None:
@@ -222,6 +232,8 @@ class Registry:
     # ---- writing ----
     def register(self, model: Lfm, encoders: FeatureEncoders, metrics: dict) -> ModelCard:
         """Save a trained model; idempotent (the same content gives the same version and folder)."""
+        import torch
+
         state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
         content = content_of(model, encoders, self.cfg.schema)
         wh = tensor_hash(state)

@@ -18,20 +18,20 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
+from typing import TYPE_CHECKING
 
 from lakehouse import candidates
-from lakehouse.delta_io import table_exists
 from lakehouse.locks import day_lock
 from lfm.config import LfmConfig
+from lfm.contract import ExportSpec
 from lfm.errors import LfmError
 from lfm.names import check_model_version, check_run_id, parse_ds
 from pipeline import runs
-from pipeline.export import NoCandidate, audit, publish
 from pipeline.spec import ResolvedExport
 from pipeline.steps import DayContext, Step, StepFailed, run_steps
+
+if TYPE_CHECKING:  # Spark, GE and Feast are imported by the steps that use them: a finished day needs none
+    from pyspark.sql import SparkSession
 
 log = logging.getLogger("lfm.daily")
 
@@ -51,6 +51,10 @@ def _ingest(source: Path | None) -> Callable[[DayContext], int]:
             from spark_jobs.ingest import ingest
 
             return ingest(ctx.spark, ctx.cfg, source, [ctx.ds], run_id=ctx.run_id).events_rows
+        from pyspark.sql import functions as F
+
+        from lakehouse.delta_io import table_exists
+
         path = ctx.cfg.table_path("events")
         rows = (ctx.spark.read.format("delta").load(path).where(F.col("ds") == F.lit(ctx.ds)).count()
                 if table_exists(ctx.spark, path) else 0)
@@ -71,6 +75,8 @@ def _refresh(cold_start: bool) -> Callable[[DayContext], int]:
 
 
 def _candidate(ctx: DayContext):
+    from pipeline.export import NoCandidate
+
     found = candidates.latest(ctx.cfg, ctx.ds, ctx.export.spec.id)
     if found is None:
         raise NoCandidate(f"no complete refresh of {ctx.ds} for {ctx.export.spec.describe()}: rerun with --force")
@@ -78,6 +84,8 @@ def _candidate(ctx: DayContext):
 
 
 def _validate(ctx: DayContext) -> int:
+    from pipeline.export import audit
+
     gate = audit(ctx.spark, ctx.cfg, _candidate(ctx), ctx.run_id)
     log.info("run_id=%s ds=%s step=validate %s", ctx.run_id, ctx.ds, gate.summary().splitlines()[0])
     gate.raise_if_failed()  # QualityGateFailed: the summary names each quarantined table and expectation
@@ -85,19 +93,23 @@ def _validate(ctx: DayContext) -> int:
 
 
 def _publish(ctx: DayContext) -> int:
+    from pipeline.export import publish
+
     release = publish(ctx.spark, ctx.cfg, _candidate(ctx))
     return len(release.table_versions)
 
 
 def _materialize(ctx: DayContext) -> int:
+    from feature_repo.store import open_store
     from serving.materialize import materialize
     from serving.register import register
 
     # Idempotent and additive: the run's export gets its views beside the others; `lfm_current` only moves
     # when nothing is current yet (switching serving to another export is an explicit `lfm register --current`).
     try:
-        register(ctx.cfg, [ctx.export.spec])
-        result = materialize(ctx.spark, ctx.cfg, ctx.ds, ctx.export.spec.id)
+        store = open_store(ctx.cfg)  # one Feast store (and registry connection) for both
+        register(ctx.cfg, [ctx.export.spec], store=store)
+        result = materialize(ctx.spark, ctx.cfg, ctx.ds, ctx.export.spec.id, store=store)
     except Exception as err:
         if _is_connection_error(err):
             raise OnlineStoreDown(f"the online store ({_store_address(ctx.cfg)}) is unreachable: {err}; nothing "
@@ -165,14 +177,16 @@ class DayRun:
 
 def run_daily(cfg: LfmConfig, resolve: Callable[[], ResolvedExport], ds: str | dt.date,
               spark_factory: Callable[[], SparkSession], source: Path | None = None, cold_start: bool = False,
-              force: bool = False, run_id: str | None = None, say: Say | None = None) -> DayRun:
+              force: bool = False, run_id: str | None = None, say: Say | None = None,
+              resolve_spec: Callable[[], ExportSpec] | None = None) -> DayRun:
     """Run (or resume) day `ds` of one export; raises `StepFailed` (recorded in `runs`) on a failure.
 
-    `resolve` gives the export (called once, when a step first needs it). A day whose every step succeeded for
-    this export is skipped without starting Spark.
+    `resolve` gives the export (called once, when a step first needs it); `resolve_spec` its spec alone, from the
+    model card. A day whose every step succeeded for this export is skipped without starting Spark, importing
+    torch or reading the weights.
     """
     day = parse_ds(ds)
-    ctx = DayContext(cfg, day, resolve, spark_factory=spark_factory)
+    ctx = DayContext(cfg, day, resolve, spark_factory=spark_factory, resolve_spec=resolve_spec)
     if run_id:
         ctx.run_id = check_run_id(run_id)
     steps = daily_steps(Path(source) if source is not None else None, cold_start, say)
@@ -190,15 +204,22 @@ def run_days(cfg: LfmConfig, days: Sequence[dt.date], spark_factory: Callable[[]
     """Days in order, stopping at the first failure (later days need its CR state). The export is resolved once
     (`model_version`, default the latest registered; `cr_layer`, default the selected one) for every day."""
     from pipeline.spec import resolve_export
+    from pipeline.spec import resolve_spec as card_spec
 
     if model_version is not None:
         check_model_version(model_version)  # refused before any work, not when a step first resolves it
     resolved: list[ResolvedExport] = [export] if export else []
+    specs: list[ExportSpec] = [export.spec] if export else []
 
     def resolve() -> ResolvedExport:  # once for the whole range, when a step first needs it
         if not resolved:
             resolved.append(resolve_export(cfg, model_version, cr_layer))
         return resolved[0]
+
+    def resolve_spec() -> ExportSpec:  # the spec alone, for the days that turn out to be finished
+        if not specs:
+            specs.append(resolved[0].spec if resolved else card_spec(cfg, model_version, cr_layer))
+        return specs[0]
 
     days = sorted({parse_ds(d) for d in days})
     base = check_run_id(run_id) if run_id else uuid.uuid4().hex[:12]
@@ -208,7 +229,8 @@ def run_days(cfg: LfmConfig, days: Sequence[dt.date], spark_factory: Callable[[]
     for i, day in enumerate(days):
         try:
             day_run = run_daily(cfg, resolve, day, spark_factory, source, cold_start=cold_start and i == 0,
-                                force=force, run_id=base if len(days) == 1 else f"{base}-{day:%Y%m%d}", say=say)
+                                force=force, run_id=base if len(days) == 1 else f"{base}-{day:%Y%m%d}", say=say,
+                                resolve_spec=resolve_spec)
         except StepFailed as err:
             raise DailyFailed(err, _hint(cfg, err), done=out) from err
         out.append(day_run)

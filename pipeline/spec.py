@@ -18,12 +18,20 @@ class ResolvedExport:
     model_dir: str  # verified (hashes, tensors, data schema) once, here
 
 
-def resolve_export(cfg: LfmConfig, model_version: str | None = None, cr_layer: str | None = None) -> ResolvedExport:
-    """The spec of `model_version` (default: the latest registered) and its verified checkpoint folder."""
+def resolve_spec(cfg: LfmConfig, model_version: str | None = None, cr_layer: str | None = None) -> ExportSpec:
+    """The spec alone, from the model card (no weights read, no torch): enough to tell which export a run means,
+    e.g. that a finished day has nothing left to do."""
     from models.exports import spec_for
     from models.registry import Registry
 
-    reg = Registry(cfg)
-    card = reg.resolve(check_model_version(model_version) if model_version else None)
-    path = reg.path(card.model_version)  # verifies the weights (hashes, tensors-only load) once, here
-    return ResolvedExport(spec_for(cfg, card, cr_layer), str(path))
+    card = Registry(cfg).resolve(check_model_version(model_version) if model_version else None)
+    return spec_for(cfg, card, cr_layer)
+
+
+def resolve_export(cfg: LfmConfig, model_version: str | None = None, cr_layer: str | None = None) -> ResolvedExport:
+    """The spec of `model_version` (default: the latest registered) and its verified checkpoint folder."""
+    from models.registry import Registry
+
+    spec = resolve_spec(cfg, model_version, cr_layer)
+    path = Registry(cfg).path(spec.model_version)  # verifies the weights (hashes, tensors-only load) once, here
+    return ResolvedExport(spec, str(path))

@@ -12,13 +12,16 @@ import traceback
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-
-from pyspark.sql import SparkSession
+from typing import TYPE_CHECKING
 
 from lfm.config import LfmConfig
+from lfm.contract import ExportSpec
 from lfm.errors import LfmError
 from pipeline import runs
 from pipeline.spec import ResolvedExport
+
+if TYPE_CHECKING:  # pyspark is imported by the steps that run Spark: a finished day needs none of it
+    from pyspark.sql import SparkSession
 
 log = logging.getLogger("lfm.steps")
 
@@ -35,8 +38,11 @@ class DayContext:
     resolve: Callable[[], ResolvedExport] | None = None  # resolves the export once, on first use
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     spark_factory: Callable[[], SparkSession] | None = None
+    # The spec alone (the model card, no weights): what deciding that a finished day is done needs.
+    resolve_spec: Callable[[], ExportSpec] | None = None
     _spark: SparkSession | None = field(default=None, repr=False)
     _export: ResolvedExport | None = field(default=None, repr=False)
+    _spec: ExportSpec | None = field(default=None, repr=False)
 
     @property
     def spark(self) -> SparkSession:
@@ -55,12 +61,21 @@ class DayContext:
         return self._export
 
     @property
+    def spec(self) -> ExportSpec | None:
+        """The export's spec: from the export when resolved, else from `resolve_spec` (cheap), else resolved."""
+        if self._export is not None:
+            return self._export.spec
+        if self._spec is None and self.resolve_spec is not None:
+            self._spec = self.resolve_spec()
+        return self._spec or (self.export.spec if self.resolve else None)
+
+    @property
     def model_version(self) -> str | None:
-        return self.export.spec.model_version if self._export or self.resolve else None
+        return self.spec.model_version if self.spec else None
 
     @property
     def export_id(self) -> str | None:
-        return self.export.spec.id if self._export or self.resolve else None
+        return self.spec.id if self.spec else None
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from feast.protos.feast.types.Value_pb2 import FloatList
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
 from lfm.errors import LfmError
+from serving.feast_bytes import KeyLayout, ValueLayout
 
 KEY_VERSION = 3  # entity_key_serialization_version of the generated feature_store.yaml
 
@@ -40,18 +41,16 @@ def float_list_prefix(dim: int) -> bytes:
     return prefix
 
 
+def value_layout(dim: int) -> ValueLayout:
+    """The float-list value layout of `dim` floats, taken from Feast's serializer."""
+    return ValueLayout(float_list_prefix(dim), dim)
+
+
 def encode_vectors(mat: np.ndarray) -> list[bytes]:
     """Serialized ValueProto per row of a (n, dim) float32 matrix, byte-identical to Feast's."""
     mat = np.ascontiguousarray(mat, dtype="<f4")
-    n, dim = mat.shape
-    prefix = float_list_prefix(dim)
-    width = len(prefix) + 4 * dim
-    buf = np.empty((n, width), dtype=np.uint8)
-    buf[:, : len(prefix)] = np.frombuffer(prefix, dtype=np.uint8)
-    buf[:, len(prefix):] = mat.view(np.uint8).reshape(n, 4 * dim)
-    blob = buf.tobytes()
-    out = [blob[i * width:(i + 1) * width] for i in range(n)]
-    if n and out[0] != feast_value_bytes(mat[0]):
+    out = value_layout(mat.shape[1]).encode(mat)
+    if out and out[0] != feast_value_bytes(mat[0]):
         raise CodecMismatch("bulk vector encoding differs from Feast's ValueProto serialization")
     return out
 
@@ -78,22 +77,29 @@ def _feast_key(join_key: str, value) -> bytes:
                                 entity_key_serialization_version=KEY_VERSION)
 
 
-@functools.lru_cache(maxsize=16)
-def _int64_key_prefix(join_key: str) -> bytes:
-    whole = _feast_key(join_key, 0)
-    if whole[-8:] != struct.pack("<q", 0):
-        raise CodecMismatch("Feast's INT64 entity key encoding does not end in the 8-byte value")
-    return whole[:-8]
+@functools.lru_cache(maxsize=32)
+def key_layout(join_key: str, int64: bool = True) -> KeyLayout:
+    """The entity key layout of one join key, taken from Feast's serializer and checked on a sample."""
+    if int64:
+        whole = _feast_key(join_key, 0)
+        if whole[-8:] != struct.pack("<q", 0):
+            raise CodecMismatch("Feast's INT64 entity key encoding does not end in the 8-byte value")
+        layout = KeyLayout(whole[:-8], True)
+        sample = 2**40 + 7
+    else:
+        whole = _feast_key(join_key, "")
+        if whole[-4:] != struct.pack("<I", 0):
+            raise CodecMismatch("Feast's STRING entity key encoding does not end in the value's length")
+        layout = KeyLayout(whole[:-4], False)
+        sample = "ü-2"
+    if layout.encode([sample])[0] != _feast_key(join_key, sample):
+        raise CodecMismatch("bulk entity key encoding differs from Feast's serialize_entity_key")
+    return layout
 
 
 def entity_keys(join_key: str, ids, int64: bool = True) -> list[bytes]:
-    """Serialized entity keys (Feast v3 encoding) for one join key; INT64 ids are encoded in bulk."""
-    if not int64:
-        return [_feast_key(join_key, str(i)) for i in ids]
-    arr = np.asarray(ids, dtype="<i8")
-    prefix = _int64_key_prefix(join_key)
-    raw = arr.tobytes()
-    out = [prefix + raw[8 * i: 8 * i + 8] for i in range(len(arr))]
-    if len(arr) and out[0] != _feast_key(join_key, int(arr[0])):
+    """Serialized entity keys (Feast v3 encoding) for one join key, encoded in bulk."""
+    out = key_layout(join_key, int64).encode(ids)
+    if out and out[0] != _feast_key(join_key, int(ids[0]) if int64 else str(ids[0])):
         raise CodecMismatch("bulk entity key encoding differs from Feast's serialize_entity_key")
     return out

@@ -1,14 +1,20 @@
-"""`lfm materialize --ds D`: load day D's *release* into the online store — every table of it, or nothing.
+"""`lfm materialize --ds D`: load day D's *release* into the online store — every table of it, checked first.
 
 For each export asked for (or every registered one):
 - skipped unless (D, export) is released (`lakehouse.releases`): a quarantined, withdrawn or never-validated day
   changes nothing online;
 - skipped if the online store already holds a newer snapshot of every view (a backfill in any order never rolls
-  the online store back; per key, `serving.online_io` keeps a newer stored snapshot too);
-- else each table is read at exactly the version its release names, *all four are checked before the first
+  the online store back; per key, a newer stored snapshot is kept too);
+- else each table is read at exactly the version its release names and *all four are checked before the first
   write* (no null key or vector, one width = the export's, every value finite, one snapshot time = the end of D),
-  then written in one transaction (sqlite) or one MULTI/EXEC (Redis) under the store's lock, and recorded in the
-  Feast registry (materialization interval, so Feast serves it).
+  then written under the store's lock and recorded in the Feast registry (materialization interval, so Feast
+  serves it) once every write succeeded.
+Two writers, one per medium:
+- sqlite (the embedded store, one file on this machine): the driver reads the release as Arrow and writes every
+  view in one transaction (all or nothing);
+- Redis (the store of a deployment): Spark tasks check and write, each partition pipelining its own rows, so the
+  driver's memory does not grow with the day (`serving.online_spark`, which says exactly what holds there: one
+  HSET per entity with all its views, per-entity atomic; a failure part-way is completed by the rerun).
 When IR is loaded, the day's FAISS index for standalone retrieval is built from the same released vectors.
 Feast's own `materialize` reads by event-time window and converts every vector to a protobuf in Python; reading
 exactly the released partition and writing Feast's bytes in bulk is what makes this path fast (bench/serving.py).
@@ -29,7 +35,7 @@ import pyarrow.compute as pc
 from lakehouse import releases
 from lakehouse.delta_io import export_predicate, read_table
 from lfm.config import LfmConfig
-from lfm.config.serving import EntityKeyType
+from lfm.config.serving import EntityKeyType, OnlineStoreKind
 from lfm.contract import EMBEDDING_TABLES, ExportSpec, day_end, day_start
 from lfm.names import parse_ds
 
@@ -180,6 +186,12 @@ def materialize(spark, cfg: LfmConfig, ds: str | dt.date, export_ref: str | None
                              for t in EMBEDDING_TABLES]
             continue
         t0 = time.perf_counter()
+        if cfg.feast.online_store == OnlineStoreKind.redis:
+            result.loads += _load_from_spark(spark, cfg, store, release, start, end)
+            if build_index:
+                result.index_items = _index(cfg, spec, release, *_checked(cfg, release, {
+                    "ir": read_release(spark, cfg, "ir", release)})["ir"])
+            continue
         with ThreadPoolExecutor(max_workers=len(EMBEDDING_TABLES)) as pool:
             tables = dict(zip(EMBEDDING_TABLES, pool.map(lambda t: read_release(spark, cfg, t, release),
                                                          EMBEDDING_TABLES)))
@@ -206,12 +218,38 @@ def _write_release(cfg: LfmConfig, store, spec: ExportSpec, day: dt.date, checke
             written = backend.write_views(_writes(cfg, spec, day, checked))
     finally:
         backend.close()
-    views = {t: store.get_feature_view(view_name(t, spec.id)) for t in EMBEDDING_TABLES}
-    for t in EMBEDDING_TABLES:
-        store.registry.apply_materialization(views[t], store.project, start, end, commit=True)
+    _record(store, spec, start, end)
     seconds = read_seconds + time.perf_counter() - t0
     return [TableLoad(spec.id, t, True, rows=len(checked[t][0]), seconds=seconds,
                       reason=f"{written.get(view_name(t, spec.id), 0):,} keys newer than what was online")
+            for t in EMBEDDING_TABLES]
+
+
+def _record(store, spec: ExportSpec, start: dt.datetime, end: dt.datetime) -> None:
+    """Feast's materialization interval of every view, once every write of the release succeeded."""
+    for t in EMBEDDING_TABLES:
+        store.registry.apply_materialization(store.get_feature_view(view_name(t, spec.id)), store.project, start,
+                                             end, commit=True)
+
+
+def _load_from_spark(spark, cfg: LfmConfig, store, release: releases.Release, start: dt.datetime,
+                     end: dt.datetime) -> list[TableLoad]:
+    """Redis: check all four tables in Spark, then write from Spark tasks under the store's lock."""
+    from serving import online_spark
+    from serving.online_io import open_online
+
+    t0 = time.perf_counter()
+    audits = online_spark.audit_release(spark, cfg, release, end)  # raises before the first write
+    backend = open_online(cfg)
+    try:
+        with backend.locked():
+            written = online_spark.write_release(spark, cfg, release, end)
+    finally:
+        backend.close()
+    _record(store, release.spec, start, end)
+    seconds = time.perf_counter() - t0
+    return [TableLoad(release.export_id, t, True, rows=audits[t].rows, seconds=seconds,
+                      reason=f"{written.get(view_name(t, release.export_id), 0):,} keys newer than what was online")
             for t in EMBEDDING_TABLES]
 
 

@@ -3,8 +3,9 @@
 Writes go to the tables/hashes Feast created at `lfm register` (same keys, same value bytes, same timestamps), so
 `FeatureStore.get_online_features` and Feast's HTTP server read what we wrote; tests read every value type back
 through Feast's own reader. One request-shaped `read` serves `OnlineReader` (and is the benchmark's raw read).
-- `write_views` lands every view of a release at once or none of it: sqlite, one transaction over all views;
-  Redis, one MULTI/EXEC. Per key, an older snapshot never replaces a newer one (the stored event timestamp wins).
+- sqlite: `write_views` lands every view of a release at once or none of it (one transaction over all views); per
+  key, an older snapshot never replaces a newer one (the stored event timestamp wins). Redis is written by Spark
+  tasks (`serving.online_spark`) with the same per-key rule, one HSET per entity.
 - `locked()` serialises writers of one store: two materializes never interleave.
 - sqlite: one `UNION ALL` statement per lookup request; Redis: one pipeline of HMGETs per request.
 Feast's Redis layout is written with the public `mmh3` package (Feast's own dependency) for the field names and
@@ -17,6 +18,7 @@ import datetime as dt
 import fcntl
 import sqlite3
 import struct
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,55 +154,13 @@ def redis_field(view: str, feature: str) -> bytes:
 class RedisOnline:
     """Feast's Redis layout: hash per entity (key + project), field mmh3('<view>:<feature>'), `_ts:<view>`."""
 
-    def __init__(self, connection_string: str, project: str, key_ttl_seconds: int | None = None) -> None:
+    def __init__(self, connection_string: str, project: str) -> None:
         from redis import Redis
 
         host, port, kwargs = parse_redis_connection(connection_string)
         self.client = Redis(host=host, port=port, **kwargs)
         self.suffix = project.encode("utf-8")
         self.project = project
-        self.ttl = key_ttl_seconds
-
-    def _stored_ts(self, w: ViewWrite) -> list[int | None]:
-        """The stored snapshot time (seconds) of each key of a view, read in one pipeline."""
-        from google.protobuf.timestamp_pb2 import Timestamp
-
-        with self.client.pipeline(transaction=False) as pipe:
-            for k in w.keys:
-                pipe.hget(k + self.suffix, f"_ts:{w.view}")
-            raw = pipe.execute()
-        out: list[int | None] = []
-        for r in raw:
-            if r is None:
-                out.append(None)
-            else:
-                ts = Timestamp()
-                ts.ParseFromString(r)
-                out.append(ts.seconds)
-        return out
-
-    def write_views(self, writes: Sequence[ViewWrite]) -> dict[str, int]:
-        """All views in one MULTI/EXEC (all or nothing); a key keeps a newer stored snapshot."""
-        from google.protobuf.timestamp_pb2 import Timestamp
-
-        written: dict[str, int] = {}
-        with self.client.pipeline(transaction=True) as pipe:
-            for w in writes:
-                ts = Timestamp()
-                ts.FromDatetime(w.event_ts if w.event_ts.tzinfo else w.event_ts.replace(tzinfo=dt.timezone.utc))
-                ts_bytes, f, ts_field = ts.SerializeToString(), redis_field(w.view, w.feature), f"_ts:{w.view}"
-                n = 0
-                for k, v, stored in zip(w.keys, w.values, self._stored_ts(w)):
-                    if stored is not None and stored > ts.seconds:
-                        continue
-                    rk = k + self.suffix
-                    pipe.hset(rk, mapping={f: v, ts_field: ts_bytes})
-                    if self.ttl:
-                        pipe.expire(rk, self.ttl)
-                    n += 1
-                written[w.view] = n
-            pipe.execute()
-        return written
 
     def read(self, groups: Sequence[Group]) -> list[list[list[bytes | None]]]:
         """Per group, per view, per key: value bytes or None (one pipeline of HMGETs per request)."""
@@ -219,15 +179,29 @@ class RedisOnline:
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        """A Redis lock shared by every materialize of this store, wherever it runs."""
+        """A Redis lock shared by every materialize of this store, wherever it runs.
+
+        It expires LOCK_TIMEOUT_S after its holder stops renewing it (a holder that died); a live holder renews it
+        every third of that, so a load that takes longer (a big day written by Spark tasks) keeps it."""
         lock = self.client.lock(f"lfm:materialize:{self.project}", timeout=LOCK_TIMEOUT_S,
                                 blocking_timeout=LOCK_TIMEOUT_S)
         if not lock.acquire():
             raise OnlineBusy(f"another materialize of the Redis online store held its lock for {LOCK_TIMEOUT_S}s; "
                              "wait for it to finish and rerun")
+        done = threading.Event()
+
+        def renew() -> None:
+            while not done.wait(LOCK_TIMEOUT_S / 3):
+                with contextlib.suppress(Exception):
+                    lock.reacquire()
+
+        renewer = threading.Thread(target=renew, daemon=True)
+        renewer.start()
         try:
             yield
         finally:
+            done.set()
+            renewer.join()
             with contextlib.suppress(Exception):
                 lock.release()
 
@@ -240,5 +214,5 @@ def open_online(cfg: LfmConfig) -> SqliteOnline | RedisOnline:
 
     f = cfg.feast
     if f.online_store == OnlineStoreKind.redis:
-        return RedisOnline(f.redis_connection, f.project, f.redis_key_ttl_days * 86400 or None)
+        return RedisOnline(f.redis_connection, f.project)
     return SqliteOnline(online_file(cfg), f.project)

@@ -55,9 +55,11 @@ def samples(spark: SparkSession, cfg: LfmConfig, days: list[dt.date | str]) -> D
     u, u_cols = side(users, "users", s.user_key, [f.name for f in s.user_fields])
     i, i_cols = side(items, "items", s.item_key, [f.name for f in s.item_fields])
     from_events = [f for f in s.feature_names if f not in keys and f not in u_cols + i_cols]
+    # Items first: the last join shuffles by user, so a user's samples meet in one partition (the refresh sums CR
+    # per user inside each task).
     joined = (events.select(*event_cols, *from_events)
-              .join(u, on=s.user_key, how="left")
-              .join(i, on=s.item_key, how="left"))
+              .join(i, on=s.item_key, how="left")
+              .join(u, on=s.user_key, how="left"))
     order = list(dict.fromkeys([s.user_key, s.item_key, *s.feature_names, s.scenario, *s.tasks, s.timestamp,
                                 "event_timestamp", "ds"]))
     return joined.select(*[F.col(c) for c in order])

@@ -34,11 +34,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_status)
 
 
-def run_daily(args: argparse.Namespace, cfg: LfmConfig) -> int:
-    from pipeline.daily import run_days
+def _spark(cfg: LfmConfig):
+    """The session, started when a step first needs it (a finished day imports no pyspark)."""
     from spark_jobs.session import get_spark
 
-    done = run_days(cfg, args.ds, lambda: get_spark(cfg), source=args.source, model_version=args.model,
+    return get_spark(cfg)
+
+
+def run_daily(args: argparse.Namespace, cfg: LfmConfig) -> int:
+    from pipeline.daily import run_days
+
+    done = run_days(cfg, args.ds, lambda: _spark(cfg), source=args.source, model_version=args.model,
                     cr_layer=args.layer, cold_start=args.cold_start, force=args.force, run_id=args.run_id, say=print)
     for day in done:
         state = "already complete, nothing to do (--force reruns it)" if day.skipped else \

@@ -2,11 +2,12 @@
 
 `mapInArrow` over the users (UR), the items (IR) and the day's samples (CR at the spec's layer) with the kernels of
 `inference.kernels`; the `Extractor` is loaded once per Python worker with torch pinned to
-`refresh.torch_threads_per_task` threads. CR is reduced per key on the map side (one partial sum per key per Arrow
-batch), then per key over all batches plus yesterday's state carried by exp(-(T_D - T_{D-1})/tau).
+`refresh.torch_threads_per_task` threads. CR is reduced per key on the map side over each task's whole partition
+(the samples arrive hash-partitioned by user from their join, so a user's samples meet in one task), then per key
+over the tasks plus yesterday's state carried by exp(-(T_D - T_{D-1})/tau).
 Point in time: the state of D reads only events of partition D stamped before T_D plus the state of D-1.
-Determinism: with `refresh.deterministic` the day's samples are sorted inside each partition and per-key sums are
-taken in a fixed order, so a rerun of a day gives bit-identical tables.
+Determinism: with `refresh.deterministic` the day's samples are sorted inside each partition (by user, then time)
+and per-key sums are taken in a fixed order, so a rerun of a day gives bit-identical tables.
 """
 from __future__ import annotations
 
@@ -139,8 +140,8 @@ def day_samples(spark: SparkSession, cfg: LfmConfig, plan: RefreshPlan) -> DataF
     df = samples(spark, cfg, [plan.ds]).withColumn("__t_ms", F.unix_millis("event_timestamp"))
     df = df.where(F.col("__t_ms") < plan.day_end_ms).select(*cols, "__t_ms")
     df = _spread(df, _partitions(spark, cfg))
-    if cfg.refresh.deterministic:  # fixed batch contents -> bit-identical CR and sums on a rerun
-        df = df.sortWithinPartitions("__t_ms", s.user_key, s.item_key, s.scenario)
+    if cfg.refresh.deterministic:  # fixed batch contents -> bit-identical CR and sums on a rerun; by user first,
+        df = df.sortWithinPartitions(s.user_key, "__t_ms", s.item_key, s.scenario)  # so users complete early
     return df
 
 
@@ -158,7 +159,8 @@ def cr_frame(spark: SparkSession, cfg: LfmConfig, plan: RefreshPlan, samples_df:
     ut, it = samples_df.schema[s.user_key].dataType, samples_df.schema[s.item_key].dataType
     fn = functools.partial(cr_partial_batches, extractor=_extractor(plan, cfg), points=tuple(points),
                            ukey=s.user_key, ikey=s.item_key, ukey_type=_arrow_type(ut), ikey_type=_arrow_type(it),
-                           day_end_ms=plan.day_end_ms, tau_hours=spec.tau_hours)
+                           day_end_ms=plan.day_end_ms, tau_hours=spec.tau_hours,
+                           sorted_by_user=cfg.refresh.deterministic)
     schema = (f"point string, ukey {ut.simpleString()}, ikey {it.simpleString()}, ord bigint, scale double, "
               "t_last bigint, vec array<double>")
     parts = samples_df.mapInArrow(fn, schema)

@@ -19,7 +19,7 @@ from pyspark.sql import types as T
 
 from lakehouse import candidates
 from lakehouse.candidates import Candidate
-from lakehouse.delta_io import ds_predicate, read_table, table_version
+from lakehouse.delta_io import day_stats, ds_predicate, read_table, table_version
 from lfm.config import LfmConfig
 from lfm.config.schema import FieldKind
 from lfm.contract import EVENTS, INPUT_TABLES, ITEMS, USERS, ExportSpec, day_end_ms
@@ -98,10 +98,8 @@ def plan_refresh(spark: SparkSession, cfg: LfmConfig, spec: ExportSpec, model_di
     check_tables(spark, cfg, versions)
     tz = cfg.schema.timezone
     end_ms = day_end_ms(day, tz)
-    counts = (read_table(spark, cfg.table_path(EVENTS), versions[EVENTS]).where(ds_predicate([day]))
-              .agg(F.count(F.lit(1)).alias("n"),
-                   F.sum(F.when(F.unix_millis("event_timestamp") >= end_ms, 1).otherwise(0)).alias("late")).first())
-    if not counts["n"]:
+    rows, late = day_counts(spark, cfg, versions[EVENTS], day, end_ms)
+    if not rows:
         raise NoEvents(f"no events for ds {day} in the lakehouse: ingest that day first (`lfm ingest --ds {day}`)")
     previous = None if (cold_start or state_in_memory) else previous_candidate(cfg, spec, day)
     warn_later_days(cfg, spec, day, chain_end or day)
@@ -109,7 +107,19 @@ def plan_refresh(spark: SparkSession, cfg: LfmConfig, spec: ExportSpec, model_di
                        cold_start=cold_start, day_end_ms=end_ms,
                        prev_day_end_ms=None if cold_start else day_end_ms(day - dt.timedelta(days=1), tz),
                        input_versions={t: int(v) for t, v in versions.items()}, previous=previous,
-                       future_events=int(counts["late"] or 0))
+                       future_events=late)
+
+
+def day_counts(spark: SparkSession, cfg: LfmConfig, version: int, day: dt.date, end_ms: int) -> tuple[int, int]:
+    """(events of partition `day`, of them stamped at or after T_D): from the commit log's file statistics when
+    they settle it (every file's latest time a millisecond or more before T_D), else counted by Spark."""
+    stats = day_stats(cfg.table_path(EVENTS), version, day, "event_timestamp")
+    if stats is not None and (stats.rows == 0 or stats.latest_ms < end_ms - 1):
+        return stats.rows, 0
+    r = (read_table(spark, cfg.table_path(EVENTS), version).where(ds_predicate([day]))
+         .agg(F.count(F.lit(1)).alias("n"),
+              F.sum(F.when(F.unix_millis("event_timestamp") >= end_ms, 1).otherwise(0)).alias("late")).first())
+    return int(r["n"] or 0), int(r["late"] or 0)
 
 
 def previous_candidate(cfg: LfmConfig, spec: ExportSpec, day: dt.date) -> Candidate:

@@ -21,6 +21,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 import yaml
 
@@ -29,7 +30,7 @@ from feature_repo.specs import service_name, view_name
 from lfm.contract import EMBEDDING_TABLES as TABLES
 from lfm.contract import USER_TABLES, ExportSpec
 from lfm.names import BadInput
-from serving.errors import BadEntityRows, MixedModelVersions, UnknownModelVersion
+from serving.errors import BadEntityRows, MixedModelVersions, ServingError, UnknownModelVersion
 from serving.materialize import Skip
 from tests.support.config import make_config
 from tests.support.synthetic_vectors import NO_DRIFT, spec
@@ -155,6 +156,51 @@ def test_materialize_loads_only_released_days_all_tables_or_none(served):
     assert not any(x.loaded for x in r["older"].loads)
     assert all(x.skip is Skip.newer_online for x in r["older"].loads if x.export_id == V1.id)
     assert served.unchanged_after_skips  # a missing/quarantined/older day changes nothing online
+
+
+@pytest.mark.slow
+def test_redis_load_of_a_faulty_release_is_refused_in_spark_before_any_write(spark, redis_server, tmp_path):
+    """A release that the gate never passed (published here directly, a NaN planted in CR(item) and a second
+    snapshot time in UR) is checked by Spark tasks and refused before the first HSET: Redis stays empty and Feast's
+    registry records no materialization."""
+    import redis
+
+    from lakehouse import candidates, releases
+    from lakehouse.delta_io import replace_partitions, table_version
+    from serving.materialize import materialize
+    from serving.register import register
+    from tests.support.synthetic_vectors import arrow_table, write_days
+
+    client = redis.Redis(host="127.0.0.1", port=redis_server.port)
+    client.flushall()
+    cfg = make_config(tmp_path, feast={"repo_path": str(tmp_path / "feature_repo"), "online_store": "redis",
+                                       "redis_connection": redis_server.connection})
+    day = DAYS[0]
+    write_days(spark, cfg, {V1: [day]}, USERS, ITEMS, seed=9)
+    nan = np.ones((ITEMS, V1.cr_dim), dtype=np.float32)
+    nan[3, 1] = np.nan
+    replace_partitions(spark.createDataFrame(arrow_table(cfg, "cr_item", V1, day, np.arange(ITEMS), nan)),
+                       cfg.table_path("cr_item"), [day], {"job": "planted-fault"},
+                       extra_predicate=f"export_id = '{V1.id}'")
+    late = arrow_table(cfg, "ur", V1, day, np.arange(USERS), np.ones((USERS, V1.ur_dim), np.float32))
+    late = late.set_column(late.schema.get_field_index("event_timestamp"), "event_timestamp",
+                           pa.array([day_end_utc(day + dt.timedelta(days=i % 2)).replace(tzinfo=None)
+                                     for i in range(USERS)], pa.timestamp("us")))
+    replace_partitions(spark.createDataFrame(late), cfg.table_path("ur"), [day], {"job": "planted-fault"},
+                       extra_predicate=f"export_id = '{V1.id}'")
+    versions = {t: int(table_version(spark, cfg.table_path(t))) for t in TABLES}
+    candidates.append(cfg, candidates.Candidate(ds=day, spec=V1, run_id="planted", table_versions=versions))
+    releases.publish(cfg, day, V1, "planted", "no-gate", versions)
+    register(cfg, [V1])
+    with pytest.raises(ServingError) as err:
+        materialize(spark, cfg, day)
+    assert "cr_item: 1 NaN or infinite values" in str(err.value) and "ur: snapshot times from" in str(err.value)
+    assert "nothing was written" in str(err.value)
+    assert client.dbsize() == 0
+    from feature_repo.store import open_store
+
+    store = open_store(cfg)
+    assert all(not store.get_feature_view(view_name(t, V1.id)).materialization_intervals for t in TABLES)
 
 
 @pytest.mark.slow

@@ -37,16 +37,20 @@ def configured(tmp_path, kind: str, key_type: str, redis_server=None):
 
 
 def write(cfg, ids: list, day_ts: dt.datetime, seed: int) -> dict[str, np.ndarray]:
-    """One 'release' of all four views through our writer; returns the vectors written per table."""
+    """One 'release' of all four views through our writer (sqlite: the driver's transaction; Redis: the Spark
+    tasks' kernel, fed the Arrow batches Spark would hand it); returns the vectors written per table."""
+    rng = np.random.default_rng(seed)
+    mats = {t: rng.normal(size=(len(ids), SPEC.dim(t))).astype(np.float32) for t in EMBEDDING_TABLES}
+    if cfg.feast.online_store.value == "redis":
+        redis_write(cfg, ids, day_ts, mats)
+        return mats
     from serving.codec import encode_vectors, entity_keys
     from serving.online_io import ViewWrite, open_online
 
     int64 = cfg.feast.entity_key_type.value == "int64"
-    rng = np.random.default_rng(seed)
-    mats, writes = {}, []
+    writes = []
     for table in EMBEDDING_TABLES:
         key = cfg.schema.user_key if table in USER_TABLES else cfg.schema.item_key
-        mats[table] = rng.normal(size=(len(ids), SPEC.dim(table))).astype(np.float32)
         writes.append(ViewWrite(view_name(table, SPEC.id), table, entity_keys(key, ids, int64),
                                 encode_vectors(mats[table]), day_ts))
     backend = open_online(cfg)
@@ -56,6 +60,22 @@ def write(cfg, ids: list, day_ts: dt.datetime, seed: int) -> dict[str, np.ndarra
     finally:
         backend.close()
     return mats
+
+
+def redis_write(cfg, ids: list, day_ts: dt.datetime, mats: dict[str, np.ndarray]) -> None:
+    """Both entity sides through `serving.online_spark.redis_write_batches`, in batches of 3 rows."""
+    import pyarrow as pa
+
+    from inference.decay import matrix_to_list
+    from serving.online_spark import RedisTarget, redis_write_batches, sides
+
+    f = cfg.feast
+    target = RedisTarget(f.redis_connection, f.project, None, int(day_ts.timestamp()))
+    for side in sides(cfg, SPEC):
+        cols = {"key": pa.array(ids, pa.int64() if side.key.int64 else pa.string())}
+        cols.update({f"v{i}": matrix_to_list(mats[t]) for i, t in enumerate(side.tables)})
+        batch = pa.RecordBatch.from_pydict(cols)
+        list(redis_write_batches(iter([batch.slice(i, 3) for i in range(0, batch.num_rows, 3)]), side, target))
 
 
 def feast_read(cfg, ids: list) -> dict:

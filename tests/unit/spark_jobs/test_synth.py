@@ -47,3 +47,20 @@ def test_planted_structure_is_learnable(tmp_path):
     local = pd.to_datetime(log.time_ms, unit="ms", utc=True).dt.tz_convert("Asia/Shanghai").dt.strftime("%Y%m%d")
     assert (local.astype(int) == log.date).all()
     assert np.isfinite(log.play_time_ms).all()
+
+
+def test_split_days_writes_one_complete_layout_folder_per_day(tmp_path):
+    spec = SynthSpec(users=50, items=20, days=2, events_per_day=300, seed=5, chunk_rows=120)
+    write_synthetic(spec, tmp_path / "whole")
+    write_synthetic(spec, tmp_path / "split", split_days=True)
+    whole = pd.read_csv(next((tmp_path / "whole").glob("log_standard_*.csv")))
+    days = sorted(p for p in (tmp_path / "split").iterdir())
+    assert [p.name for p in days] == ["2022-04-25", "2022-04-26"]
+    for folder in days:
+        for raw in KUAIRAND_LAYOUT:
+            (path,) = folder.glob(raw.pattern)
+            if raw.role != "log":  # the feature files are the same bytes as the whole data set's
+                assert path.read_bytes() == next((tmp_path / "whole").glob(raw.pattern)).read_bytes()
+    logs = [pd.read_csv(next(d.glob("log_standard_*.csv"))) for d in days]
+    assert [sorted(x["date"].unique()) for x in logs] == [[20220425], [20220426]]
+    pd.testing.assert_frame_equal(pd.concat(logs, ignore_index=True), whole)

@@ -1,0 +1,273 @@
+"""A release into Redis from Spark tasks: the driver never holds the vectors, so it scales out with the cluster.
+
+What holds on this path (docs/contracts.md, "Read"):
+- every table of the release is read at the Delta version the release names and checked in Spark — no null key
+  or vector, the export's width, every value finite, one snapshot time (the end of D) — *before the first write*;
+- each entity's views of the release (UR + CR(u) for a user, IR + CR(i) for an item) are joined in Spark and land
+  in one HSET: per entity, all of its views or none;
+- per key and view, an older snapshot never replaces a newer one: each task reads the stored `_ts:<view>` of its
+  batch in one pipeline, then writes in a second pipeline only what is not older (the store's lock, held by the
+  driver for the whole job, keeps other materializes out between the read and the write);
+- across entities the load is not one transaction (that would need every row in one MULTI on one client): a
+  failure part-way leaves some entities on the new release and the rest on what they had; the same command again
+  writes every entity again (an equal snapshot time is rewritten), which completes it;
+- the Feast registry's materialization interval is recorded by the caller only after every partition succeeded.
+Keys, fields and values are Feast's own layout (`serving.codec`, `serving.online_io.redis_field`), so Feast's reader
+reads them (pinned in tests/integration/serving).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lakehouse.releases import Release
+from lfm.config import LfmConfig
+from lfm.config.serving import EntityKeyType
+from lfm.contract import EMBEDDING_TABLES, ExportSpec, side_of
+from serving.errors import ServingError
+from serving.feast_bytes import KeyLayout, ValueLayout
+
+AUDIT_SCHEMA = ("rows bigint, null_keys bigint, null_vectors bigint, bad_width bigint, nonfinite bigint, "
+                "min_ts bigint, max_ts bigint")
+
+
+class OnlineUnreachable(ServingError, ConnectionError):
+    """A Spark task could not reach the online store (a ConnectionError, so the pipeline reports the store down)."""
+
+
+@dataclass(frozen=True)
+class Audit:
+    """What the check pass saw in one released table."""
+
+    table: str
+    rows: int
+    null_keys: int
+    null_vectors: int
+    bad_width: int
+    nonfinite: int
+    min_ts: int | None  # epoch microseconds
+    max_ts: int | None
+
+    def problems(self, dim: int, expected_us: int) -> list[str]:
+        out = []
+        if self.null_keys or self.null_vectors:
+            out.append(f"{self.null_vectors} null vectors / {self.null_keys} null keys")
+        if self.bad_width:
+            out.append(f"{self.bad_width} vectors whose width is not the export's {dim}")
+        if self.nonfinite:
+            out.append(f"{self.nonfinite} NaN or infinite values")
+        if self.rows and (self.min_ts != expected_us or self.max_ts != expected_us):
+            out.append(f"snapshot times from {_us(self.min_ts)} to {_us(self.max_ts)} where the contract is one per "
+                       f"day, the end of the day ({_us(expected_us)})")
+        if not self.rows:
+            out.append("no rows")
+        return out
+
+
+def _us(value: int | None) -> str:
+    return "null" if value is None else dt.datetime.fromtimestamp(value / 1e6, dt.timezone.utc).isoformat()
+
+
+@dataclass(frozen=True)
+class Side:
+    """One entity side of a release: the tables whose views go into one hash per entity key, with Feast's byte
+    layouts taken on the driver (`serving.codec`), so tasks never import Feast."""
+
+    tables: tuple[str, ...]
+    views: tuple[str, ...]
+    key: KeyLayout
+    values: tuple[ValueLayout, ...]  # per view
+    fields: tuple[bytes, ...]  # per view: the hash field of `view:feature`
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    """Where and when a task writes (picklable; each task opens its own client)."""
+
+    connection: str
+    project: str
+    ttl_seconds: int | None
+    event_seconds: int  # the snapshot time of the release (the end of D), whole seconds
+
+
+# --- kernels: Arrow batches in Spark's Python workers ------------------------------------------------------------
+
+def audit_batches(batches: Iterator[pa.RecordBatch], dim: int) -> Iterator[pa.RecordBatch]:
+    """Per batch of (key, vector, event_timestamp): the counts the release check needs, one row."""
+    for b in batches:
+        vec = b.column("vector")
+        lengths = pc.list_value_length(vec)
+        values = pc.list_flatten(vec).to_numpy(zero_copy_only=False)  # nulls inside a vector become NaN
+        ts = pc.cast(b.column("event_timestamp"), pa.int64())
+        bounds = pc.min_max(ts)
+        row = {"rows": b.num_rows, "null_keys": b.column("key").null_count, "null_vectors": vec.null_count,
+               "bad_width": int(pc.sum(pc.not_equal(lengths, dim)).as_py() or 0),
+               "nonfinite": int(values.size - np.isfinite(values).sum()),
+               "min_ts": bounds["min"].as_py(), "max_ts": bounds["max"].as_py()}
+        yield pa.RecordBatch.from_pylist([row], schema=pa.schema(
+            [(k, pa.int64()) for k in ("rows", "null_keys", "null_vectors", "bad_width", "nonfinite", "min_ts",
+                                       "max_ts")]))
+
+
+def _stored_seconds(raw: bytes | None) -> int | None:
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    if raw is None:
+        return None
+    ts = Timestamp()
+    ts.ParseFromString(raw)
+    return ts.seconds
+
+
+def redis_write_batches(batches: Iterator[pa.RecordBatch], side: Side, target: RedisTarget) -> Iterator[pa.RecordBatch]:
+    """Per batch of (key, v0, v1, ...): read the stored snapshot times, then one HSET per entity with every view
+    whose stored snapshot is not newer. Yields the keys written per view."""
+    import redis
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from serving.online_io import parse_redis_connection
+
+    host, port, kwargs = parse_redis_connection(target.connection)
+    client = redis.Redis(host=host, port=port, **kwargs)
+    suffix = target.project.encode("utf-8")
+    ts_bytes = Timestamp(seconds=target.event_seconds).SerializeToString()
+    fields = side.fields
+    ts_fields = [f"_ts:{v}" for v in side.views]
+    names = [f"w{i}" for i in range(len(side.views))]
+    try:
+        for b in batches:
+            if b.num_rows == 0:
+                continue
+            keys = b.column("key")
+            ids = keys.to_numpy(zero_copy_only=False) if side.key.int64 else keys.to_pylist()
+            rkeys = [k + suffix for k in side.key.encode(ids)]
+            values = []  # per view: row -> serialized ValueProto, or None where the entity has no such row
+            for i, layout in enumerate(side.values):
+                col = b.column(f"v{i}")
+                present = np.asarray(pc.is_valid(col).to_numpy(zero_copy_only=False))
+                mat = pc.list_flatten(col).to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, layout.dim)
+                encoded = iter(layout.encode(mat))
+                values.append([next(encoded) if p else None for p in present])
+            with client.pipeline(transaction=False) as pipe:
+                for k in rkeys:
+                    pipe.hmget(k, ts_fields)
+                stored = pipe.execute()
+            written = [0] * len(side.views)
+            with client.pipeline(transaction=False) as pipe:
+                for j, k in enumerate(rkeys):
+                    mapping = {}
+                    for i in range(len(side.views)):
+                        v, old = values[i][j], stored[j][i]
+                        if v is None or (old is not None and old != ts_bytes
+                                         and _stored_seconds(old) > target.event_seconds):
+                            continue
+                        mapping[fields[i]] = v
+                        mapping[ts_fields[i]] = ts_bytes
+                        written[i] += 1
+                    if mapping:
+                        pipe.hset(k, mapping=mapping)
+                        if target.ttl_seconds:
+                            pipe.expire(k, target.ttl_seconds)
+                pipe.execute()
+            yield pa.RecordBatch.from_arrays([pa.array([w], pa.int64()) for w in written], names=names)
+    except redis.exceptions.ConnectionError as err:
+        raise OnlineUnreachable(f"Redis {host}:{port} refused a Spark task: {err}") from None
+    finally:
+        client.close()
+
+
+# --- the driver: check every table, then write both sides from Spark tasks --------------------------------------
+
+def _key_type(cfg: LfmConfig) -> str:
+    return "bigint" if cfg.feast.entity_key_type == EntityKeyType.int64 else "string"
+
+
+def _released(spark, cfg: LfmConfig, release: Release, table: str):
+    """One table of the release at its version: key, vector (array<float>), event_timestamp."""
+    from pyspark.sql import functions as F
+
+    from feature_repo.specs import key_of
+    from lakehouse.delta_io import export_predicate, read_table
+
+    df = read_table(spark, cfg.table_path(table), release.table_versions[table])
+    return df.where(export_predicate([release.ds], release.export_id)).select(
+        F.col(key_of(cfg, table)).cast(_key_type(cfg)).alias("key"), F.col(table).cast("array<float>").alias("vector"),
+        "event_timestamp")
+
+
+def audit_release(spark, cfg: LfmConfig, release: Release, end: dt.datetime) -> dict[str, Audit]:
+    """Check all four tables in Spark (one pass each, side by side); raise before anything is written."""
+    from pyspark.sql import functions as F
+
+    def one(table: str) -> Audit:
+        fn = functools.partial(audit_batches, dim=release.spec.dim(table))
+        r = (_released(spark, cfg, release, table).mapInArrow(fn, AUDIT_SCHEMA)
+             .agg(*[F.sum(c).alias(c) for c in ("rows", "null_keys", "null_vectors", "bad_width", "nonfinite")],
+                  F.min("min_ts").alias("min_ts"), F.max("max_ts").alias("max_ts")).first())
+        return Audit(table, *[int(r[c] or 0) for c in ("rows", "null_keys", "null_vectors", "bad_width",
+                                                      "nonfinite")], r["min_ts"], r["max_ts"])
+
+    with ThreadPoolExecutor(max_workers=len(EMBEDDING_TABLES)) as pool:
+        audits = dict(zip(EMBEDDING_TABLES, pool.map(one, EMBEDDING_TABLES)))
+    expected = int(end.timestamp() * 1_000_000)
+    bad = {t: a.problems(release.spec.dim(t), expected) for t, a in audits.items()}
+    bad = {t: p for t, p in bad.items() if p}
+    if bad:
+        raise ServingError(f"{release.ds} of export {release.export_id}: released tables fail the load checks "
+                           f"({'; '.join(f'{t}: ' + ', '.join(p) for t, p in bad.items())}); refusing to load the "
+                           "release (nothing was written)")
+    return audits
+
+
+def sides(cfg: LfmConfig, spec: ExportSpec) -> list[Side]:
+    """The user side (UR, CR(u)) and the item side (IR, CR(i)) of an export, layouts checked against Feast."""
+    from feature_repo.specs import key_of, view_name
+    from serving.codec import key_layout, value_layout
+    from serving.online_io import redis_field
+
+    int64 = cfg.feast.entity_key_type == EntityKeyType.int64
+    out = []
+    for entity in ("user", "item"):
+        tables = tuple(t for t in EMBEDDING_TABLES if side_of(t) == entity)
+        views = tuple(view_name(t, spec.id) for t in tables)
+        out.append(Side(tables, views, key_layout(key_of(cfg, tables[0]), int64),
+                        tuple(value_layout(spec.dim(t)) for t in tables),
+                        tuple(redis_field(v, t) for v, t in zip(views, tables))))
+    return out
+
+
+def write_release(spark, cfg: LfmConfig, release: Release, end: dt.datetime) -> dict[str, int]:
+    """Both entity sides from Spark tasks (the caller holds the store's lock); keys written per view."""
+    from pyspark.errors import PySparkException
+    from pyspark.sql import functions as F
+
+    f = cfg.feast
+    target = RedisTarget(f.redis_connection, f.project, f.redis_key_ttl_days * 86400 or None, int(end.timestamp()))
+    written: dict[str, int] = {}
+    for side in sides(cfg, release.spec):
+        frames = [_released(spark, cfg, release, t).select("key", F.col("vector").alias(f"v{i}"))
+                  for i, t in enumerate(side.tables)]
+        joined = functools.reduce(lambda a, b: a.join(b, on="key", how="full_outer"), frames)
+        schema = ", ".join(f"w{i} bigint" for i in range(len(side.tables)))
+        fn = functools.partial(redis_write_batches, side=side, target=target)
+        try:
+            r = joined.mapInArrow(fn, schema).agg(*[F.sum(f"w{i}").alias(f"w{i}")
+                                                    for i in range(len(side.tables))]).first()
+        except PySparkException as err:
+            text = str(err)
+            if "OnlineUnreachable" in text or "ConnectionError" in text:
+                raise OnlineUnreachable(f"the online store (redis {f.redis_connection}) became unreachable while "
+                                        f"Spark tasks wrote {release.ds}: the entities written so far hold the new "
+                                        "release; rerun the same command to complete it") from None
+            raise ServingError(f"writing {release.ds} of export {release.export_id} to Redis failed in a Spark task "
+                               f"({text.splitlines()[0][:300]}); entities written so far hold the new release: rerun "
+                               "the same command to complete it") from None
+        written.update({v: int(r[f"w{i}"] or 0) for i, v in enumerate(side.views)})
+    return written
