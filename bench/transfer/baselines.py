@@ -11,7 +11,7 @@ Days, not timestamps, bound the history: the feature store's daily snapshots see
 
 More data (`none_more_data`): the vanilla model trained also on its tab's rows of every day before the downstream
 window (the LFM's pretraining window), so that "transfer" is not confused with "more rows". It validates on
-exactly the rows `none` validates on (`matching_valid_fraction`).
+exactly the rows `none` validates on (`matching_valid_fraction`). Both are docs/domain.md section 8.
 """
 from __future__ import annotations
 

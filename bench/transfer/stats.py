@@ -5,6 +5,7 @@ downstream seeds. Scoring two models on the *same* resampled rows cancels the di
 so the interval of a lift measures whether the two models differ on this population, not how noisy each AUC is.
 Why weights: a bootstrap resample is a vector of per-row counts; AUC and GAUC with integer row weights equal the
 plain metrics on the resample with its duplicated rows, and one sort per model serves every resample.
+(docs/domain.md sections 5 and 8: test-row noise dominates on small tabs; paired intervals are the evidence.)
 """
 from __future__ import annotations
 

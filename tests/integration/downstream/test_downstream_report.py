@@ -1,6 +1,6 @@
-"""The transfer study end to end on synthetic data: ingest, two LFMs (plain, STEM), select-layer with the downstream
-window protected, run-daily exports, Feast training sets of released days, every baseline and variant, the
-statistics and every output; a resumed run trains nothing. Then `lfm train-downstream` on the same lakehouse.
+"""The transfer study end to end on synthetic data: ingest, one LFM, select-layer with the downstream window
+protected, run-daily exports, Feast training sets of released days, every baseline and variant, the statistics and
+every output; a resumed run trains nothing. Then `lfm train-downstream` on the same lakehouse.
 (The cells, intervals and tables on hand-made runs: tests/unit/bench/.)"""
 from __future__ import annotations
 
@@ -23,7 +23,10 @@ D0 = dt.date(2022, 4, 25)
 
 @pytest.mark.slow
 def test_small_study_end_to_end_on_synthetic_data(spark, tmp_path):
-    """Pooling LFM seeds and their spread are the unit tests' business: each LFM here costs minutes of exports."""
+    """One LFM: each costs a probe and a gated run-daily per export day (about 6 minutes on a loaded 2-core machine),
+    and CI must stay short. The other LFM options take the same code path with another `model.embedding` (measured
+    end to end with `--options stem`: 21 min with the resumed run); pooling LFM seeds, their spread and the option
+    cells are the unit tests' business (tests/unit/bench/test_transfer_report.py)."""
     import yaml
 
     from bench.transfer.prep import workdir_config
@@ -39,7 +42,7 @@ def test_small_study_end_to_end_on_synthetic_data(spark, tmp_path):
     argv = ["--source", str(source), "--workdir", str(tmp_path / "work"), "--out", str(tmp_path / "report.md"),
             "--pretrain", f"{day(0)}..{day(1)}", "--pretrain-valid", day(2), "--probe-warmup", "1",
             "--export", f"{day(5)}..{day(6)}", "--train", day(6), "--test", day(7),
-            "--tabs", "1,0", "--lfm-seeds", "1", "--seeds", "1", "--options", "stem", "--option-tabs", "1",
+            "--tabs", "1,0", "--lfm-seeds", "1", "--seeds", "1", "--options", "none",
             "--variants", "ur_linear,ur_ir_cr_mlp,iim", "--ks", "-1", "--max-epochs", "4", "--rounds", "50",
             "--jobs", "2"]  # two worker processes: the report's parallel path
     spec, _ = parse_args(argv)
@@ -60,10 +63,9 @@ def test_small_study_end_to_end_on_synthetic_data(spark, tmp_path):
         assert {(tab, v, CONTROL) for v in ("none", "none_more_data", "ctr_user", "ctr_item", "ctr_prior",
                                             "iim_random")} <= cells
         assert {(tab, v, "plain") for v in ("ur_linear", "ur_ir_cr_mlp", "iim_k3")} <= cells
-    assert ("1", "ur_ir_cr_mlp", "stem") in cells and ("0", "ur_ir_cr_mlp", "stem") not in cells
+    assert set(s.option) == {CONTROL, "plain"}
     plain = s[(s.option == "plain")]
     assert (plain.lfm_seeds == 1).all() and plain["vs ctr_prior"].notna().all()
-    assert s[s.option == "stem"]["vs plain LFM"].notna().all()
     # the layer each LFM exported was chosen on the probe days, before the downstream window
     registry = Registry(workdir_config(base, spec.workdir))
     for version in result.versions.values():
