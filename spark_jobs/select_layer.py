@@ -9,6 +9,11 @@ test rows and both classes (the same scenarios for every point, since every poin
 The recorded point is the narrowest one whose score is within one paired-bootstrap standard error of the best
 (points that transfer indistinguishably should be exported at the smallest width); it is recorded with
 `Registry.set_selected_layer`, and `refresh` uses it unless told otherwise.
+
+Choosing the layer looks at labels, so the probe days must precede any window the layer is later judged on: a
+`protect` window (a downstream study's train..test days) is never probed, explicit days that overlap it are
+refused, and the default probe days are the held-out days before it (without one, the first two held-out days,
+so that later days stay clean for a study; docs/domain.md section 8).
 """
 from __future__ import annotations
 
@@ -82,13 +87,44 @@ def event_days(spark: SparkSession, cfg: LfmConfig) -> list[dt.date]:
     return sorted(r["ds"] for r in rows)
 
 
-def default_probe_days(card, available: list[dt.date]) -> list[dt.date]:
-    """Days after every day the model trained or validated on (from its card), that have events."""
+DEFAULT_PROBE_DAYS = 2  # without a protected window: the fewest a probe needs (fit on one day, score the next)
+
+Window = tuple[dt.date, dt.date]
+
+
+class ProbeOverlap(BadInput):
+    """Probe days that overlap the protected window: the layer choice would look at the days it is judged on."""
+
+
+def trained_days(card) -> list[dt.date]:
+    """The days a model trained or early-stopped on, from its card."""
     used = [parse_ds(d) for split in ("train", "valid") for d in card.metrics.get("days", {}).get(split, [])]
     if not used:
         raise BadInput(f"model {card.model_version} does not record its training days: pass --days FIRST..LAST "
                        "(held-out days, at least two)")
-    return [d for d in available if d > max(used)]
+    return used
+
+
+def default_probe_days(used: list[dt.date], available: list[dt.date], protect: Window | None = None) -> list[dt.date]:
+    """Days with events after every day the model trained or validated on, and before the protected window."""
+    held_out = [d for d in available if d > max(used)]
+    if protect is None:
+        return held_out[:DEFAULT_PROBE_DAYS]
+    return [d for d in held_out if d < protect[0]]
+
+
+def check_protected(days: list[dt.date], protect: Window | None) -> None:
+    """Refuse probe days inside the protected window (first..last, inclusive)."""
+    if protect is None:
+        return
+    first, last = protect
+    if last < first:
+        raise BadInput(f"bad protected window {first}..{last}: FIRST must not be after LAST")
+    inside = [d for d in days if first <= d <= last]
+    if inside:
+        raise ProbeOverlap(f"probe days {[d.isoformat() for d in inside]} fall in the protected window "
+                           f"{first}..{last}: probe on days before {first} (or drop --protect if no study uses "
+                           "those days)")
 
 
 def tower_order(points) -> list[str]:
@@ -207,7 +243,7 @@ def bootstrap_gap_se(ps: ProbeScores, best: str, rounds: int, seed: int = 0) -> 
     """Standard error of (score of `best` - score of each point), resampling test rows per scenario (paired).
 
     The same resampled rows score every point, so the SE measures whether two points really differ on these
-    rows, not how noisy each AUC is alone (DOMAIN.md section 5: test-row noise dominates on small tabs).
+    rows, not how noisy each AUC is alone (docs/domain.md section 5: test-row noise dominates on small tabs).
     """
     rng = np.random.default_rng(seed)
     scen = list(ps.labels)
@@ -241,18 +277,27 @@ def choose(scores: dict[str, float | None], widths: dict[str, int], gap_se: dict
 
 
 def select_layer(spark: SparkSession, cfg: LfmConfig, model_version: str | None = None,
-                 days: list[dt.date] | None = None, warmup_days: int = 2, record: bool = True) -> LayerSelection:
-    """Score every CR point of a model by its CR(u)'s probe AUC on held-out days; record the best."""
+                 days: list[dt.date] | None = None, warmup_days: int = 2, record: bool = True,
+                 protect: Window | None = None) -> LayerSelection:
+    """Score every CR point of a model by its CR(u)'s probe AUC on held-out days; record the best.
+
+    `protect`: a window (first, last) no probe day may touch; the default days end before it.
+    """
+    days = sorted({parse_ds(d) for d in days}) if days else None
+    if days:
+        check_protected(days, protect)  # before any work: a refused choice costs nothing
     reg = Registry(cfg)
     card = reg.resolve(model_version)
     model_dir = str(reg.path(card.model_version))
     available = event_days(spark, cfg)
-    days = sorted({parse_ds(d) for d in days}) if days else default_probe_days(card, available)
+    days = days or default_probe_days(trained_days(card), available, protect)
     missing = [d for d in days if d not in available]
     if len(days) < 2 or missing:
-        raise BadInput(f"layer selection needs at least two probe days with events (got {days}, without events: "
-                       f"{missing}); the lakehouse has {available[0] if available else '-'}.."
-                       f"{available[-1] if available else '-'}")
+        before = f" before the protected window {protect[0]}..{protect[1]}" if protect else ""
+        raise BadInput(f"layer selection needs at least two probe days with events{before} (got "
+                       f"{[d.isoformat() for d in days]}, without events: {missing}); the lakehouse has "
+                       f"{available[0] if available else '-'}..{available[-1] if available else '-'}: pass --days "
+                       "FIRST..LAST, or train the model on fewer days")
     warm = [d for d in (days[0] - dt.timedelta(days=i) for i in range(warmup_days, 0, -1)) if d in available]
     warmup = len(warm)
     if warm and warm != [days[0] - dt.timedelta(days=i) for i in range(warmup, 0, -1)]:
@@ -280,6 +325,7 @@ def select_layer(spark: SparkSession, cfg: LfmConfig, model_version: str | None 
         Registry(cfg).set_selected_layer(card.model_version, selected, {
             "task": task, "probe_days": [d.isoformat() for d in days], "warmup_days": [d.isoformat() for d in warm],
             "scores": ps.scores, "best": best, "gap_se": gap_se,
+            "protected": [d.isoformat() for d in protect] if protect else None,
             "rule": "narrowest point within one paired-bootstrap SE of the best", "rows": ps.table})
     log.info("select-layer %s: %s (best %s, scores %s)", card.model_version, selected, best, ps.scores)
     return result

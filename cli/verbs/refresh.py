@@ -41,12 +41,22 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "probe per scenario on all probe days but the last, report test AUC on the last, and record "
                        "the best point in the registry (refresh then uses it).")
     p.add_argument("--model", type=check_model_version, help="model version (default: the latest registered)")
-    p.add_argument("--days", type=parse_days, help="probe days FIRST..LAST (default: the days after the model's "
-                   "training and validation days)")
+    p.add_argument("--days", type=parse_days, help="probe days FIRST..LAST (default: the held-out days after the "
+                   "model's training and validation days that end before --protect; without it the first two)")
+    p.add_argument("--protect", type=parse_window, metavar="FIRST..LAST",
+                   help="a downstream study's window (train..test days): never probed; --days inside it are refused")
     p.add_argument("--warmup-days", type=int, default=2, metavar="N", help="state warm-up before the first probe day")
     p.add_argument("--no-record", action="store_true", help="print the table without recording the choice")
     p.add_argument("--show", action="store_true", help="print the recorded selection and its table, compute nothing")
     p.set_defaults(run=run_select_layer)
+
+
+def parse_window(value: str) -> tuple:
+    """`FIRST..LAST`, an inclusive range of days."""
+    days = parse_days(value)
+    if ".." not in value:
+        raise argparse.ArgumentTypeError(f"bad window {value!r}: expected FIRST..LAST")
+    return days[0], days[-1]
 
 
 def _print_day(d) -> None:
@@ -106,10 +116,12 @@ def run_select_layer(args: argparse.Namespace, cfg: LfmConfig) -> int:
     else:
         from spark_jobs.session import get_spark
 
-        sel = select_layer(get_spark(cfg), cfg, args.model, args.days, args.warmup_days, record=not args.no_record)
+        sel = select_layer(get_spark(cfg), cfg, args.model, args.days, args.warmup_days, record=not args.no_record,
+                           protect=args.protect)
     print(f"CR(u) probe, task {sel.task}: logistic regression per scenario, trained on "
           f"{sel.probe_days[0]}..{sel.probe_days[-2]}, AUC on {sel.probe_days[-1]} "
-          f"(state warmed up from {(sel.warmup_days or sel.probe_days)[0]})\n")
+          f"(state warmed up from {(sel.warmup_days or sel.probe_days)[0]})"
+          + (f"; protected window {args.protect[0]}..{args.protect[1]} not probed" if args.protect else "") + "\n")
     print(sel.markdown())
     verb = "recorded" if not args.no_record else "not recorded (--no-record)"
     why = (f"highest weighted AUC: {sel.best}; chosen: the narrowest point within one paired-bootstrap SE of it"

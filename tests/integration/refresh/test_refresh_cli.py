@@ -16,13 +16,16 @@ def test_verbs_are_registered():
     args = parser.parse_args(["backfill", "--from", "2022-05-02", "--to", "2022-05-08", "--warmup-days", "3"])
     assert args.warmup_days == 3 and not args.cold_start
     args = parser.parse_args(["select-layer", "--days", "2022-05-02..2022-05-04"])
-    assert len(args.days) == 3
+    assert len(args.days) == 3 and args.protect is None
+    args = parser.parse_args(["select-layer", "--protect", "2022-05-02..2022-05-08"])
+    assert [str(d) for d in args.protect] == ["2022-05-02", "2022-05-08"]
 
 
 @pytest.mark.parametrize("argv", [
     ["refresh", "--ds", "2022-5-2"],
     ["refresh", "--ds", "2022-05-02", "--model", "../x"],
     ["backfill", "--from", "2022-05-02", "--to", "2022-05-03", "--cold-start", "--warmup-days", "2"],
+    ["select-layer", "--protect", "2022-05-02"],  # a window needs FIRST..LAST
 ])
 def test_bad_arguments_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -35,6 +38,31 @@ def test_backfill_range_backwards_is_one_line_error(spark, tmp_path, capsys):
     cfg_file.write_text(yaml.safe_dump({"lakehouse": str(tmp_path / "lake")}))
     assert main(["--config", str(cfg_file), "backfill", "--from", "2022-05-03", "--to", "2022-05-02"]) == 2
     assert "--from must not be after --to" in capsys.readouterr().err
+
+
+def test_default_probe_days_end_before_the_protected_window():
+    import datetime as dt
+
+    from spark_jobs.select_layer import ProbeOverlap, check_protected, default_probe_days
+
+    day = lambda i: dt.date(2022, 4, 25) + dt.timedelta(days=i)  # noqa: E731
+    available, trained = [day(i) for i in range(14)], [day(0), day(3), day(4)]  # trained up to day 4
+    assert default_probe_days(trained, available, (day(7), day(13))) == [day(5), day(6)]
+    assert default_probe_days(trained, available) == [day(5), day(6)]  # no window: the fewest a probe needs
+    assert default_probe_days(trained, available, (day(6), day(13))) == [day(5)]  # too few: select_layer refuses
+    check_protected([day(5), day(6)], (day(7), day(13)))
+    with pytest.raises(ProbeOverlap, match="protected window"):
+        check_protected([day(6), day(7)], (day(7), day(13)))
+
+
+def test_probe_days_inside_the_protected_window_are_refused(spark, tmp_path, capsys):
+    cfg_file = tmp_path / "lfm.yaml"
+    cfg_file.write_text(yaml.safe_dump({"lakehouse": str(tmp_path / "lake"), "registry": {"path": str(tmp_path)}}))
+    code = main(["--config", str(cfg_file), "select-layer", "--days", "2022-05-01..2022-05-03",
+                 "--protect", "2022-05-03..2022-05-08"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "['2022-05-03'] fall in the protected window 2022-05-03..2022-05-08" in err
 
 
 @pytest.mark.slow
