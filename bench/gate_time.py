@@ -1,12 +1,18 @@
-"""How long the quality gate adds to one day's refresh, on synthetic exports generated directly in Spark.
+"""What the quality gate costs per table, against the floor: one plain Spark aggregation over the same data.
 
 For each scale, writes two healthy days (D-1, D) of `ur`, `cr_user` (N users) and `ir`, `cr_item` (M items),
-all 64-d, plus a day of events (one event per user), into a fresh lakehouse, then times `run_gate` for D twice
-(wall seconds, and CPU seconds of the Spark JVM and Python, which do not depend on how busy the machine is)
-in one process: the first run pays GE's start-up (context, suites, first Spark plans), the second is the steady
-state of a daily job. Vectors are an N(0,1) base per entity plus N(0, 0.2^2) noise per day, generated in Spark.
+all 64-d, plus a day of events (one event per user), into a fresh lakehouse; runs the gate on D twice at the
+written versions (the first run pays GE's start-up and Spark's first plans, the second is the steady state of a
+daily job); then, in the same process, the floor for each table: one Spark aggregation that reads the same
+partition at the same version, computes the same per-row vector statistics and every partition statistic the
+gate checks (row count, nulls, width, finiteness, norm bounds, zero share, ds, end of day, model version,
+duplicate keys) in one pass. Printed per table: rows, the gate's seconds and Spark jobs (its job group,
+`validation.gate.job_group`), the floor's, and their ratio; per run: the gate's wall seconds, CPU seconds (this
+process, the Spark JVM and its Python workers) and what it spends outside the tables (Data Docs, PNG report,
+verdicts). Vectors are an N(0,1) base per entity plus N(0, 0.2^2) noise per day, generated in Spark.
 
-    .venv/bin/python bench/gate_time.py --users 27285 --items 7583 --users 1000000 --items 100000
+    .venv/bin/python bench/gate_time.py                       # 10k users / 1k items, then 100k / 10k
+    .venv/bin/python bench/gate_time.py --users 1000000 --items 100000
     .venv/bin/python bench/gate_time.py --kuairand ../shared/data/kuairand-pure   # the real inputs, every day
 """
 from __future__ import annotations
@@ -25,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pyspark.sql import SparkSession  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
-from lakehouse.delta_io import replace_partitions, table_version  # noqa: E402
+from lakehouse.delta_io import export_predicate, read_table, replace_partitions, table_version  # noqa: E402
 from lfm.config import LfmConfig, config_from_dict  # noqa: E402
 from lfm.contract import EMBEDDING_TABLES, PARTITION_BY, day_end  # noqa: E402
 from spark_jobs.session import get_spark  # noqa: E402
@@ -34,6 +40,7 @@ from tests.support.synthetic_vectors import spec  # noqa: E402
 D = dt.date(2022, 5, 2)
 DIM = 64
 SPEC = spec("beef00c0ffee00c0ffee", ur_dim=DIM, ir_dim=DIM, cr_dim=DIM, cr_layer="dnn_0")
+SCALES = ((10_000, 1_000), (100_000, 10_000))  # (users, items) when none are given
 
 
 def embeddings(spark: SparkSession, cfg: LfmConfig, table: str, key: str, n: int, day: dt.date) -> None:
@@ -76,28 +83,76 @@ def cpu_seconds() -> float:
     return total
 
 
-def run(spark: SparkSession, root: Path, users: int, items: int) -> dict:
-    from validation.gate import run_gate
+def jobs_in(spark: SparkSession, group: str) -> int:
+    return len(spark.sparkContext.statusTracker().getJobIdsForGroup(group))
+
+
+def floor(spark: SparkSession, cfg: LfmConfig, table: str, version: int) -> tuple[float, int]:
+    """Seconds and Spark jobs of one aggregation computing the gate's partition statistics in one pass."""
+    from validation.batch import DIM as WIDTH, FINITE, NORM, ZERO, with_vector_stats
+    from validation.tables import table_spec
+
+    tspec = table_spec(cfg, table)
+    t = cfg.quality.thresholds(table)
+    group = f"bench-floor {table}"
+    spark.sparkContext.setJobGroup(group, group)
+    before, t0 = jobs_in(spark, group), time.perf_counter()
+    part = with_vector_stats(read_table(spark, cfg.table_path(table), version)
+                             .where(export_predicate([D], SPEC.id)), table)
+    c = F.col
+    row = part.agg(
+        F.count(F.lit(1)).alias("rows"), *[F.count_if(c(x).isNull()).alias(f"null_{x}") for x in tspec.columns],
+        F.count_if(c(WIDTH) != DIM).alias("width"), F.count_if(~c(FINITE)).alias("finite"),
+        F.count_if((c(NORM) < t.min_norm) | (c(NORM) > t.max_norm)).alias("norm"),
+        F.count_if(c(ZERO)).alias("zero"), F.count_if(c("ds") != F.lit(D)).alias("ds"),
+        F.count_if(c("event_timestamp") != F.lit(day_end(D, cfg.schema.timezone))).alias("end_of_day"),
+        F.count_if(c("model_version") != SPEC.model_version).alias("version"),
+        (F.count(F.lit(1)) - F.count_distinct(tspec.key, "model_version")).alias("duplicates")).first()
+    seconds = time.perf_counter() - t0
+    assert row["rows"] > 0 and row["duplicates"] == 0, row
+    return seconds, jobs_in(spark, group) - before
+
+
+def run(spark: SparkSession, root: Path, users: int, items: int) -> list[dict]:
+    from validation.gate import job_group, run_gate
 
     shutil.rmtree(root, ignore_errors=True)
     cfg = config_from_dict({"lakehouse": str(root / "lakehouse")})
     t0 = time.perf_counter()
     events(spark, cfg, users, items, D)
-    for table, key, n in (("ur", cfg.schema.user_key, users), ("cr_user", cfg.schema.user_key, users),
-                          ("ir", cfg.schema.item_key, items), ("cr_item", cfg.schema.item_key, items)):
-        embeddings(spark, cfg, table, key, n, D)
-    write_s = time.perf_counter() - t0
-    runs = []
+    sizes = {"ur": users, "cr_user": users, "ir": items, "cr_item": items}
+    for table in EMBEDDING_TABLES:
+        key = cfg.schema.user_key if table in ("ur", "cr_user") else cfg.schema.item_key
+        embeddings(spark, cfg, table, key, sizes[table], D)
+    print(f"\n== {users:,} users, {items:,} items, {DIM}-d: wrote two days of four tables in "
+          f"{time.perf_counter() - t0:.1f}s", flush=True)
     versions = {t: int(table_version(spark, cfg.table_path(t))) for t in EMBEDDING_TABLES}  # D-1 and D: one commit
-    for _ in range(2):
+    out = []
+    for attempt in ("first", "steady"):
+        before = {t: jobs_in(spark, job_group(D, t)) for t in EMBEDDING_TABLES}
         cpu0, load0 = cpu_seconds(), os.getloadavg()[0]
         result = run_gate(spark, cfg, D, SPEC, versions=versions, previous_versions=versions)
         assert result.passed, result.summary()
-        runs.append({"total_s": round(result.seconds, 1), "cpu_s": round(cpu_seconds() - cpu0, 1),
-                     "load_avg": round((load0 + os.getloadavg()[0]) / 2, 1),
-                     **{t: round(r.seconds, 1) for t, r in result.tables.items()}})
-    return {"users": users, "items": items, "dim": DIM, "write_two_days_s": round(write_s, 1),
-            "gate_first_run": runs[0], "gate_second_run": runs[1]}
+        cpu, load = cpu_seconds() - cpu0, (load0 + os.getloadavg()[0]) / 2
+        in_tables = sum(r.seconds for r in result.tables.values())
+        print(f"gate run ({attempt}): {result.seconds:.1f}s wall, {cpu:.1f}s CPU, load {load:.1f}; "
+              f"outside the tables (Data Docs, PNG, verdicts): {result.seconds - in_tables:.1f}s", flush=True)
+        out.append({"users": users, "items": items, "run": attempt, "wall_s": round(result.seconds, 2),
+                    "cpu_s": round(cpu, 1), "load": round(load, 1),
+                    "outside_tables_s": round(result.seconds - in_tables, 2),
+                    "tables": {t: {"rows": sizes[t], "gate_s": round(result.tables[t].seconds, 2),
+                                   "gate_jobs": jobs_in(spark, job_group(D, t)) - before[t]}
+                               for t in EMBEDDING_TABLES}})
+    steady = out[-1]["tables"]
+    for table in EMBEDDING_TABLES:
+        floor(spark, cfg, table, versions[table])  # its first plan, as the gate's steady run had
+        steady[table]["floor_s"], steady[table]["floor_jobs"] = (round(x, 2) for x in
+                                                                 floor(spark, cfg, table, versions[table]))
+    print(f"{'table':8} {'rows':>9} {'gate s':>8} {'jobs':>5} {'floor s':>8} {'jobs':>5} {'gate/floor':>10}")
+    for table, r in steady.items():
+        print(f"{table:8} {r['rows']:>9,} {r['gate_s']:>8.2f} {r['gate_jobs']:>5} {r['floor_s']:>8.2f} "
+              f"{r['floor_jobs']:>5} {r['gate_s'] / r['floor_s']:>9.1f}x", flush=True)
+    return out
 
 
 def kuairand(spark: SparkSession, root: Path, source: Path) -> dict:
@@ -119,7 +174,8 @@ def kuairand(spark: SparkSession, root: Path, source: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--users", type=int, action="append", default=[], help="repeat with --items per scale")
+    ap.add_argument("--users", type=int, action="append", default=[],
+                    help="repeat with --items per scale (default: 10000/1000, then 100000/10000)")
     ap.add_argument("--items", type=int, action="append", default=[])
     ap.add_argument("--kuairand", type=Path, help="a KuaiRand-layout folder: gate its inputs on every day")
     ap.add_argument("--out", type=Path, default=Path("bench/out/gate_time"))
@@ -130,8 +186,10 @@ def main() -> None:
     if args.kuairand:
         print(json.dumps(kuairand(spark, args.out / "kuairand", args.kuairand)), flush=True)
         shutil.rmtree(args.out / "kuairand", ignore_errors=True)
-    for users, items in zip(args.users, args.items):
-        print(json.dumps(run(spark, args.out / f"u{users}", users, items)), flush=True)
+        return
+    for users, items in list(zip(args.users, args.items)) or SCALES:
+        for r in run(spark, args.out / f"u{users}", users, items):
+            print(json.dumps(r), flush=True)
         shutil.rmtree(args.out / f"u{users}", ignore_errors=True)
 
 

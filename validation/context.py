@@ -2,14 +2,16 @@
 
 The context config is `validation/great_expectations.yml` (kept in the repo); its stores live under the quality
 root (default `<lakehouse>/_quality/`), so results and Data Docs stay next to the data and survive the run. One
-context per quality root per process (loading it costs about a second). GE reuses the active SparkSession (the
-one from `spark_jobs.session.get_spark`); the datasource is created with `persist=False` because the gate caches
-and releases each partition itself. The one-row day-metrics frames (aggregates already computed in Spark) are
+context per quality root per process (loading it costs about a second), and its suites and validation
+definitions are written only when they change. GE reuses the active SparkSession (the one from
+`spark_jobs.session.get_spark`); the datasource is created with `persist=False` because the gate caches and
+releases each partition itself. The one-row day-metrics frames (aggregates already computed in Spark) are
 validated through a pandas datasource: GE answers them in milliseconds instead of a Spark job per metric.
 """
 from __future__ import annotations
 
 import fcntl
+import json
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +27,7 @@ from great_expectations.data_context.types.resource_identifiers import (
 )
 from great_expectations.data_context import FileDataContext
 import pandas as pd
+import yaml
 from pyspark.sql import DataFrame
 
 import validation.expectations  # noqa: F401  (registers the custom expectation classes with GE)
@@ -58,6 +61,7 @@ def get_context(cfg: LfmConfig) -> FileDataContext:
         if not (gx_dir / "great_expectations.yml").exists():
             shutil.copyfile(TEMPLATE, gx_dir / "great_expectations.yml")
         ctx = gx.get_context(mode="file", context_root_dir=str(gx_dir))
+        _bound_docs_index(ctx)
         existing = ctx.data_sources.all()  # add once: re-adding a datasource would drop its stored assets
         if SPARK_SOURCE not in existing:
             ctx.data_sources.add_spark(SPARK_SOURCE, persist=False)
@@ -65,6 +69,17 @@ def get_context(cfg: LfmConfig) -> FileDataContext:
             ctx.data_sources.add_pandas(PANDAS_SOURCE)
         _contexts[gx_dir] = ctx
     return _contexts[gx_dir]
+
+
+def _bound_docs_index(ctx: FileDataContext) -> None:
+    """Give a quality root created from an older template the index bound of the current one (a one-time write)."""
+    template = yaml.safe_load(TEMPLATE.read_text())["data_docs_sites"]
+    for name, site in (ctx.variables.data_docs_sites or {}).items():
+        limit = template.get(name, {}).get("site_index_builder", {}).get("validation_results_limit")
+        index = site.get("site_index_builder", {})
+        if limit and "validation_results_limit" not in index:
+            bounded = {**index, "validation_results_limit": limit}
+            ctx.update_data_docs_site(name, {**site, "site_index_builder": bounded})
 
 
 @contextmanager
@@ -80,40 +95,57 @@ def locked(cfg: LfmConfig) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def checkpoint(ctx: FileDataContext, suite: ExpectationSuite, source_name: str = SPARK_SOURCE) -> gx.Checkpoint:
-    """Store the suite and (once) its dataframe asset, validation definition and checkpoint, all named after it."""
+RESULT_FORMAT = {"result_format": "BASIC", "partial_unexpected_count": 0}
+"""Counts and observed values, no example rows: GE fetches examples with one Spark job per map expectation
+(about 26 of them per embedding table), which would undo the one bundled aggregation."""
+_definitions: dict[tuple[Path, str], tuple[str, gx.ValidationDefinition]] = {}
+
+
+def _definition(ctx: FileDataContext, suite: ExpectationSuite, source_name: str) -> gx.ValidationDefinition:
+    """The stored validation definition of `suite` on a dataframe asset named after it, with `suite` stored.
+
+    Stores are written only when the suite differs from the one this process stored last under that name (a
+    day's suite changes once per day; the metrics suites only with the config) or another process has stored
+    another one since (GE's freshness check, which reads the stores and is cheaper than writing them).
+    """
+    slot = (Path(ctx.root_directory), suite.name)
+    wanted = json.dumps(suite.to_json_dict()["expectations"], sort_keys=True, default=str)
+    cached = _definitions.get(slot)
+    if cached is not None and cached[0] == wanted and cached[1].is_fresh().success:
+        return cached[1]
     source = ctx.data_sources.get(source_name)
-    name = suite.name
-    if name in source.get_asset_names():
-        asset = source.get_asset(name)
-    else:
-        asset = source.add_dataframe_asset(name)
+    names = source.get_asset_names()
+    asset = source.get_asset(suite.name) if suite.name in names else source.add_dataframe_asset(suite.name)
     if any(b.name == BATCH for b in asset.batch_definitions):
         batch = asset.get_batch_definition(BATCH)
     else:
         batch = asset.add_batch_definition_whole_dataframe(BATCH)
-    suite = ctx.suites.add_or_update(suite)
-    definition = ctx.validation_definitions.add_or_update(gx.ValidationDefinition(name=name, data=batch, suite=suite))
-    return ctx.checkpoints.add_or_update(gx.Checkpoint(name=name, validation_definitions=[definition],
-                                                      result_format="SUMMARY"))
+    stored = ctx.suites.add_or_update(suite)
+    definition = ctx.validation_definitions.add_or_update(gx.ValidationDefinition(name=suite.name, data=batch,
+                                                                                  suite=stored))
+    _definitions[slot] = (wanted, definition)
+    return definition
 
 
 def validate(ctx: FileDataContext, suite: ExpectationSuite, df: DataFrame | pd.DataFrame,
              run_id: RunIdentifier) -> tuple[ValidationResultIdentifier, ExpectationSuiteValidationResult]:
-    """Run the suite's checkpoint on `df`; GE stores the result. Returns its store key and the result."""
+    """Validate `df` with `suite` (a validation definition run, no checkpoint: it would only add its own store
+    writes); GE stores the result. Returns its store key and the result."""
     source = PANDAS_SOURCE if isinstance(df, pd.DataFrame) else SPARK_SOURCE
-    result = checkpoint(ctx, suite, source).run(batch_parameters={"dataframe": df}, run_id=run_id)
-    ((key, suite_result),) = result.run_results.items()
-    return key, suite_result
+    result = _definition(ctx, suite, source).run(batch_parameters={"dataframe": df}, result_format=RESULT_FORMAT,
+                                                 run_id=run_id)
+    key = ValidationResultIdentifier(expectation_suite_identifier=ExpectationSuiteIdentifier(name=suite.name),
+                                     run_id=run_id, batch_identifier=result.batch_id)
+    return key, result
 
 
 def build_docs(ctx: FileDataContext, keys: list[ValidationResultIdentifier]) -> None:
-    """Render this run's validation pages, their suites' pages and the index, in one Data Docs build.
+    """Render this run's validation pages and the index, in one Data Docs build per gate run.
 
-    One build per gate run instead of a checkpoint action per suite: the index is rendered once, not per table.
+    Each validation page shows every expectation of its suite with the values it was run with, so the separate
+    suite pages (a third of the build: GE compiles its page templates anew for every page) are not rendered.
     """
-    suites = {k.expectation_suite_identifier.name for k in keys}
-    ctx.build_data_docs(resource_identifiers=[*keys, *(ExpectationSuiteIdentifier(name=n) for n in sorted(suites))])
+    ctx.build_data_docs(resource_identifiers=list(keys))
 
 
 def docs_index(cfg: LfmConfig) -> Path:

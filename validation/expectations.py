@@ -1,53 +1,38 @@
-"""Named custom Great Expectations for embedding exports.
+"""Named custom Great Expectations, only for what GE's built-ins cannot check.
 
-Each class is a real GE expectation: it is stored in the suite, evaluated by GE on the Spark batch, rendered in
-Data Docs, and its snake_case type is the name a failure reports (e.g. `expect_vector_values_to_be_finite`).
-Row-level checks subclass `UnexpectedRowsExpectation`: the suite gives them a Spark SQL query over `{batch}` that
-returns the offending rows (or one row holding an aggregate that is out of bounds), so the check runs in Spark
-and never copies the partition to pandas. Day-level metrics (coverage, drift, collapse) are computed in Spark
-by `validation.metrics` into a one-row frame and checked by the `ColumnValuesToBeBetween` subclasses below,
-whose column is fixed so that the type alone names the failure. Importing this module registers the classes
-with GE, which the stored suites need before they can be loaded.
+Each class is a real GE expectation: stored in the suite, evaluated by GE, rendered in Data Docs, and its
+snake_case type is the name a failure reports (e.g. `expect_effective_rank_to_be_above`). Everything a built-in
+can say (row count, columns, scalar types, nulls, uniqueness, value sets, ranges on the `_vec_*` columns) is
+said by the built-in in `validation.suites`. What is left:
+- the vector's element type (GE's Spark type check only sees ArrayType, so array<double> would pass it);
+- the day-level metrics (coverage, drift, collapse), computed in Spark by `validation.metrics` into a one-row
+  frame and checked by the `ColumnValuesToBeBetween` subclasses below, whose column is fixed so that the type
+  alone names the failure.
+Importing this module registers the classes with GE, which the stored suites need before they can be loaded.
 """
 from __future__ import annotations
 
+from typing import Any, Dict, Optional
+
 import great_expectations.expectations as gxe
+from great_expectations.execution_engine import ExecutionEngine
+from great_expectations.expectations.expectation import BatchExpectation
 
 
-class ExpectColumnTypesToMatch(gxe.UnexpectedRowsExpectation):
-    """Every column has its contract type (`typeof`), e.g. the vector is array<float>, not array<double>."""
+class ExpectVectorsToBeFloatArrays(BatchExpectation):
+    """The vector column is array<float> (read from the schema: no Spark job)."""
 
+    column: str
+    metric_dependencies = ("table.column_types",)
+    success_keys = ("column",)
+    args_keys = ("column",)
 
-class ExpectKeysToBeUniquePerVersion(gxe.UnexpectedRowsExpectation):
-    """One row per entity key and model_version in the partition: a duplicate makes point-in-time joins fan out."""
-
-
-class ExpectSingleModelVersion(gxe.UnexpectedRowsExpectation):
-    """The partition holds only the validated model_version (no leftovers of another version, no mixed write)."""
-
-
-class ExpectPartitionDayToMatch(gxe.UnexpectedRowsExpectation):
-    """Every row has ds = D and event_timestamp = end of D in the schema's time zone (freshness)."""
-
-
-class ExpectVectorDimensionToEqual(gxe.UnexpectedRowsExpectation):
-    """Every vector has exactly the model's width for this table."""
-
-
-class ExpectVectorValuesToBeFinite(gxe.UnexpectedRowsExpectation):
-    """No vector holds NaN, +-inf or null elements."""
-
-
-class ExpectVectorNormToBeBetween(gxe.UnexpectedRowsExpectation):
-    """Every finite, non-zero vector has an L2 norm inside the configured bounds."""
-
-
-class ExpectZeroVectorShareToBeBelow(gxe.UnexpectedRowsExpectation):
-    """All-zero vectors (a silent default for a failed lookup) stay below the configured share."""
-
-
-class ExpectEventTimesToFallInDay(gxe.UnexpectedRowsExpectation):
-    """Almost every event's local time falls on its ds (the raw log has a few late-logged rows)."""
+    def _validate(self, metrics: Dict, runtime_configuration: Optional[dict] = None,
+                  execution_engine: Optional[ExecutionEngine] = None) -> Dict[str, Any]:
+        types = {c["name"]: c["type"] for c in metrics["table.column_types"]}
+        observed = types.get(self.column)
+        name = observed.simpleString() if hasattr(observed, "simpleString") else str(observed)
+        return {"success": name == "array<float>", "result": {"observed_value": name}}
 
 
 class ExpectCoverageToBeAbove(gxe.ExpectColumnValuesToBeBetween):
@@ -81,15 +66,14 @@ class ExpectInformationAbundanceToBeAbove(gxe.ExpectColumnValuesToBeBetween):
 
 
 CUSTOM_TYPES = frozenset(cls.expectation_type for cls in (
-    ExpectColumnTypesToMatch, ExpectKeysToBeUniquePerVersion, ExpectSingleModelVersion, ExpectPartitionDayToMatch,
-    ExpectVectorDimensionToEqual, ExpectVectorValuesToBeFinite, ExpectVectorNormToBeBetween,
-    ExpectZeroVectorShareToBeBelow, ExpectEventTimesToFallInDay, ExpectCoverageToBeAbove,
-    ExpectDriftMeanCosineToBeBetween, ExpectDriftMovedShareToBeBelow, ExpectEffectiveRankToBeAbove,
-    ExpectInformationAbundanceToBeAbove))
+    ExpectVectorsToBeFloatArrays, ExpectCoverageToBeAbove, ExpectDriftMeanCosineToBeBetween,
+    ExpectDriftMovedShareToBeBelow, ExpectEffectiveRankToBeAbove, ExpectInformationAbundanceToBeAbove))
 
 
-def failure_name(expectation_type: str, column: str | None) -> str:
-    """The name recorded for a failed expectation: our types name themselves; GE built-ins add their column."""
-    if expectation_type in CUSTOM_TYPES or not column:
+def failure_name(expectation_type: str, kwargs: dict) -> str:
+    """The name recorded for a failed expectation: our types name themselves; GE built-ins add their column(s),
+    e.g. `expect_column_values_to_be_between(_vec_dim)`."""
+    columns = kwargs.get("column_list") or ([kwargs["column"]] if kwargs.get("column") else [])
+    if expectation_type in CUSTOM_TYPES or not columns:
         return expectation_type
-    return f"{expectation_type}({column})"
+    return f"{expectation_type}({','.join(columns)})"

@@ -12,7 +12,9 @@ import datetime as dt
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from great_expectations.core.run_identifier import RunIdentifier
@@ -145,20 +147,12 @@ def _gate(spark: SparkSession, cfg: LfmConfig, day: dt.date, spec: ExportSpec | 
     with context.locked(cfg):
         ctx = context.get_context(cfg)
         for tspec in specs:
-            t1 = time.perf_counter()
             version = versions.get(tspec.name) if (versions and tspec.is_embedding) else None
             previous = (previous_versions or {}).get(tspec.name) if tspec.is_embedding else None
-            try:
-                results[tspec.name], m, table_keys = _validate_table(
-                    spark, cfg, ctx, tspec, day, spec.model_version if tspec.is_embedding else None, ge_run,
-                    spec.dim(tspec.name) if tspec.is_embedding else None, version=version,
-                    previous_version=previous, export_id=spec.id if tspec.is_embedding else None)
-            except Exception as err:  # noqa: BLE001 - a crash is a failed verdict, recorded with its error
-                log.error("gate %s %s crashed, recorded as failed: %s", day, tspec.name, _one_line(err))
-                log.debug("gate %s %s crash", day, tspec.name, exc_info=True)
-                results[tspec.name] = TableResult(table=tspec.name, rows=0, details={GATE_ERROR: _one_line(err)},
-                                                  metrics={}, seconds=time.perf_counter() - t1)
-                continue
+            results[tspec.name], m, table_keys = _validate_table(
+                spark, cfg, ctx, tspec, day, spec.model_version if tspec.is_embedding else None, ge_run,
+                spec.dim(tspec.name) if tspec.is_embedding else None, version=version,
+                previous_version=previous, export_id=spec.id if tspec.is_embedding else None)
             keys += table_keys
             if m is not None:
                 day_metrics[tspec.name] = m
@@ -187,13 +181,50 @@ def _one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0][:300] if text else ''}"
 
 
+@dataclass
+class _Findings:
+    """What one table's validation found so far; kept when a later step raises."""
+
+    failed: dict[str, str] = field(default_factory=dict)
+    keys: list = field(default_factory=list)  # GE validation result keys, for the run's Data Docs build
+    rows: int = 0
+    day_metrics: metrics.DayMetrics | None = None
+
+    def add(self, key, outcome) -> None:
+        self.keys.append(key)
+        self.failed.update(_failures(outcome))
+
+
 def _validate_table(spark: SparkSession, cfg: LfmConfig, ctx, spec: TableSpec, day: dt.date,
                     model_version: str | None, ge_run: RunIdentifier, dim: int | None, version: int | None = None,
                     previous_version: int | None = None, export_id: str | None = None):
-    """One table: its partition suite, and for an embedding table its day metrics and their suite."""
+    """One table: its partition suite, and for an embedding table its day metrics and their suite.
+
+    `version` pins the Delta version validated and `previous_version` the one D-1's partition is read at for
+    drift. Fails closed: an exception becomes a `gate_error` failure of the table (next to what the checks
+    before it found), never a traceback that leaves no verdict.
+    """
     t0 = time.perf_counter()
+    found = _Findings()
+    with _tagged_jobs(spark, job_group(day, spec.name)):
+        try:
+            _check(spark, cfg, ctx, spec, day, model_version, ge_run, dim, version, previous_version, export_id,
+                   found)
+        except Exception as err:  # noqa: BLE001 - a crash is a failed verdict, recorded with its error
+            found.failed[GATE_ERROR] = _one_line(err)
+            log.error("gate %s %s crashed, recorded as failed: %s", day, spec.name, found.failed[GATE_ERROR])
+            log.debug("gate %s %s crash", day, spec.name, exc_info=True)
+    scalars = found.day_metrics.scalars() if found.day_metrics else {}
+    result = TableResult(table=spec.name, rows=found.rows, details=found.failed, metrics=scalars,
+                         seconds=time.perf_counter() - t0)
+    return result, found.day_metrics, found.keys
+
+
+def _check(spark: SparkSession, cfg: LfmConfig, ctx, spec: TableSpec, day: dt.date, model_version: str | None,
+           ge_run: RunIdentifier, dim: int | None, version: int | None, previous_version: int | None,
+           export_id: str | None, found: _Findings) -> None:
+    """Read and cache the batch, validate it, and for an embedding table compute and validate its day metrics."""
     df = read_batch(spark, cfg, spec, day, model_version, version=version, export_id=export_id).persist()
-    day_metrics, keys, failed, rows = None, [], {}, 0
     try:
         if spec.is_embedding:
             suite = suites.embedding_suite(cfg, spec, day, model_version, dim)
@@ -202,20 +233,34 @@ def _validate_table(spark: SparkSession, cfg: LfmConfig, ctx, spec: TableSpec, d
         else:
             suite = suites.entity_suite(cfg, spec)
         key, outcome = context.validate(ctx, suite, df, ge_run)
-        keys.append(key)
-        failed.update(_failures(outcome))
-        rows = _row_count(outcome)
+        found.add(key, outcome)
+        found.rows = _row_count(outcome)
         if spec.is_embedding and {*spec.columns, *STAT_COLUMNS} <= set(df.columns):  # else columns failed above
-            day_metrics = metrics.compute(spark, cfg, spec, df.where(F.col("model_version") == model_version),
-                                          day, model_version, dim, previous_version, export_id)
-            key, outcome = context.validate(ctx, suites.metrics_suite(cfg, spec), day_metrics.frame(), ge_run)
-            keys.append(key)
-            failed.update(_failures(outcome))
+            part = df.where(F.col("model_version") == model_version)
+            found.day_metrics = metrics.compute(spark, cfg, spec, part, day, model_version, dim, previous_version,
+                                                export_id)
+            found.add(*context.validate(ctx, suites.metrics_suite(cfg, spec), found.day_metrics.frame(), ge_run))
     finally:
         df.unpersist()
-    result = TableResult(table=spec.name, rows=rows, details=failed,
-                         metrics=day_metrics.scalars() if day_metrics else {}, seconds=time.perf_counter() - t0)
-    return result, day_metrics, keys
+
+
+def job_group(day: dt.date, table: str) -> str:
+    """The Spark job group of one table's validation (Spark's status tracker and UI count its jobs by it)."""
+    return f"lfm-gate {day.isoformat()} {table}"
+
+
+@contextmanager
+def _tagged_jobs(spark: SparkSession, group: str) -> Iterator[None]:
+    """Run the block's Spark jobs under `group`, then give the thread its previous group back."""
+    sc = spark.sparkContext
+    keys = ("spark.jobGroup.id", "spark.job.description")
+    previous = {k: sc.getLocalProperty(k) for k in keys}
+    sc.setJobGroup(group, f"quality gate: {group}")
+    try:
+        yield
+    finally:
+        for k, v in previous.items():
+            sc.setLocalProperty(k, v)
 
 
 def _row_count(suite_result) -> int:
@@ -233,18 +278,20 @@ def _failures(suite_result) -> dict[str, str]:
         if r.success:
             continue
         config = r.expectation_config
-        out[failure_name(config.type, config.kwargs.get("column"))] = _observed(r)
+        out[failure_name(config.type, config.kwargs)] = _observed(r)
     return out
 
 
 def _observed(r) -> str:
+    """A short note of a failed result: the error GE caught, else what it observed (counts, not example rows)."""
     info = r.exception_info or {}
-    if info.get("raised_exception"):
-        return "error: " + str(info.get("exception_message", "")).splitlines()[0][:200]
+    errors = [info] if "raised_exception" in info else [v for v in info.values() if isinstance(v, dict)]
+    for e in errors:
+        if e.get("raised_exception"):
+            return "error: " + (str(e.get("exception_message", "")).splitlines() or [""])[0][:200]
     res = r.result or {}
-    if "partial_unexpected_list" in res:
-        return f"observed {res['partial_unexpected_list'][:3]}"
+    if res.get("unexpected_count") is not None:
+        return f"{res['unexpected_count']} of {res.get('element_count')} rows unexpected"
     if res.get("observed_value") is not None:
-        return f"observed {res['observed_value']}" + (" unexpected rows" if "unexpected_rows_query" in
-                                                      r.expectation_config.kwargs else "")
+        return f"observed {res['observed_value']}"
     return ""

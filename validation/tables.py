@@ -13,7 +13,7 @@ from lfm.contract import EMBEDDING_TABLES, INPUT_TABLES
 from validation.errors import QualityError
 
 ALL_TABLES = INPUT_TABLES + EMBEDDING_TABLES
-KEY_TYPES = ("int", "bigint", "string")  # Spark `typeof` names an entity key may have
+KEY_TYPES = ("IntegerType", "LongType", "StringType")  # the pyspark types an entity key may have
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class TableSpec:
     key: str  # entity key column (user or item key); for events, the user key
     entity: str  # "user" or "item": which side of the day's events this table covers
     vector: str | None = None  # the array<float> column of an embedding table
-    types: dict[str, str] = field(default_factory=dict)  # column -> Spark `typeof` name, for non-key columns
+    types: dict[str, str] = field(default_factory=dict)  # column -> contract type (Spark SQL name), non-key columns
     partitioned: bool = True  # by `ds`; users/items are whole snapshots
 
     @property

@@ -23,6 +23,8 @@ class SparkSettings(Strict):
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
+        # no call-site capture (two py4j calls and a stack walk) for every column function a job builds
+        "spark.python.sql.dataFrameDebugging.enabled": "false",
         "spark.databricks.delta.snapshotPartitions": "2",
         "spark.sql.sources.partitionOverwriteMode": "dynamic",
     })

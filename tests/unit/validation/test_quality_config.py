@@ -41,14 +41,14 @@ def test_end_of_day_is_next_local_midnight():
     from validation.suites import day_bounds
 
     start, end = day_bounds(dt.date(2022, 4, 25), "Asia/Shanghai")
-    assert dt.datetime.fromtimestamp(end, dt.timezone.utc) == dt.datetime(2022, 4, 25, 16, tzinfo=dt.timezone.utc)
-    assert end - start == 86_400
+    assert end == dt.datetime(2022, 4, 25, 16, tzinfo=dt.timezone.utc)
+    assert end - start == dt.timedelta(days=1)
     start, end = day_bounds(dt.date(2022, 3, 13), "America/New_York")  # a 23-hour day (DST starts)
-    assert end - start == 23 * 3600
+    assert end - start == dt.timedelta(hours=23)
 
 
-def test_suites_refuse_unvalidated_values_and_name_failures():
-    from validation.expectations import failure_name
+def test_suites_use_ge_built_ins_and_refuse_unvalidated_values():
+    from validation.expectations import CUSTOM_TYPES, failure_name
     from validation.suites import embedding_suite
     from validation.tables import table_spec
 
@@ -59,13 +59,25 @@ def test_suites_refuse_unvalidated_values_and_name_failures():
     with pytest.raises(BadInput):
         embedding_suite(cfg, spec, "2022-04-25", "v1'; DROP TABLE ur; --", 64)
     suite = embedding_suite(cfg, spec, "2022-04-25", "a1b2c3d4e5f6", 64)
-    types = [e.expectation_type for e in suite.expectations]
-    assert all(n == 1 for t, n in Counter(types).items() if t != "expect_column_values_to_not_be_null")
-    assert {"expect_vector_dimension_to_equal", "expect_vector_values_to_be_finite", "expect_vector_norm_to_be_between",
-            "expect_zero_vector_share_to_be_below", "expect_single_model_version", "expect_partition_day_to_match",
-            "expect_keys_to_be_unique_per_version", "expect_column_types_to_match"} <= set(types)
-    assert failure_name("expect_vector_values_to_be_finite", None) == "expect_vector_values_to_be_finite"
-    assert failure_name("expect_column_values_to_not_be_null", "ur") == "expect_column_values_to_not_be_null(ur)"
+    names = Counter(failure_name(e.expectation_type, e.configuration.kwargs) for e in suite.expectations)
+    assert all(n == 1 for n in names.values()), names
+    assert {"expect_table_row_count_to_be_between", "expect_compound_columns_to_be_unique(user_id,model_version)",
+            "expect_column_values_to_be_in_set(ds)", "expect_column_values_to_be_in_set(event_timestamp)",
+            "expect_column_values_to_be_in_set(model_version)", "expect_column_values_to_be_between(_vec_dim)",
+            "expect_column_values_to_be_in_set(_vec_finite)", "expect_column_values_to_be_between(_vec_norm)",
+            "expect_column_values_to_be_in_set(_vec_zero)", "expect_column_values_to_be_in_type_list(user_id)",
+            "expect_column_values_to_be_of_type(ds)", "expect_column_values_to_be_of_type(export_id)",
+            "expect_vectors_to_be_float_arrays"} <= set(names)
+    custom = {e.expectation_type for e in suite.expectations} & CUSTOM_TYPES
+    assert custom == {"expect_vectors_to_be_float_arrays"}  # the one thing GE's own type check cannot see
+    zero = next(e for e in suite.expectations if e.configuration.kwargs.get("column") == "_vec_zero")
+    assert zero.configuration.kwargs["mostly"] == pytest.approx(0.99)  # at most 1% all-zero vectors
+    width = next(e for e in suite.expectations if e.configuration.kwargs.get("column") == "_vec_dim")
+    assert (width.configuration.kwargs["min_value"], width.configuration.kwargs["max_value"]) == (64, 64)
+    assert failure_name("expect_effective_rank_to_be_above", {"column": "effective_rank"}) == \
+        "expect_effective_rank_to_be_above"
+    assert failure_name("expect_column_values_to_not_be_null", {"column": "ur"}) == \
+        "expect_column_values_to_not_be_null(ur)"
 
 
 def test_side_by_side_versions_drop_the_single_version_check():
@@ -74,7 +86,9 @@ def test_side_by_side_versions_drop_the_single_version_check():
 
     cfg = config_from_dict({"quality": {"allow_side_by_side_versions": True}})
     suite = embedding_suite(cfg, table_spec(cfg, "ir"), "2022-04-25", "a1b2c3d4e5f6", 64)
-    assert "expect_single_model_version" not in {e.expectation_type for e in suite.expectations}
+    columns = {e.configuration.kwargs.get("column") for e in suite.expectations
+               if e.expectation_type == "expect_column_values_to_be_in_set"}
+    assert "model_version" not in columns and {"ds", "event_timestamp"} <= columns
 
 
 def test_expected_width_comes_from_outside_the_data():
