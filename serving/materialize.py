@@ -212,6 +212,7 @@ def _write_release(cfg: LfmConfig, store, spec: ExportSpec, day: dt.date, checke
     from serving.online_io import open_online
 
     t0 = time.perf_counter()
+    log.info("materialize %s export %s: all four tables checked; writing the online store", day, spec.id)
     backend = open_online(cfg)
     try:
         with backend.locked():
@@ -240,6 +241,8 @@ def _load_from_spark(spark, cfg: LfmConfig, store, release: releases.Release, st
 
     t0 = time.perf_counter()
     audits = online_spark.audit_release(spark, cfg, release, end)  # raises before the first write
+    log.info("materialize %s export %s: all four tables checked; writing the online store", release.ds,
+             release.export_id)
     backend = open_online(cfg)
     try:
         with backend.locked():

@@ -308,39 +308,48 @@ def _new_parquet(table_dir: Path, before: set) -> bool:
     return any(p not in before for p in table_dir.rglob("*.parquet") if "_delta_log" not in p.parts)
 
 
-def _phase_signals(cfg: LfmConfig, export_id: str) -> dict:
-    """For each phase, a probe that turns true once the phase has begun (read off the file system only)."""
+WRITING_ONLINE = "all four tables checked; writing the online store"  # materialize's log line before its write
+
+
+def _phase_signals(cfg: LfmConfig, export_id: str, out: Path) -> dict:
+    """For each phase, the command that reaches it and a probe that turns true once the phase has begun (read off
+    the file system and the command's own output only)."""
     lake = Path(cfg.lakehouse)
     ur_files = set(p for p in (lake / "ur").rglob("*.parquet"))
-    counts = {t: _commits(lake / t) for t in ("cr_item_state", "refresh_log", "gate_status", "releases")}
+    counts = {t: _commits(lake / t) for t in ("cr_item_state", "refresh_log", "gate_status")}
     ann = Path(cfg.feast.repo_path) / "data" / "ann" / export_id
+    def committed(table: str):
+        return lambda: _commits(lake / table) > counts[table]
+
     return {
-        "refresh: writing the embedding tables": lambda: _new_parquet(lake / "ur", ur_files),
-        "refresh: writing the CR states": lambda: _commits(lake / "cr_item_state") > counts["cr_item_state"],
-        "candidate recorded: the gate is running": lambda: _commits(lake / "refresh_log") > counts["refresh_log"],
-        "verdicts recorded: publish is next": lambda: _commits(lake / "gate_status") > counts["gate_status"],
-        "released: materialize is writing": lambda: _commits(lake / "releases") > counts["releases"] + 1,
-        "materialize: building the ANN index": lambda: ann.is_dir() and any(
-            p.name.startswith(f".{D2}") for p in ann.iterdir()),
+        "refresh: writing the embedding tables": ("refresh", lambda: _new_parquet(lake / "ur", ur_files)),
+        "refresh: writing the CR states": ("refresh", committed("cr_item_state")),
+        "candidate recorded: the gate is running": ("refresh", committed("refresh_log")),
+        "verdicts recorded: publish is next": ("refresh", committed("gate_status")),
+        "materialize: writing the online store": ("materialize", lambda: WRITING_ONLINE in out.read_text()),
+        "materialize: building the ANN index": ("materialize", lambda: ann.is_dir() and any(
+            p.name.startswith(f".{D2}") for p in ann.iterdir())),
     }
 
 
-def _run_and_kill(conf: Path, model: str, probe, timeout: float = 900) -> tuple[bool, str]:
-    """`lfm run-daily --ds D2 --model MODEL --force` in its own process group, SIGKILLed as soon as `probe()` is true;
-    (killed, the tail of its output)."""
+def _lfm(conf: Path, verb: str, model: str) -> list[str]:
+    """`lfm refresh|materialize --ds D2 --model MODEL` (refresh writes, gates and publishes)."""
+    import sys
+
+    return [sys.executable, "-m", "cli.main", "--config", str(conf), verb, "--ds", str(D2), "--model", model]
+
+
+def _run_and_kill(command: list[str], out: Path, probe, timeout: float = 900) -> tuple[bool, str]:
+    """`command` in its own process group, SIGKILLed as soon as `probe()` is true; (killed, its output's tail)."""
     import os
     import signal
     import subprocess
-    import sys
     import time
 
     from tests.support.config import REPO
 
-    out = conf.with_suffix(".out")
     with out.open("w") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "cli.main", "--config", str(conf), "run-daily", "--ds",
-                                 str(D2), "--model", model, "--force"], cwd=str(REPO), start_new_session=True, stdout=fh,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(command, cwd=str(REPO), start_new_session=True, stdout=fh, stderr=subprocess.STDOUT)
     deadline, killed = time.monotonic() + timeout, False
     try:
         while time.monotonic() < deadline and proc.poll() is None:
@@ -381,11 +390,13 @@ def _readers_agree_on_one_release(spark, cfg: LfmConfig, export_id: str, d1: dic
 
 
 def test_sigkill_at_each_phase_leaves_every_reader_on_one_complete_release(spark, world, tmp_path):
-    """The daily run of D2 killed at each phase, then run to the end: readers always see one whole day."""
+    """D2's refresh (write, audit, publish) killed at each of its phases, then its materialize at each of its
+    phases, then both run to the end: after every kill, training sets and the online store see one whole day."""
     from pipeline.daily import run_days
 
     cfg = lake_config(world, "killed")
     conf = write_conf(cfg, tmp_path / "lfm.yaml")
+    out = tmp_path / "lfm.out"
     run_days(cfg, [D1], lambda: spark, model_version=world.model_a, cold_start=True)
     from lakehouse import candidates
 
@@ -394,13 +405,17 @@ def test_sigkill_at_each_phase_leaves_every_reader_on_one_complete_release(spark
     run_days(cfg, [D2], lambda: spark, model_version=world.model_a)
     d2 = vectors(partition(cfg, "cr_user", D2, export_id), "user_id", "cr_user")
     seen = {}
-    for phase in list(_phase_signals(cfg, export_id)):
-        probe = _phase_signals(cfg, export_id)[phase]  # its baseline taken now, after the previous phase's kill
-        killed, output = _run_and_kill(conf, world.model_a, probe)
+    for phase in list(_phase_signals(cfg, export_id, out)):
+        if phase.startswith("materialize") and not any(p.startswith("materialize") for p in seen):
+            done = cli("--config", str(conf), "refresh", "--ds", str(D2), "--model", world.model_a)
+            assert done.code == 0, done.err  # D2 released again: the materialize phases load it
+        verb, probe = _phase_signals(cfg, export_id, out)[phase]  # baselines taken now, after the last kill
+        killed, output = _run_and_kill(_lfm(conf, verb, world.model_a), out, probe)
         assert killed, f"the run ended before phase {phase!r}:\n{output}"
         seen[phase] = _readers_agree_on_one_release(spark, cfg, export_id, d1, d2)
-    # a kill before publish leaves D2 withdrawn (its rewrite began) or released (not yet superseded)
+    # a kill inside refresh leaves D2 withdrawn (its rewrite began) or released (not yet superseded)
     assert set(seen.values()) <= {"released", "withdrawn"}, seen
-    done = cli("--config", str(conf), "run-daily", "--ds", str(D2), "--model", world.model_a, "--force")
+    assert {seen[p] for p in seen if p.startswith("materialize")} == {"released"}, seen
+    done = cli("--config", str(conf), "materialize", "--ds", str(D2), "--model", world.model_a)
     assert done.code == 0, done.err
     assert _readers_agree_on_one_release(spark, cfg, export_id, d1, d2) == "released"
