@@ -14,6 +14,8 @@ from pyspark.sql import functions as F
 
 from lfm.config import LfmConfig
 from lakehouse.delta_io import ds_predicate, export_predicate, read_table, table_exists
+from lakehouse.features import features_as_of
+from lfm.contract import FEATURE_TABLES
 from validation.tables import TableSpec
 
 DIM, FINITE, NORM, ZERO = "_vec_dim", "_vec_finite", "_vec_norm", "_vec_zero"
@@ -46,14 +48,16 @@ def valid_condition(dim: int, min_norm: float, max_norm: float) -> str:
 
 def read_batch(spark: SparkSession, cfg: LfmConfig, spec: TableSpec, day: dt.date,
                model_version: str | None, version: int | None = None, export_id: str | None = None) -> DataFrame:
-    """The day's partition (users/items: the whole snapshot) with vector statistics, not yet cached.
+    """The day's partition (users/items: the snapshot in force that day) with vector statistics, not yet cached.
 
     `version` pins the Delta version read (the candidate's); `export_id` keeps one export's rows of the day.
     A table that does not exist yet reads as an empty frame of the contract schema, so the suite reports it as
     an empty partition instead of the gate crashing.
     """
     path = cfg.table_path(spec.name)
-    if table_exists(spark, path):
+    if table_exists(spark, path) and spec.name in FEATURE_TABLES:
+        df = features_as_of(spark, cfg, spec.name, day, version)  # the snapshot in force on the day
+    elif table_exists(spark, path):
         df = read_table(spark, path, version)
         if spec.partitioned:
             df = df.where(ds_predicate([day]) if export_id is None else export_predicate([day], export_id))
