@@ -25,7 +25,6 @@ import os
 import platform
 import shutil
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -33,41 +32,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.memory import TreeSampler  # noqa: E402 - after the path is set
+
 DAY = dt.date(2022, 5, 2)
-
-
-class PeakRss:
-    """Peak resident memory (MiB) of a process tree, sampled every 0.2 s (the JVM plus its Python workers)."""
-
-    def __init__(self, pid: int) -> None:
-        import psutil
-
-        self.proc = psutil.Process(pid)
-        self.peak = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _total(self) -> float:
-        total = 0
-        for p in [self.proc, *self.proc.children(recursive=True)]:
-            try:
-                total += p.memory_info().rss
-            except Exception:  # noqa: BLE001 - a worker that just exited
-                pass
-        return total / 2**20
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._total())
-            time.sleep(0.2)
-
-    def __enter__(self) -> "PeakRss":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def make_cfg(root: Path, cores: int):
@@ -300,16 +267,16 @@ def extraction(spark, cfg, plan, staged, cores: int, log) -> list[dict]:
             f"peak {plain['peak_mib']:.0f} MiB")
         row = {"kind": kind, "rows": n, "plain": n / plain["seconds"], "plain_peak_mib": plain["peak_mib"]}
         timed_noop(spark, spark_frame(spark, cfg, plan, kind, staged[kind], 0.001))  # each worker loads the model
-        with PeakRss(jvm_pid(spark)) as mem:
+        with TreeSampler(jvm_pid(spark)) as mem:
             secs = timed_noop(spark, spark_frame(spark, cfg, plan, kind, staged[kind]))
-        row.update(spark=n / secs, spark_peak_mib=mem.peak)
+        row.update(spark=n / secs, spark_peak_mib=mem.peak()["total"] * 1024)
         log(f"{kind} spark mapInArrow noop: {n / secs:,.0f} rows/s ({n / secs / row['plain']:.2f}x), "
-            f"peak {mem.peak:.0f} MiB")
-        with PeakRss(jvm_pid(spark)) as mem:
+            f"peak {row['spark_peak_mib']:.0f} MiB")
+        with TreeSampler(jvm_pid(spark)) as mem:
             secs = timed_noop(spark, pbudf_frame(spark, cfg, plan, kind, staged[kind]))
-        row.update(pbudf=n / secs, pbudf_peak_mib=mem.peak)
+        row.update(pbudf=n / secs, pbudf_peak_mib=mem.peak()["total"] * 1024)
         log(f"{kind} predict_batch_udf noop: {n / secs:,.0f} rows/s ({n / secs / row['plain']:.2f}x), "
-            f"peak {mem.peak:.0f} MiB")
+            f"peak {row['pbudf_peak_mib']:.0f} MiB")
         if kind in ("UR", "IR"):
             name = kind.lower()
             df = spark_frame(spark, cfg, plan, kind, staged[kind]).select(
@@ -337,16 +304,16 @@ def full_refresh(spark, cfg, model_version: str, log) -> dict:
     export = resolve_export(cfg, model_version)
     plan = plan_refresh(spark, cfg, export.spec, export.model_dir, DAY, cold_start=True)
     t1 = time.perf_counter()
-    with PeakRss(jvm_pid(spark)) as mem:
+    with TreeSampler(jvm_pid(spark)) as mem:
         out = compute_day(spark, cfg, plan, None)
         t2 = time.perf_counter()
         record_candidate(cfg, plan, write_tables(spark, cfg, plan, out), out)
         out.release()
     t3 = time.perf_counter()
     row = {"users": out.rows["ur"], "items": out.rows["ir"], "events": None, "plan_s": t1 - t0, "compute_s": t2 - t1,
-           "publish_s": t3 - t2, "total_s": t3 - t0, "peak_mib": mem.peak}
+           "publish_s": t3 - t2, "total_s": t3 - t0, "peak_mib": mem.peak()["total"] * 1024}
     log(f"refresh {row['users']:,} users: plan {row['plan_s']:.1f}s compute {row['compute_s']:.1f}s "
-        f"publish {row['publish_s']:.1f}s total {row['total_s']:.1f}s, peak {mem.peak:.0f} MiB")
+        f"publish {row['publish_s']:.1f}s total {row['total_s']:.1f}s, peak {row['peak_mib']:.0f} MiB")
     return row
 
 

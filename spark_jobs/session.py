@@ -34,9 +34,13 @@ def get_spark(cfg: LfmConfig) -> SparkSession:
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     given = SparkConf()  # what spark-submit passed (empty when run directly)
-    wanted = {"spark.master": cfg.spark.master, "spark.app.name": cfg.spark.app_name, **cfg.spark.conf}
-    if not given.contains("spark.jars"):
-        wanted["spark.jars.packages"] = cfg.spark.delta_package
+    wanted = {"spark.app.name": cfg.spark.app_name, **cfg.spark.conf}
+    if not _under_spark_submit():
+        # spark-submit's JVM is reached only when the context starts, so `given` cannot show its master or
+        # packages yet: under spark-submit they are left to it entirely.
+        wanted["spark.master"] = cfg.spark.master
+        if not given.contains("spark.jars"):
+            wanted["spark.jars.packages"] = cfg.spark.delta_package
     builder = SparkSession.builder
     for key, value in wanted.items():
         if not given.contains(key):
@@ -51,6 +55,11 @@ def get_spark(cfg: LfmConfig) -> SparkSession:
     if target is not None:
         log.info("Spark started (%s); the JVM's own output goes to %s", spark.sparkContext.master, target)
     return spark
+
+
+def _under_spark_submit() -> bool:
+    """spark-submit starts the JVM first and hands this process its gateway port (as pyspark's launcher reads it)."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
 @contextlib.contextmanager

@@ -69,7 +69,7 @@ def run_train_downstream(args: argparse.Namespace, cfg: LfmConfig) -> int:
                          feature_service=args.feature_service)
     print(f"train-downstream: {sets.feature_service} (export {sets.export_id}, model {sets.model_version}), scenario "
           f"{args.scenario}: train {sets.train.num_rows:,} / test {sets.test.num_rows:,} rows in {sets.seconds:.1f}s; "
-          f"{sets.fell_back:,} rows' previous day is not released (older release within the TTL, or nulls)")
+          f"{sets.fell_back:,} rows fell back (their day is not released: an older release within the TTL, else nulls)")
     is_retrieval = request.variant.granularity is Granularity.model
     result = train_on_sets(cfg, sets, args.task, request, args.seed, settings, checkpoint=args.checkpoint,
                            keep_model=is_retrieval)

@@ -89,8 +89,8 @@ def run_training_set(args: argparse.Namespace, cfg: LfmConfig) -> int:
                                 version=args.model, full_feature_names=args.full_feature_names)
     print(f"training-set: {report.rows_out:,} rows ({report.rows_in:,} entity rows in) -> {args.out} in "
           f"{time.perf_counter() - t0:.1f}s ({report.engine} join, export {report.export_id}); "
-          f"{report.fell_back:,} rows' previous day is not released (they got an older release within the TTL, or "
-          "nulls)")
+          f"{report.fell_back:,} rows fell back (their day is not released: an older release within the TTL, "
+          "else nulls)")
     return 0 if report.rows_in == report.rows_out else 1
 
 

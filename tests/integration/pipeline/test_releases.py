@@ -325,8 +325,8 @@ def _phase_signals(cfg: LfmConfig, export_id: str) -> dict:
     }
 
 
-def _run_and_kill(conf: Path, probe, timeout: float = 900) -> tuple[bool, str]:
-    """`lfm run-daily --ds D2 --force` in its own process group, SIGKILLed as soon as `probe()` is true;
+def _run_and_kill(conf: Path, model: str, probe, timeout: float = 900) -> tuple[bool, str]:
+    """`lfm run-daily --ds D2 --model MODEL --force` in its own process group, SIGKILLed as soon as `probe()` is true;
     (killed, the tail of its output)."""
     import os
     import signal
@@ -339,7 +339,7 @@ def _run_and_kill(conf: Path, probe, timeout: float = 900) -> tuple[bool, str]:
     out = conf.with_suffix(".out")
     with out.open("w") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "cli.main", "--config", str(conf), "run-daily", "--ds",
-                                 str(D2), "--force"], cwd=str(REPO), start_new_session=True, stdout=fh,
+                                 str(D2), "--model", model, "--force"], cwd=str(REPO), start_new_session=True, stdout=fh,
                                 stderr=subprocess.STDOUT)
     deadline, killed = time.monotonic() + timeout, False
     try:
@@ -396,11 +396,11 @@ def test_sigkill_at_each_phase_leaves_every_reader_on_one_complete_release(spark
     seen = {}
     for phase in list(_phase_signals(cfg, export_id)):
         probe = _phase_signals(cfg, export_id)[phase]  # its baseline taken now, after the previous phase's kill
-        killed, output = _run_and_kill(conf, probe)
+        killed, output = _run_and_kill(conf, world.model_a, probe)
         assert killed, f"the run ended before phase {phase!r}:\n{output}"
         seen[phase] = _readers_agree_on_one_release(spark, cfg, export_id, d1, d2)
     # a kill before publish leaves D2 withdrawn (its rewrite began) or released (not yet superseded)
     assert set(seen.values()) <= {"released", "withdrawn"}, seen
-    done = cli("--config", str(conf), "run-daily", "--ds", str(D2), "--force")
+    done = cli("--config", str(conf), "run-daily", "--ds", str(D2), "--model", world.model_a, "--force")
     assert done.code == 0, done.err
     assert _readers_agree_on_one_release(spark, cfg, export_id, d1, d2) == "released"

@@ -578,7 +578,7 @@ def test_cli_training_set_writes_every_row(spark, lake, offline_cfg, tmp_path, c
     assert main(["--config", str(conf), "training-set", "--entities", str(ents), "--out", str(out),
                  "--model", V1.id]) == 0
     said = capsys.readouterr().out
-    assert "4 rows (4 entity rows in)" in said and "(local join)" in said
+    assert "4 rows (4 entity rows in)" in said and "(local join, export" in said and "0 rows fell back" in said
     got = spark.read.parquet(str(out)).orderBy("user_id", "event_timestamp").toPandas()
     np.testing.assert_array_equal(np.asarray(got["ur"][0], dtype=np.float32), expected(lake, V1, "ur", DAYS[2])[1])
     assert got["ur"][3] is None and got["ir"][3] is not None  # unknown user: null, its known item still joined

@@ -115,3 +115,38 @@ def test_redis_connection_strings_parse_like_feasts():
         parse_redis_connection("redis.internal")
     with pytest.raises(LfmError, match="unknown option 'dbb'"):
         parse_redis_connection("h:1,dbb=2")
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_two_writers_of_one_store_never_interleave(tmp_path, request, kind):
+    """`locked()` of one store, taken by two backends at once (as two materialize runs would): the second enters
+    only after the first has left, for the sqlite file lock and the shared Redis lock alike."""
+    import threading
+    import time
+
+    from serving.online_io import open_online
+
+    server = request.getfixturevalue("redis_server") if kind == "redis" else None
+    cfg = configured(tmp_path, kind, "int64", server)
+    events: list[str] = []
+    first_in = threading.Event()
+
+    def hold(name: str, seconds: float) -> None:
+        backend = open_online(cfg)
+        try:
+            with backend.locked():
+                events.append(f"{name} in")
+                first_in.set()
+                time.sleep(seconds)
+                events.append(f"{name} out")
+        finally:
+            backend.close()
+
+    first = threading.Thread(target=hold, args=("first", 1.0))
+    first.start()
+    assert first_in.wait(30)
+    second = threading.Thread(target=hold, args=("second", 0.0))
+    second.start()
+    first.join(60)
+    second.join(60)
+    assert events == ["first in", "first out", "second in", "second out"]
