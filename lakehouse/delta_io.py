@@ -157,7 +157,7 @@ def history(spark: SparkSession, path: str, limit: int | None = None) -> list[di
     """The newest `limit` commits (default: all), newest first: version, operation and the parsed userMetadata."""
     if _local(path):
         rows = [(c.get("version"), c.get("operation"), c.get("userMetadata"))
-                for c in deltalake.DeltaTable(path, without_files=True).history(limit)]
+                for c in deltalake.DeltaTable(path).history(limit)]
     else:
         hist = DeltaTable.forPath(spark, path).history(limit) if limit else DeltaTable.forPath(spark, path).history()
         rows = [(r["version"], r["operation"], r["userMetadata"])
