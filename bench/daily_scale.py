@@ -248,7 +248,7 @@ def stage_child(payload: dict) -> dict:
     from spark_jobs.refresh import plan_refresh
     from spark_jobs.refresh.compute import day_samples, previous_state, tower_frame, users_in_scope
     from spark_jobs.session import get_spark
-    from lakehouse.delta_io import read_table
+    from lakehouse.features import features_as_of
     from lfm.contract import ITEMS
 
     cfg = load_config(payload["config"])
@@ -258,7 +258,7 @@ def stage_child(payload: dict) -> dict:
     plan = plan_refresh(spark, cfg, export.spec, export.model_dir, D1)
     prev = previous_state(spark, cfg, plan)
     s = cfg.schema
-    items = read_table(spark, cfg.table_path(ITEMS), plan.input_versions[ITEMS]).select(
+    items = features_as_of(spark, cfg, ITEMS, plan.ds, plan.input_versions[ITEMS]).select(
         s.item_key, *[f.name for f in s.item_fields if f.name != s.item_key])
     frames = {"users": users_in_scope(spark, cfg, plan), "items": items, "samples": day_samples(spark, cfg, plan),
               "state_user": prev.user, "state_item": prev.item}

@@ -97,14 +97,14 @@ def pretrain_model(spark, cfg, log) -> str:
 # ---- inputs shared by every method: parquet files of exactly the rows each extraction reads ----
 
 def stage_inputs(spark, cfg, plan, workdir: Path) -> dict[str, Path]:
-    from lakehouse.delta_io import read_table
+    from lakehouse.features import features_as_of
     from spark_jobs.refresh.compute import day_samples, users_in_scope
 
     s = cfg.schema
     out = {}
     frames = {
         "UR": users_in_scope(spark, cfg, plan),
-        "IR": read_table(spark, cfg.table_path("items")).select(
+        "IR": features_as_of(spark, cfg, "items", plan.ds, plan.input_versions["items"]).select(
             s.item_key, *[f.name for f in s.item_fields if f.name != s.item_key]),
         "CR": day_samples(spark, cfg, plan),
     }

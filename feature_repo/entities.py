@@ -1,4 +1,9 @@
-"""Entities `user` and `video`; their join keys come from the data schema, so any data set's key names work."""
+"""The user and item entities, named after the configured keys (`user_id` -> `user`, `item_id` -> `item`).
+
+Their join keys are the data schema's keys, so any data set's key names work; the name rule is
+`DataSchema.user_entity` / `item_entity` (the key without a trailing `_id`). The dict `entities` returns is keyed
+by side ('user', 'item'), which is how views pick theirs.
+"""
 from __future__ import annotations
 
 from feast import Entity, ValueType
@@ -12,15 +17,17 @@ def key_value_type(cfg: LfmConfig) -> ValueType:
 
 
 def user_entity(cfg: LfmConfig) -> Entity:
-    return Entity(name="user", join_keys=[cfg.schema.user_key], value_type=key_value_type(cfg),
-                  description="a user of the platform (LFM user side)")
+    s = cfg.schema
+    return Entity(name=s.user_entity, join_keys=[s.user_key], value_type=key_value_type(cfg),
+                  description=f"a user of the platform, keyed by {s.user_key} (LFM user side)")
 
 
-def video_entity(cfg: LfmConfig) -> Entity:
-    return Entity(name="video", join_keys=[cfg.schema.item_key], value_type=key_value_type(cfg),
-                  description="an item (video/ad) of the platform (LFM item side)")
+def item_entity(cfg: LfmConfig) -> Entity:
+    s = cfg.schema
+    return Entity(name=s.item_entity, join_keys=[s.item_key], value_type=key_value_type(cfg),
+                  description=f"an item of the platform, keyed by {s.item_key} (LFM item side)")
 
 
 def entities(cfg: LfmConfig) -> dict[str, Entity]:
     """The two entities by side ('user', 'item')."""
-    return {"user": user_entity(cfg), "item": video_entity(cfg)}
+    return {"user": user_entity(cfg), "item": item_entity(cfg)}

@@ -53,20 +53,25 @@ def export_predicate(days: list[dt.date], export_id: str) -> str:
 
 
 def replace_partitions(df: DataFrame, path: str, days: list[dt.date], metadata: dict,
-                       extra_predicate: str = "", partition_by: tuple[str, ...] = ("ds",)) -> int | None:
+                       extra_predicate: str = "", partition_by: tuple[str, ...] = ("ds",), column: str = "ds",
+                       merge_schema: bool = False) -> int | None:
     """Replace the `ds` partitions `days` of the Delta table at `path` with `df` in one atomic commit.
 
     Readers see either the old partitions or the new ones, never a mix; rerunning replaces, never duplicates.
     `extra_predicate` narrows the replaced rows further (e.g. one model_version inside a ds).
     `partition_by` applies when the table is created: partitioning by the columns of `extra_predicate` too (e.g.
     ("ds", "model_version")) makes the replace a metadata-only swap of whole folders instead of a file rewrite.
+    `column` is the date column the days are of (`valid_from` for feature snapshots); `merge_schema` lets the
+    write add columns the table lacks.
     Returns the table version after the write (the commit just made, unless another writer committed since).
     """
-    predicate = ds_predicate(days)
+    predicate = ds_predicate(days, column)
     if extra_predicate:
         predicate = f"({predicate}) AND ({extra_predicate})"
     spark = df.sparkSession
     writer = df.write.format("delta").option("userMetadata", json.dumps(metadata, sort_keys=True))
+    if merge_schema:
+        writer = writer.option("mergeSchema", "true")
     if table_exists(spark, path):
         writer.mode("overwrite").option("replaceWhere", predicate).save(path)
     else:
@@ -86,10 +91,12 @@ def append_rows(df: DataFrame, path: str, metadata: dict) -> int | None:
     return table_version(df.sparkSession, path)
 
 
-def overwrite_table(df: DataFrame, path: str, metadata: dict) -> None:
-    """Replace a whole (unpartitioned) table in one commit; the previous version stays in the time-travel log."""
+def overwrite_table(df: DataFrame, path: str, metadata: dict, partition_by: tuple[str, ...] = ()) -> None:
+    """Replace a whole table (schema and partitioning too) in one commit; the previous version stays in the
+    time-travel log."""
     (df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
-     .option("userMetadata", json.dumps(metadata, sort_keys=True)).save(path))
+     .option("partitionOverwriteMode", "static")  # the whole table, whatever the session's dynamic default
+     .partitionBy(*partition_by).option("userMetadata", json.dumps(metadata, sort_keys=True)).save(path))
 
 
 def table_version(spark: SparkSession, path: str) -> int | None:
@@ -125,6 +132,19 @@ def day_stats(path: str, version: int, day: dt.date, time_column: str) -> DaySta
                     int(pc.max(pc.cast(mine.column(latest), pa.timestamp("ms", tz="UTC"))).value))
 
 
+def partition_dates(spark: SparkSession, path: str, column: str, version: int | None = None) -> list[dt.date]:
+    """The distinct values of a DATE partition column at `version` (default: latest), sorted: from the commit
+    log's file list (no scan) on this machine, else a Spark query of that column alone."""
+    if _local(path):
+        table = deltalake.DeltaTable(path) if version is None else deltalake.DeltaTable(path, version=int(version))
+        actions = pa.table(table.get_add_actions(flatten=True))
+        name = f"partition.{column}"
+        if name in actions.column_names:
+            return sorted({d for d in actions.column(name).to_pylist() if d is not None})
+    values = read_table(spark, path, version).select(column).distinct().collect()
+    return sorted(r[0] for r in values if r[0] is not None)
+
+
 def read_table(spark: SparkSession, path: str, version: int | None = None) -> DataFrame:
     """A Delta table, pinned to `version` when given, so a job reads exactly the inputs it records."""
     reader = spark.read.format("delta")
@@ -133,25 +153,29 @@ def read_table(spark: SparkSession, path: str, version: int | None = None) -> Da
     return reader.load(path)
 
 
+def history(spark: SparkSession, path: str, limit: int | None = None) -> list[dict]:
+    """The newest `limit` commits (default: all), newest first: version, operation and the parsed userMetadata."""
+    if _local(path):
+        rows = [(c.get("version"), c.get("operation"), c.get("userMetadata"))
+                for c in deltalake.DeltaTable(path).history(limit)]
+    else:
+        hist = DeltaTable.forPath(spark, path).history(limit) if limit else DeltaTable.forPath(spark, path).history()
+        rows = [(r["version"], r["operation"], r["userMetadata"])
+                for r in hist.select("version", "operation", "userMetadata").collect()]
+    out = [{"version": int(v), "operation": op, "userMetadata": json.loads(meta) if meta else {}}
+           for v, op, meta in rows]
+    return sorted(out, key=lambda c: c["version"], reverse=True)
+
+
 def commit_info(spark: SparkSession, path: str, version: int | None = None) -> dict:
     """The commit `version` (default: latest): version, operation and the parsed userMetadata."""
-    if _local(path):
-        table = deltalake.DeltaTable(path, without_files=True)
-        latest = table.version()
-        want = latest if version is None else int(version)
-        found = [c for c in table.history(latest - want + 1) if c.get("version") == want] if 0 <= want <= latest else []
-        if not found:
-            raise ValueError(f"{path} has no commit {version}")
-        meta = found[0].get("userMetadata")
-        return {"version": want, "operation": found[0].get("operation"), "userMetadata": json.loads(meta) if meta else {}}
-    hist = DeltaTable.forPath(spark, path).history()
-    if version is not None:
-        hist = hist.where(f"version = {int(version)}")
-    row = hist.orderBy("version", ascending=False).select("version", "operation", "userMetadata").first()
-    if row is None:
+    latest = table_version(spark, path)
+    want = latest if version is None else int(version)
+    found = [c for c in history(spark, path, latest - want + 1) if c["version"] == want] \
+        if latest is not None and 0 <= want <= latest else []
+    if not found:
         raise ValueError(f"{path} has no commit {version}")
-    meta = json.loads(row["userMetadata"]) if row["userMetadata"] else {}
-    return {"version": int(row["version"]), "operation": row["operation"], "userMetadata": meta}
+    return found[0]
 
 
 def restore_partitions(spark: SparkSession, path: str, days: list[dt.date], version_before: int | None,

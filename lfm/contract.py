@@ -21,6 +21,8 @@ from lfm.names import BadInput, check_model_version, parse_ds
 # --- tables -----------------------------------------------------------------------------------------------------
 EVENTS, USERS, ITEMS = "events", "users", "items"
 INPUT_TABLES = (EVENTS, USERS, ITEMS)
+FEATURE_TABLES = (USERS, ITEMS)  # one snapshot per ingest, partitioned by VALID_FROM; day D reads the one in force
+VALID_FROM = "valid_from"  # the first event day a feature snapshot holds for
 UR, IR, CR_USER, CR_ITEM = "ur", "ir", "cr_user", "cr_item"
 EMBEDDING_TABLES = (UR, IR, CR_USER, CR_ITEM)  # table name = vector column = Feast feature name
 USER_TABLES, ITEM_TABLES = (UR, CR_USER), (IR, CR_ITEM)

@@ -60,7 +60,7 @@ def _ingest(source: Path | None) -> Callable[[DayContext], int]:
                 if table_exists(ctx.spark, path) else 0)
         if rows == 0:
             raise LfmError(f"no events ingested for ds {ctx.ds} and no raw folder given: pass --source DIR "
-                           "(a folder in the configured source layout holding that day)")
+                           "(the folder the sources declared in lfm.yaml resolve against, holding that day)")
         return rows
     return run
 

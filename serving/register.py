@@ -2,7 +2,8 @@
 
 A new export adds its four views and its feature service beside the others; registering the same exports again
 changes nothing — unless what Feast holds no longer matches what the config would write (the lakehouse moved,
-the online key type changed): then the views are re-applied so every read goes where the config says.
+the online key type changed, the keys and so the entities were renamed): then the views are re-applied so every
+read goes where the config says.
 `lfm_current` names the current export explicitly: `current` (an export id or a model version with one export),
 else `feast.current_version` (a model version), else the one already current, else the newest given.
 """
@@ -12,7 +13,7 @@ import logging
 from dataclasses import dataclass, field
 
 from lfm.config import LfmConfig
-from lfm.contract import EMBEDDING_TABLES, ExportSpec
+from lfm.contract import EMBEDDING_TABLES, ExportSpec, side_of
 from lfm.names import MODEL_VERSION
 
 from feature_repo.specs import CURRENT_SERVICE, view_name
@@ -81,13 +82,19 @@ class RegisterResult:
 
 
 def _stale(store, cfg: LfmConfig, spec: ExportSpec) -> bool:
-    """True when a registered view of `spec` reads elsewhere than the config would make it read."""
+    """True when a registered view of `spec` reads elsewhere than the config would make it read, or is keyed by
+    another entity (the configured keys changed)."""
     from feature_repo.data_sources import source_query
+    from feature_repo.entities import entities
 
+    ents = entities(cfg)
     for table in EMBEDDING_TABLES:
         fv = store.get_feature_view(view_name(table, spec.id))
+        entity = ents[side_of(table)]
         if getattr(fv.batch_source, "query", None) != source_query(cfg, table, spec) \
-                or getattr(fv.batch_source, "path", None) != cfg.table_path(table):
+                or getattr(fv.batch_source, "path", None) != cfg.table_path(table) \
+                or list(fv.entities) != [entity.name] \
+                or [c.name for c in fv.entity_columns] != [entity.join_key]:
             return True
     return False
 
@@ -108,7 +115,8 @@ def register(cfg: LfmConfig, specs: list[ExportSpec], current: str | None = None
             added.append(spec.id)
         elif _stale(store, cfg, spec):
             updated.append(spec.id)
-            log.warning("export %s: its registered sources differ from the config's (lakehouse moved?); re-applied",
+            log.warning("export %s: its registered sources or entities differ from the config's (lakehouse moved? keys "
+                        "renamed?); re-applied",
                         spec.id)
         else:
             unchanged.append(spec.id)

@@ -58,7 +58,9 @@ class ItemIndex:
     """
 
     def __init__(self, index, item_ids: np.ndarray, dim: int, kind: str, meta: dict | None = None) -> None:
-        self.index, self.item_ids, self.dim, self.kind = index, np.asarray(item_ids), dim, kind
+        ids = np.asarray(item_ids)
+        ids = ids.astype(str) if ids.dtype == object else ids  # string keys as fixed-width text: saved without pickle
+        self.index, self.item_ids, self.dim, self.kind = index, ids, dim, kind
         self.meta = meta or {}
         self.max_norm = float(self.meta.get("max_norm", 0.0))
         self._exact = None

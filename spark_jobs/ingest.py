@@ -1,234 +1,320 @@
-"""Ingest a folder in the KuaiRand release layout into the Delta tables `events` (by ds), `users`, `items`.
+"""Ingest the declared sources (`sources:` in lfm.yaml) into the Delta tables `events` (by ds), `users`, `items`.
 
-Everything is checked before anything is written: missing files, missing or renamed columns, values that do not
-parse as their declared type, empty keys and unparseable dates each stop the run with one message that names the
-file, the column and the fix. Re-ingesting a day replaces its partition atomically, so reruns never duplicate.
-A daily drop carries the whole users and items files; when their bytes are those the table's current version was
-ingested from (a sha256 recorded in its commit), they are neither checked nor rewritten again.
+Everything is checked before anything is written: the declaration against the data schema, then every source
+(files found, declared columns present, values of their declared types, tasks 0/1 or boolean, keys set and
+unique, event times plausible for their unit, days parseable), in one Spark pass per source; each failure stops
+the run with one message that names the source, the column, the config key to change and a sample bad value.
+Re-ingesting a day replaces its partition atomically, so reruns never duplicate.
+
+`users` and `items` keep their history (`lakehouse.features`): each ingest writes its snapshot as the partition
+`valid_from` = the first event day it ingests, unless the snapshot in force on that day already holds the same
+rows. A source without daily snapshots is therefore valid from its first ingest on. A daily drop carries the whole
+users and items files: when the declaration and the files' bytes are those the snapshot in force was ingested
+from (recorded in its commit), they are neither read nor checked again; when the bytes differ but the rows are
+the same (an order-free hash taken in the checking pass), nothing is written.
+`dry_run=True` runs every check and reports the mapping, row counts and days, writing nothing.
 """
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import hashlib
-import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from py4j.protocol import Py4JJavaError
-from pyspark.errors import PySparkException
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
+from lakehouse.delta_io import history, overwrite_table, read_table, replace_partitions, table_exists
+from lakehouse.features import FeatureHistoryError, feature_history, snapshot_for
 from lfm.config import LfmConfig
-from lfm.names import BadInput, parse_ds
-from lakehouse.delta_io import commit_info, overwrite_table, replace_partitions, table_exists
-from spark_jobs.layout import ITEMS_BASIC, ITEMS_STATISTIC, KUAIRAND_LAYOUT, LOG, USERS, RawFile
+from lfm.config.sources import ColumnType, SourceFormat, SourceRole, TimeUnit, column_roles, mapping_problems
+from lfm.contract import EVENTS, ITEMS, USERS, VALID_FROM
+from lfm.names import parse_ds
+from spark_jobs.raw_input import Checked, ColumnRules, IngestError, RawInput, check_values, locate, read_source
 
-class IngestError(BadInput):
-    """Raw input that cannot be ingested; nothing was written."""
+__all__ = ["IngestError", "IngestResult", "MappedColumn", "ingest"]
+
+PLAUSIBLE_DAYS = (dt.date(1971, 1, 1), dt.date(2200, 1, 1))  # event days outside: the time unit is wrong
+SNAPSHOT_SOURCES = {USERS: (SourceRole.users,), ITEMS: (SourceRole.items, SourceRole.item_statistics)}
+
+
+@dataclass(frozen=True)
+class MappedColumn:
+    """One declared column, for the dry-run report."""
+
+    source: str
+    name: str
+    raw: str
+    type: str
+    role: str
+
 
 @dataclass(frozen=True)
 class IngestResult:
     events_rows: int
-    days: list[dt.date]
-    users_rows: int
+    days: list[dt.date]  # the days written (or, on a dry run, that would be)
+    users_rows: int  # rows of the users snapshot ingested
     items_rows: int
-
-def find_files(source: Path, raw: RawFile) -> list[Path]:
-    files = sorted(source.glob(raw.pattern))
-    if not files:
-        raise IngestError(
-            f"no {raw.role} file matching {raw.pattern!r} in {source}: point --source at a folder in the "
-            "KuaiRand release layout (log_standard_*.csv, user_features_*.csv, video_features_basic_*.csv, "
-            "video_features_statistic_*.csv)")
-    if raw is not LOG and len(files) > 1:
-        raise IngestError(f"{len(files)} files match {raw.pattern!r} in {source}; keep exactly one")
-    return files
-
-def check_header(path: Path, raw: RawFile) -> None:
-    """The header must list exactly the layout's columns in order (a changed schema is refused, not guessed)."""
-    try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            header = next(csv.reader(fh), [])
-    except UnicodeDecodeError:
-        raise IngestError(f"{path} is not a UTF-8 CSV file (corrupt or compressed?)") from None
-    expected = raw.names
-    if header == expected:
-        return
-    missing = [c for c in expected if c not in header]
-    extra = [c for c in header if c not in expected]
-    detail = []
-    if missing:
-        detail.append(f"missing columns {missing}")
-    if extra:
-        detail.append(f"unexpected columns {extra}")
-    if not detail:
-        detail.append("columns in a different order")
-    raise IngestError(f"{path}: {'; '.join(detail)}; expected the {raw.role} layout {expected}")
-
-def read_typed(spark: SparkSession, files: list[Path], raw: RawFile) -> DataFrame:
-    """Read raw CSV as strings, then cast each column to its declared type (checked by `check_values`)."""
-    string_schema = T.StructType([T.StructField(c, T.StringType()) for c in raw.names])
-    df = (spark.read.option("header", "true").option("mode", "FAILFAST").schema(string_schema)
-          .csv([str(f) for f in files]))
-    return df.select(*[F.col(c).alias(f"__raw_{c}") for c in raw.names],
-                     *[F.expr(f"try_cast(`{c}` AS {t})").alias(c) for c, t in raw.columns])
-
-@dataclass(frozen=True)
-class Checked:
-    """What the one checking pass over a raw file found: rows, distinct keys, rows per day (the log)."""
-
-    rows: int
-    distinct_keys: int | None = None
-    days: dict[dt.date | None, int] | None = None  # None: rows whose `date` is not a yyyymmdd day
+    source_rows: dict[str, int] = field(default_factory=dict)  # rows per source (a held one: as recorded)
+    days_found: list[dt.date] = field(default_factory=list)  # every day the events source holds
+    snapshots: dict[str, dt.date | None] = field(default_factory=dict)  # table -> valid_from written (None: same)
+    mapping: list[MappedColumn] = field(default_factory=list)
+    dry_run: bool = False
 
 
-def _day(cfg: LfmConfig):
-    return F.expr(f"CAST(try_to_timestamp(CAST(`{cfg.schema.date}` AS STRING), 'yyyyMMdd') AS DATE)")
+@dataclass
+class _Read:
+    raw: RawInput
+    frame: DataFrame  # the declared columns, typed (events: plus event_timestamp and ds)
+    checked: Checked  # the checking pass's aggregates
 
 
-def check_values(df: DataFrame, raw: RawFile, files: list[Path], key: str | None = None, by=None) -> Checked:
-    """One pass (one Spark job): count values that failed their cast and empty required columns (raise naming the
-    worst), and the distinct `key`s (uniqueness) or the rows per value of `by` (the log's days)."""
-    aggs = [F.count(F.lit(1)).alias("__rows")]
-    for c, _ in raw.columns:
-        aggs.append(F.sum(F.when(F.col(f"__raw_{c}").isNotNull() & F.col(c).isNull(), 1).otherwise(0)).alias(f"bad_{c}"))
-    for c in raw.required:
-        aggs.append(F.sum(F.when(F.col(c).isNull(), 1).otherwise(0)).alias(f"null_{c}"))
-    if key is not None:
-        aggs.append(F.countDistinct(key).alias("__distinct"))
-    try:
-        found = ([r.asDict() for r in df.groupBy(by.alias("__by")).agg(*aggs).collect()] if by is not None
-                 else [df.agg(*aggs).collect()[0].asDict()])
-    except (PySparkException, Py4JJavaError) as err:
-        match = re.search(r"Malformed CSV record[^\n]{0,200}", str(err))
-        detail = match.group(0) if match else str(err).splitlines()[0][:200]
-        raise IngestError(f"{', '.join(map(str, files))}: cannot parse as CSV ({detail}); the file is corrupt or "
-                          "truncated: restore it from the source and rerun") from None
-    row = {k: sum(r[k] or 0 for r in found) for k in found[0] if k != "__by"} if found else {"__rows": 0}
-    names = ", ".join(str(f) for f in files)
-    types = dict(raw.columns)
-    bad = {k[4:]: v for k, v in row.items() if k.startswith("bad_") and v}
-    if bad:
-        col = max(bad, key=bad.get)
-        sample = df.filter(F.col(f"__raw_{col}").isNotNull() & F.col(col).isNull()).select(f"__raw_{col}").first()[0]
-        raise IngestError(f"{names}: column {col!r} has {bad[col]} value(s) that are not {types[col]} "
-                          f"(e.g. {sample!r}); fix the file or the layout in spark_jobs/layout.py")
-    nulls = {k[5:]: v for k, v in row.items() if k.startswith("null_") and v}
-    if nulls:
-        col = max(nulls, key=nulls.get)
-        raise IngestError(f"{names}: required column {col!r} is empty in {nulls[col]} row(s) "
-                          "(a truncated file?); restore the file and rerun")
-    return Checked(rows=int(row["__rows"]), distinct_keys=int(row["__distinct"]) if key is not None else None,
-                   days={r["__by"]: int(r["__rows"]) for r in found} if by is not None else None)
+def check_mapping(cfg: LfmConfig) -> None:
+    problems = mapping_problems(cfg.schema, cfg.sources)
+    if problems:
+        raise IngestError("the sources in lfm.yaml do not provide the data schema: " + "; ".join(problems))
 
 
-def build_events(log: DataFrame, cfg: LfmConfig, days: list[dt.date] | None,
-                 present: dict[dt.date | None, int]) -> tuple[DataFrame, list[dt.date], int]:
-    """Typed events with `ds` (the local calendar day of the `date` column) and `event_timestamp`, the days they
-    cover and their rows; `present` is the checking pass's rows per day (no further Spark job)."""
+def _rules(cfg: LfmConfig, role: SourceRole) -> ColumnRules:
     s = cfg.schema
-    events = log.select(*[c for c in LOG.names]).withColumn("ds", _day(cfg))
-    if present.get(None):
-        bad_dates = events.filter(F.col("ds").isNull()).select(s.date).limit(3).collect()
-        raise IngestError(f"column {s.date!r} holds values that are not yyyymmdd dates, e.g. "
-                          f"{[r[0] for r in bad_dates]}; fix the log file")
-    events = events.withColumn("event_timestamp", F.timestamp_millis(F.col(s.timestamp)))
-    have = sorted(d for d in present if d is not None)
+    if role == SourceRole.events:
+        required = [s.user_key, s.item_key, s.scenario, s.timestamp] + ([s.date] if s.date else [])
+        return ColumnRules(tasks=frozenset(s.tasks), required=tuple(dict.fromkeys(required)), timezone=s.timezone)
+    key = s.user_key if role == SourceRole.users else s.item_key
+    return ColumnRules(required=(key,), unique=key, timezone=s.timezone)
+
+
+def _content_hash(columns: list[str]) -> Column:
+    """Order-free content of a keyed source: the XOR of every row's hash (keys are unique, so no row cancels)."""
+    return F.bit_xor(F.xxhash64(*[F.col(c) for c in columns])).alias("__hash")
+
+
+def read_checked(spark: SparkSession, cfg: LfmConfig, raw: RawInput) -> _Read:
+    """One declared source, typed and checked in one Spark pass (events: grouped by day, with their times)."""
+    rules = _rules(cfg, raw.role)
+    df = read_source(spark, raw, rules)
+    keep: list[str] = list(raw.source.columns)
+    if raw.role != SourceRole.events:
+        return _Read(raw, df.select(*keep), check_values(df, raw, rules, (_content_hash(keep),)))
+    df = with_event_time(df, cfg)
+    bad_ts = F.sum(F.when(F.col("event_timestamp").isNull(), 1).otherwise(0)).alias("__bad_ts")
+    checked = check_values(df, raw, rules, (bad_ts,), by=F.col("ds"))
+    return _Read(raw, df.select(*keep, "event_timestamp", "ds"), checked)
+
+
+def _micros(x: Column, unit: TimeUnit, typ: ColumnType) -> Column:
+    """Epoch microseconds of an epoch number; null when out of range (never an overflow error)."""
+    scale = {TimeUnit.s: 1_000_000, TimeUnit.ms: 1_000, TimeUnit.us: 1}[unit]
+    if typ == ColumnType.double:
+        return F.round(F.try_multiply(x, F.lit(float(scale)))).try_cast("bigint")
+    return F.try_multiply(x.cast("bigint"), F.lit(scale)).try_cast("bigint")
+
+
+def with_event_time(events: DataFrame, cfg: LfmConfig) -> DataFrame:
+    """`event_timestamp` from the event time in its unit, and `ds`: the date column's day, else the event
+    time's calendar day in schema.timezone (null where either does not parse)."""
+    s, src = cfg.schema, cfg.sources.events
+    if src.time_unit == TimeUnit.timestamp:
+        ts = F.col(s.timestamp)
+    else:
+        ts = F.timestamp_micros(_micros(F.col(s.timestamp), src.time_unit, src.columns[s.timestamp].type))
+    events = events.withColumn("event_timestamp", ts)
+    if s.date is None:
+        wall = F.col("event_timestamp").cast("timestamp_ntz")  # wall clock in the session's zone
+        ds = F.to_date(F.convert_timezone(F.current_timezone(), F.lit(s.timezone), wall))
+    elif src.columns[s.date].type == ColumnType.date:
+        ds = F.col(s.date)
+    else:
+        ds = F.to_date(F.try_to_timestamp(F.col(s.date).cast("string"), F.lit(src.date_format)))
+    return events.withColumn("ds", ds)
+
+
+def build_events(read: _Read, cfg: LfmConfig, days: list[dt.date] | None
+                 ) -> tuple[DataFrame, list[dt.date], list[dt.date], int]:
+    """Check the event times and days (from the checking pass, no further Spark job but for a sample); returns
+    (events of the asked days, those days, every day of the source, their rows)."""
+    s, src, events = cfg.schema, cfg.sources.events, read.frame
+    stats, per_day = read.checked.stats, dict(read.checked.groups or {})
+    label = read.raw.label
+    if stats["__bad_ts"]:
+        sample = events.filter(F.col("event_timestamp").isNull()).select(s.timestamp).first()[0]
+        raise IngestError(f"{label}: column {src.raw_name(s.timestamp)!r} has {stats['__bad_ts']} value(s) that are "
+                          f"not times in unit {src.time_unit.value} (e.g. {sample!r}); fix the file or "
+                          "sources.events.time_unit in lfm.yaml")
+    if per_day.get(None):
+        bad = [r[0] for r in events.filter(F.col("ds").isNull()).select(s.date).limit(3).collect()]
+        raise IngestError(f"{label}: column {src.raw_name(s.date)!r} holds values that are not "
+                          f"{src.date_format.lower()} dates, e.g. {bad}; fix the log file or "
+                          "sources.events.date_format in lfm.yaml")
+    present = sorted(d for d in per_day if d is not None)
+    lo, hi = PLAUSIBLE_DAYS
+    if present[0] < lo or present[-1] >= hi:
+        raise IngestError(f"{label}: the events fall on {present[0]}..{present[-1]} when column "
+                          f"{src.raw_name(s.timestamp)!r} is read in unit {src.time_unit.value}"
+                          + ("" if s.date is None else f" and {src.raw_name(s.date)!r} as {src.date_format}")
+                          + ": is sources.events.time_unit right (s, ms, us or timestamp)?")
     if days is None:
-        return events, have, sum(present[d] for d in have)
+        return events, present, present, sum(per_day[d] for d in present)
     wanted = sorted({parse_ds(d) for d in days})
-    absent = [d for d in wanted if d not in present]
+    absent = [d for d in wanted if d not in per_day]
     if absent:
-        span = f"{have[0]}..{have[-1]}" if have else "no days"
-        raise IngestError(f"no events for ds {[d.isoformat() for d in absent]} in the source (it covers {span}); "
-                          "pass days the log holds")
-    return events.filter(F.col("ds").isin(wanted)), wanted, sum(present[d] for d in wanted)
+        raise IngestError(f"no events for ds {[d.isoformat() for d in absent]} in the source (it covers "
+                          f"{present[0]}..{present[-1]}); pass days the log holds")
+    return events.filter(F.col("ds").isin(wanted)), wanted, present, sum(per_day[d] for d in wanted)
 
 
-def digest(files: list[Path]) -> str:
-    """sha256 over the files' bytes, in order: what a feature table was ingested from."""
+# --- feature snapshots ------------------------------------------------------------------------------------------
+
+def signature(raws: list[RawInput]) -> str | None:
+    """sha256 over the declarations and the files' bytes, in order: what a snapshot was ingested from. None for a
+    source that is not plain local files (a Delta table, an object store): those are always read."""
     h = hashlib.sha256()
-    for f in files:
-        with f.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
+    for raw in raws:
+        if raw.source.format == SourceFormat.delta or any("://" in f for f in raw.files):
+            return None
+        h.update(raw.source.model_dump_json().encode())
+        for f in raw.files:
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
     return h.hexdigest()
 
 
-def unchanged_rows(spark: SparkSession, cfg: LfmConfig, table: str, sha: str) -> int | None:
-    """The rows of `table` when its current version was ingested from files of this digest, else None."""
+def in_force_record(spark: SparkSession, cfg: LfmConfig, table: str, day: dt.date) -> dict | None:
+    """What the snapshot in force on `day` was ingested from (its commit's `snapshot` record), or None when that
+    is unknown: no snapshot, or a commit by another writer since (then the sources are read and compared)."""
     path = cfg.table_path(table)
     if not table_exists(spark, path):
         return None
-    meta = commit_info(spark, path)["userMetadata"]
-    return int(meta["rows"]) if meta.get("job") == "ingest" and meta.get("sha256") == sha and "rows" in meta else None
+    try:
+        _, starts = feature_history(spark, cfg, table)
+        start = snapshot_for(table, starts, day).isoformat()
+    except FeatureHistoryError:  # a table without history, or no snapshot in force yet: nothing is held
+        return None
+    for commit in history(spark, path):
+        meta = commit["userMetadata"]
+        if meta.get("job") != "ingest" or "snapshot" not in meta:
+            return None  # another writer touched the table: what it holds is unknown
+        if meta.get(VALID_FROM) == start:
+            return meta["snapshot"]
+    return None
 
 
-def ingest(spark: SparkSession, cfg: LfmConfig, source: Path, days: list[dt.date] | None = None,
-           run_id: str | None = None) -> IngestResult:
-    """Check every raw file, then write `events` (only the given days' partitions), `users` and `items`.
+@dataclass
+class _Snapshot:
+    """One feature table's snapshot, decided (and its schema checked) before any write."""
 
-    One checking pass per file (types, required columns, unique keys, the log's days) and one write per table,
-    side by side: the row counts come from the checks, so nothing is read twice after the writes. A feature
-    table whose current version came from the same bytes is left as it is.
-    """
-    source = Path(source)
-    if not source.is_dir():
-        raise IngestError(f"source folder {source} does not exist: pass --source DIR with the raw files")
+    table: str
+    valid_from: dt.date
+    record: dict  # signature, rows and content hash per source: what the commit records
+    frame: DataFrame | None = None  # None: the snapshot in force holds these rows (nothing to write)
+    legacy: bool = False  # the table predates feature history: it is replaced whole
+
+    @property
+    def write(self) -> bool:
+        return self.frame is not None
+
+
+def plan_snapshot(spark: SparkSession, cfg: LfmConfig, table: str, raws: list[RawInput],
+                  valid_from: dt.date) -> _Snapshot:
+    """Read and check the table's sources unless the snapshot in force was ingested from the same bytes; write
+    only when its rows differ from the snapshot in force."""
+    sig = signature(raws)
+    held = in_force_record(spark, cfg, table, valid_from)
+    if sig is not None and held is not None and held.get("signature") == sig:
+        return _Snapshot(table, valid_from, held)
+    reads = {raw.role: read_checked(spark, cfg, raw) for raw in raws}
+    record = {"signature": sig, "rows": {r.value: x.checked.rows for r, x in reads.items()},
+              "content": {r.value: str(x.checked.stats["__hash"]) for r, x in reads.items()},
+              "declaration": hashlib.sha256("".join(x.raw.source.model_dump_json() for x in reads.values())
+                                            .encode()).hexdigest()}
+    if held is not None and (held.get("content"), held.get("declaration")) == (record["content"],
+                                                                                record["declaration"]):
+        return _Snapshot(table, valid_from, record)
+    frame = reads[raws[0].role].frame
+    if len(raws) > 1:  # item statistics: both sides have unique keys (checked), so one row per item stays
+        frame = frame.join(reads[raws[1].role].frame, on=cfg.schema.item_key, how="left")
+    legacy = _check_table_schema(spark, cfg, table, frame)
+    return _Snapshot(table, valid_from, record, frame, legacy)
+
+
+def _check_table_schema(spark: SparkSession, cfg: LfmConfig, table: str, frame: DataFrame) -> bool:
+    """Refuse a column whose type changed against the table; True when the table predates feature history."""
+    path = cfg.table_path(table)
+    if not table_exists(spark, path):
+        return False
+    existing = read_table(spark, path)
+    if VALID_FROM not in existing.columns:
+        return True
+    have = dict(existing.dtypes)
+    changed = [(c, have[c], t) for c, t in frame.dtypes if c in have and have[c] != t]
+    if changed:
+        c, old, new = changed[0]
+        raise IngestError(f"table {table!r} holds column {c!r} as {old}, the source now gives {new}: declare the "
+                          f"old type in lfm.yaml (sources.*.columns.{c}.type), or ingest into a new lakehouse")
+    return False
+
+
+def write_snapshot(spark: SparkSession, snap: _Snapshot, path: str, meta: dict) -> None:
+    """The snapshot as partition valid_from, in at least one file per core (the refresh reads them as that many
+    tasks without a shuffle of its own)."""
+    rows = snap.frame.repartition(spark.sparkContext.defaultParallelism).withColumn(VALID_FROM,
+                                                                                    F.lit(snap.valid_from))
+    meta = {**meta, VALID_FROM: snap.valid_from.isoformat(), "snapshot": snap.record}
+    if snap.legacy:
+        overwrite_table(rows, path, meta, partition_by=(VALID_FROM,))
+    else:
+        replace_partitions(rows, path, [snap.valid_from], meta, partition_by=(VALID_FROM,), column=VALID_FROM,
+                           merge_schema=True)
+
+
+# --- the job ----------------------------------------------------------------------------------------------------
+
+def _mapping(cfg: LfmConfig) -> list[MappedColumn]:
+    roles = column_roles(cfg.schema, cfg.sources)
+    return [MappedColumn(role.value, name, src.raw_name(name), col.type.value, roles[(role, name)])
+            for role, src in cfg.sources.declared() for name, col in src.columns.items()]
+
+
+def source_root(cfg: LfmConfig, source: Path | str | None) -> Path | None:
+    """`--source DIR`, else `sources.root` (relative to the config's folder), else none (absolute paths only)."""
+    if source is not None:
+        root = Path(source)
+        if not root.is_dir():
+            raise IngestError(f"source folder {root} does not exist: pass --source DIR with the raw files")
+        return root
+    return cfg.resolve(cfg.sources.root) if cfg.sources.root else None
+
+
+def ingest(spark: SparkSession, cfg: LfmConfig, source: Path | str | None = None,
+           days: list[dt.date] | None = None, run_id: str | None = None, dry_run: bool = False) -> IngestResult:
+    """Check every source, then write `events` (only the given days' partitions) and the feature snapshots, side
+    by side. Row counts come from the checking passes, so nothing is read again after the writes."""
+    check_mapping(cfg)
+    root = source_root(cfg, source)
+    located = {role: locate(root, role, src) for role, src in cfg.sources.declared()}
+    events_read = read_checked(spark, cfg, located[SourceRole.events])
+    events, written_days, present, events_rows = build_events(events_read, cfg, days)
+    start = written_days[0]
+    snaps = [plan_snapshot(spark, cfg, table, [located[r] for r in roles if r in located], start)
+             for table, roles in SNAPSHOT_SOURCES.items()]
+    rows = {SourceRole.events.value: events_read.checked.rows}
+    for snap in snaps:
+        rows.update(snap.record["rows"])
+    result = dict(events_rows=events_rows, days=written_days, users_rows=rows["users"], items_rows=rows["items"],
+                  source_rows=rows, days_found=present, mapping=_mapping(cfg),
+                  snapshots={p.table: p.valid_from if p.write else None for p in snaps})
+    if dry_run:
+        return IngestResult(dry_run=True, **result)
+
     run_id = run_id or uuid.uuid4().hex[:12]
-    s = cfg.schema
-    keys = {LOG.role: None, USERS.role: s.user_key, ITEMS_BASIC.role: s.item_key, ITEMS_STATISTIC.role: s.item_key}
-    found = {raw.role: find_files(source, raw) for raw in KUAIRAND_LAYOUT}
-    shas = {"users": digest(found[USERS.role]),
-            "items": digest(found[ITEMS_BASIC.role] + found[ITEMS_STATISTIC.role])}
-    kept = {t: unchanged_rows(spark, cfg, t, sha) for t, sha in shas.items()}
-    table_of = {USERS.role: "users", ITEMS_BASIC.role: "items", ITEMS_STATISTIC.role: "items"}
-    frames: dict[str, DataFrame] = {}
-    checked: dict[str, Checked] = {}
-    for raw in KUAIRAND_LAYOUT:
-        files = found[raw.role]
-        for f in files:
-            check_header(f, raw)
-        if kept.get(table_of.get(raw.role, "")) is not None:
-            continue  # the table already holds exactly these bytes, checked when they were ingested
-        typed = read_typed(spark, files, raw)
-        key = keys.get(raw.role) if keys.get(raw.role) in raw.names else None
-        checked[raw.role] = check_values(typed, raw, files, key=key, by=_day(cfg) if raw is LOG else None)
-        if key is not None and checked[raw.role].distinct_keys != checked[raw.role].rows:
-            _duplicates(typed, key, raw, files)
-        frames[raw.role] = typed.select(*raw.names)
-
-    events, written_days, events_rows = build_events(frames[LOG.role], cfg, days, checked[LOG.role].days or {})
-    meta = {"job": "ingest", "run_id": run_id, "source": str(source.resolve())}
-    writes = [lambda: replace_partitions(events, cfg.table_path("events"), written_days,
+    meta = {"job": "ingest", "run_id": run_id, "source": str(root.resolve()) if root else "sources in lfm.yaml"}
+    writes = [lambda: replace_partitions(events, cfg.table_path(EVENTS), written_days,
                                          {**meta, "days": [d.isoformat() for d in written_days]})]
-    rows = dict(kept)
-    # At least one file per core: the refresh reads them as that many tasks without a shuffle of its own.
-    files_per_table = spark.sparkContext.defaultParallelism
-    if kept["users"] is None:
-        rows["users"] = checked[USERS.role].rows
-        users = frames[USERS.role].repartition(files_per_table)
-        writes.append(lambda: overwrite_table(users, cfg.table_path("users"),
-                                              {**meta, "sha256": shas["users"], "rows": rows["users"]}))
-    if kept["items"] is None:
-        rows["items"] = checked[ITEMS_BASIC.role].rows
-        items = (frames[ITEMS_BASIC.role].join(frames[ITEMS_STATISTIC.role], on="video_id", how="left")
-                 .repartition(files_per_table))
-        writes.append(lambda: overwrite_table(items, cfg.table_path("items"),
-                                              {**meta, "sha256": shas["items"], "rows": rows["items"]}))
+    writes += [lambda p=p: write_snapshot(spark, p, cfg.table_path(p.table), meta) for p in snaps if p.write]
     with ThreadPoolExecutor(max_workers=len(writes)) as pool:
         for fut in [pool.submit(w) for w in writes]:
             fut.result()
-    return IngestResult(events_rows=events_rows, days=written_days, users_rows=rows["users"],
-                        items_rows=rows["items"])
-
-
-def _duplicates(df: DataFrame, key: str, raw: RawFile, files: list[Path]) -> None:
-    dupes = df.groupBy(key).count().filter("count > 1").limit(3).collect()
-    raise IngestError(f"{', '.join(map(str, files))}: key {key!r} is not unique (e.g. {[r[key] for r in dupes]}); "
-                      "deduplicate the source file")
+    return IngestResult(**result)

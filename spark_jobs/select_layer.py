@@ -239,6 +239,16 @@ def score_points(rows: pd.DataFrame, points: list[str], test_day: dt.date, min_t
     return ProbeScores(scores, table, preds, labels)
 
 
+def probe_shortfall(table: list[dict], min_test_rows: int, test_day: dt.date) -> str:
+    """Why no CR point could be scored, with the largest scenario's counts and the setting for small data."""
+    top = max(table, key=lambda r: r["n_test"], default=None)
+    seen = "" if top is None else (f" (the largest, scenario {top['scenario']!r}, has {top['n_test']} test rows, "
+                                   f"{top['positives']} positive, and {top['n_train']} training rows)")
+    return (f"no scenario has {min_test_rows}+ test rows with both classes on {test_day}{seen}: for a small data "
+            "set lower refresh.probe_min_test_rows in lfm.yaml (at least 10), add probe days, or skip select-layer "
+            "(refresh then exports the last CR point)")
+
+
 def bootstrap_gap_se(ps: ProbeScores, best: str, rounds: int, seed: int = 0) -> dict[str, float]:
     """Standard error of (score of `best` - score of each point), resampling test rows per scenario (paired).
 
@@ -314,8 +324,7 @@ def select_layer(spark: SparkSession, cfg: LfmConfig, model_version: str | None 
     ps = score_points(rows, list(points), days[-1], cfg.refresh.probe_min_test_rows)
     scored = {p: v for p, v in ps.scores.items() if v is not None}
     if not scored:
-        raise BadInput(f"no scenario has {cfg.refresh.probe_min_test_rows}+ test rows with both classes on "
-                       f"{days[-1]}: add probe days or lower refresh.probe_min_test_rows")
+        raise BadInput(probe_shortfall(ps.table, cfg.refresh.probe_min_test_rows, days[-1]))
     best = max(scored, key=lambda p: (scored[p], -points.index(p)))
     gap_se = bootstrap_gap_se(ps, best, cfg.refresh.probe_bootstrap_rounds) \
         if cfg.refresh.probe_bootstrap_rounds > 1 else {}

@@ -1,4 +1,5 @@
-"""Synthetic data in the KuaiRand release layout, with structure a model can learn and transfer.
+"""Synthetic data in the KuaiRand release layout (the default `sources:` declaration), with structure a model can
+learn and transfer.
 
 Planted structure: latent user and item factors; user and item features that are noisy functions of those
 factors (so features carry signal, and ids carry more); per-scenario affinity weights and biases; skewed scenario
@@ -19,8 +20,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
+from lfm.config.sources import Source, default_sources
 from lfm.names import parse_ds
-from spark_jobs.layout import ITEMS_BASIC, ITEMS_STATISTIC, LOG, USERS
+
+LAYOUT = default_sources()  # the file names and column lists this module writes
 
 FACTORS = 8
 # Share of events per scenario (tab), skewed like the real log: one big tab, four mid-sized, ten small.
@@ -112,7 +115,7 @@ def users_frame(spec: SynthSpec, world: World) -> pd.DataFrame:
         proj = noisy[:, i % FACTORS] + 0.3 * noisy[:, (i + 3) % FACTORS]
         values = _bucket(proj, cardinality)
         df[f"onehot_feat{i}"] = values.astype(float) if i == 4 or i >= 12 else values
-    return df[USERS.names]
+    return df[LAYOUT.users.raw_names]
 
 
 def items_frames(spec: SynthSpec, world: World) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -136,9 +139,9 @@ def items_frames(spec: SynthSpec, world: World) -> tuple[pd.DataFrame, pd.DataFr
     })
     stats = pd.DataFrame({"video_id": np.arange(n)})
     shows = world.item_popularity * 1e6
-    for j, col in enumerate(ITEMS_STATISTIC.names[1:]):
+    for j, col in enumerate(LAYOUT.item_statistics.raw_names[1:]):
         stats[col] = shows * np.exp(-0.1 * j) * rng.uniform(0.8, 1.2, n)
-    return basic[ITEMS_BASIC.names], stats[ITEMS_STATISTIC.names]
+    return basic[LAYOUT.items.raw_names], stats[LAYOUT.item_statistics.raw_names]
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -174,7 +177,7 @@ def events_chunk(spec: SynthSpec, world: World, day: dt.date, rows: int, chunk: 
         "duration_ms": duration, "profile_stay_time": np.where(profile, 5000, 0), "comment_stay_time": zeros,
         "is_profile_enter": profile.astype(int), "is_rand": zeros, "tab": tab,
     })
-    return df[LOG.names]
+    return df[LAYOUT.events.raw_names]
 
 
 def _write_csv(df: pd.DataFrame, sink, header: bool = True) -> None:
@@ -183,13 +186,18 @@ def _write_csv(df: pd.DataFrame, sink, header: bool = True) -> None:
     pa_csv.write_csv(pa.Table.from_pandas(df, preserve_index=False), sink, options)
 
 
-FEATURE_FILES = ("user_features_synth.csv", "video_features_basic_synth.csv", "video_features_statistic_synth.csv")
-LOG_FILE = "log_standard_synth.csv"
+def file_name(src: Source) -> str:
+    """The file a source's glob matches, e.g. `log_standard_*.csv` -> `log_standard_synth.csv`."""
+    return src.path.replace("*", "synth")
+
+
+FEATURE_FILES = tuple(file_name(src) for src in (LAYOUT.users, LAYOUT.items, LAYOUT.item_statistics))
+LOG_FILE = file_name(LAYOUT.events)
 
 
 def _write_log(spec: SynthSpec, world: World, path: Path, days: list[dt.date], progress, written: int) -> int:
     with path.open("wb") as fh:
-        fh.write((",".join(LOG.names) + "\n").encode())
+        fh.write((",".join(LAYOUT.events.raw_names) + "\n").encode())
         for day in days:
             remaining, chunk = spec.events_per_day, 0
             while remaining > 0:

@@ -23,6 +23,8 @@ from pyspark.sql import types as T
 
 from lfm.config import LfmConfig
 from lakehouse.delta_io import ds_predicate, export_predicate, read_table, table_exists
+from lakehouse.features import features_as_of
+from lfm.contract import FEATURE_TABLES
 from validation.tables import TableSpec
 
 DIM, FINITE, NORM, ZERO = "_vec_dim", "_vec_finite", "_vec_norm", "_vec_zero"
@@ -63,7 +65,7 @@ def day_rows(df: DataFrame, day: dt.date, export_id: str | None) -> DataFrame:
 
 def read_batch(spark: SparkSession, cfg: LfmConfig, spec: TableSpec, day: dt.date,
                model_version: str | None, version: int | None = None, export_id: str | None = None) -> DataFrame:
-    """The day's partition (users/items: the whole snapshot) with vector statistics, not yet cached.
+    """The day's partition (users/items: the snapshot in force that day) with vector statistics, not yet cached.
 
     `version` pins the Delta version read (the candidate's; a pinned version that is gone fails loudly in
     Delta); `export_id` keeps one export's rows of the day. An unpinned table that does not exist yet reads as an
@@ -71,7 +73,9 @@ def read_batch(spark: SparkSession, cfg: LfmConfig, spec: TableSpec, day: dt.dat
     crashing.
     """
     path = cfg.table_path(spec.name)
-    if version is not None or table_exists(spark, path):
+    if spec.name in FEATURE_TABLES and table_exists(spark, path):
+        df = features_as_of(spark, cfg, spec.name, day, version)  # the snapshot in force on the day
+    elif version is not None or table_exists(spark, path):
         df = read_table(spark, path, version)
         if spec.partitioned:
             df = day_rows(df, day, export_id)

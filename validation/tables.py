@@ -23,7 +23,7 @@ class TableSpec:
     entity: str  # "user" or "item": which side of the day's events this table covers
     vector: str | None = None  # the array<float> column of an embedding table
     types: dict[str, str] = field(default_factory=dict)  # column -> contract type (Spark SQL name), non-key columns
-    partitioned: bool = True  # by `ds`; users/items are whole snapshots
+    partitioned: bool = True  # by `ds`; users/items are snapshots by valid_from (read as of the day)
 
     @property
     def is_embedding(self) -> bool:

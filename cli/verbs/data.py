@@ -10,7 +10,7 @@ from lfm.names import parse_ds
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("synth", help="write a synthetic data set in the KuaiRand layout")
+    p = sub.add_parser("synth", help="write a synthetic data set in the KuaiRand layout (the default sources)")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--users", type=int, default=2000)
     p.add_argument("--items", type=int, default=500)
@@ -20,9 +20,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--start", default="2022-04-25", help="first day, YYYY-MM-DD")
     p.set_defaults(run=run_synth)
 
-    p = sub.add_parser("ingest", help="ingest a KuaiRand-layout folder into the Delta lakehouse")
-    p.add_argument("--source", required=True, type=Path)
+    p = sub.add_parser("ingest", help="ingest the sources declared in lfm.yaml (`sources:`) into the lakehouse")
+    p.add_argument("--source", type=Path, help="folder relative source paths resolve against (default: "
+                   "sources.root)")
     p.add_argument("--ds", nargs="*", help="only these days (YYYY-MM-DD); default: every day in the source")
+    p.add_argument("--dry-run", action="store_true", help="check everything and report the mapping, row counts "
+                   "and days found; write nothing")
     p.set_defaults(run=run_ingest)
 
 
@@ -43,8 +46,30 @@ def run_ingest(args: argparse.Namespace, cfg: LfmConfig) -> int:
 
     days = [parse_ds(d) for d in args.ds] if args.ds else None
     t0 = time.perf_counter()
-    result = ingest(get_spark(cfg), cfg, args.source, days)
+    result = ingest(get_spark(cfg), cfg, args.source, days, dry_run=args.dry_run)
+    if args.dry_run:
+        print("\n".join(dry_run_lines(result)))
+        return 0
     print(f"ingest: events {result.events_rows:,} rows in {len(result.days)} ds partitions "
           f"({result.days[0]}..{result.days[-1]}), users {result.users_rows:,}, items {result.items_rows:,} "
           f"-> {cfg.resolve(cfg.lakehouse)} in {time.perf_counter() - t0:.1f}s")
     return 0
+
+
+def dry_run_lines(result) -> list[str]:
+    """The dry-run report: each source's columns and their roles, rows, the days found, the snapshots it would
+    write."""
+    lines = ["ingest --dry-run: every check passed; nothing was written", "",
+             f"{'source':<16} {'column':<24} {'from raw':<24} {'type':<10} role"]
+    for m in result.mapping:
+        lines.append(f"{m.source:<16} {m.name:<24} {m.raw:<24} {m.type:<10} {m.role or '-'}")
+    lines.append("")
+    lines.append("rows read: " + ", ".join(f"{k} {v:,}" for k, v in result.source_rows.items()))
+    found = result.days_found
+    lines.append(f"days found: {len(found)} ({found[0]}..{found[-1]})" if found else "days found: none")
+    lines.append(f"would write: events {result.events_rows:,} rows in {len(result.days)} ds partitions "
+                 f"({result.days[0]}..{result.days[-1]})")
+    for table, start in result.snapshots.items():
+        lines.append(f"would write: {table} snapshot valid from {start}" if start else
+                     f"{table}: the snapshot in force on {result.days[0]} already holds these rows (nothing to write)")
+    return lines

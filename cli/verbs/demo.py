@@ -11,7 +11,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the whole platform end to end on the embedded default",
                        description="Synthesize (or --data) -> ingest -> pretrain if no model is registered -> "
                        "select the CR layer -> run-daily the last days -> summary with an online lookup.")
-    p.add_argument("--data", type=Path, help="a folder in the KuaiRand layout (default: synthesize one)")
+    p.add_argument("--data", type=Path, help="a folder holding the sources of lfm.yaml (default: synthesize "
+                   "one in the KuaiRand layout)")
     p.add_argument("--users", type=int, default=3000)
     p.add_argument("--items", type=int, default=600)
     p.add_argument("--days", type=int, default=7, help="days to synthesize (5 at least)")

@@ -18,6 +18,7 @@ from lfm.config.platform import RegistrySettings, SparkSettings
 from lfm.config.refresh import RefreshSettings
 from lfm.config.schema import DataSchema, FeatureField, FieldKind, Strict
 from lfm.config.serving import FeastSettings
+from lfm.config.sources import Sources, default_sources
 from lfm.config.quality import QualitySettings
 from lfm.errors import LfmError
 
@@ -33,6 +34,7 @@ class LfmConfig(Strict):
     spark: SparkSettings = Field(default_factory=SparkSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     schema_: DataSchema = Field(default_factory=DataSchema, alias="schema")
+    sources: Sources = Field(default_factory=default_sources)  # raw inputs -> schema; KuaiRand-Pure by default
     model: ModelSettings = Field(default_factory=ModelSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
     downstream: DownstreamSettings = Field(default_factory=DownstreamSettings)

@@ -27,6 +27,7 @@ from pyspark.sql import types as T
 from inference import decay
 from inference.kernels import cr_partial_batches, cr_reduce_batches, tower_batches
 from lakehouse.delta_io import ds_predicate, export_predicate, read_table
+from lakehouse.features import features_as_of
 from lfm.config import LfmConfig
 from lfm.config.refresh import UserScope
 from lfm.contract import CR_ITEM, CR_USER, EVENTS, EXPORT_ID, IR, ITEMS, STATE_TABLES, UR, USERS, day_end_ms
@@ -103,9 +104,10 @@ def _arrow_conf(spark: SparkSession, cfg: LfmConfig) -> None:
 
 
 def users_in_scope(spark: SparkSession, cfg: LfmConfig, plan: RefreshPlan) -> DataFrame:
-    """Users who get a UR: the whole users table, or those with events in the trailing window."""
+    """Users who get a UR: the users snapshot in force on the day, or its users with events in the trailing
+    window."""
     s = cfg.schema
-    users = read_table(spark, cfg.table_path(USERS), plan.input_versions[USERS])
+    users = features_as_of(spark, cfg, USERS, plan.ds, plan.input_versions[USERS])
     users = users.select(s.user_key, *[f.name for f in s.user_fields if f.name != s.user_key])
     if cfg.refresh.users == UserScope.active:
         window = [plan.ds - dt.timedelta(days=i) for i in range(cfg.refresh.active_window_days)]
@@ -122,7 +124,7 @@ def tower_frame(spark: SparkSession, cfg: LfmConfig, plan: RefreshPlan, side: st
     if side == "user":
         src, key, out = users_in_scope(spark, cfg, plan), s.user_key, UR
     else:
-        items = read_table(spark, cfg.table_path(ITEMS), plan.input_versions[ITEMS])
+        items = features_as_of(spark, cfg, ITEMS, plan.ds, plan.input_versions[ITEMS])
         src = items.select(s.item_key, *[f.name for f in s.item_fields if f.name != s.item_key])
         key, out = s.item_key, IR
     src = _spread(src, _partitions(spark, cfg))
@@ -137,7 +139,7 @@ def day_samples(spark: SparkSession, cfg: LfmConfig, plan: RefreshPlan) -> DataF
 
     s = cfg.schema
     cols = list(dict.fromkeys([s.user_key, s.item_key, *s.feature_names, s.scenario]))
-    df = samples(spark, cfg, [plan.ds]).withColumn("__t_ms", F.unix_millis("event_timestamp"))
+    df = samples(spark, cfg, [plan.ds], plan.input_versions).withColumn("__t_ms", F.unix_millis("event_timestamp"))
     df = df.where(F.col("__t_ms") < plan.day_end_ms).select(*cols, "__t_ms")
     df = _spread(df, _partitions(spark, cfg))
     if cfg.refresh.deterministic:  # fixed batch contents -> bit-identical CR and sums on a rerun; by user first,

@@ -1,10 +1,11 @@
 """Plan a day's refresh on the driver: validate everything before any work, pin every input to a version.
 
 The plan is a function of (day, export spec, config): the spec (model version, CR layer, dims, decay) is resolved
-once by the caller and never re-derived here. Checks: the input tables exist with the schema's columns, day D has
-events, and — unless the day begins a chain — the previous day's complete refresh (`refresh_log`) of the *same
-export spec* exists; a chain at D-1 under another spec of the same model (another tau, layer, normalisation...)
-is refused with the differences and the fix (`--cold-start` begins a new chain: another spec is another space).
+once by the caller and never re-derived here. Checks: the input tables exist with the schema's columns, a users
+and an items snapshot is in force on D (feature history), day D has events, and — unless the day begins a
+chain — the previous day's complete refresh (`refresh_log`) of the *same export spec* exists; a chain at D-1
+under another spec of the same model (another tau, layer, normalisation...) is refused with the differences and
+the fix (`--cold-start` begins a new chain: another spec is another space).
 """
 from __future__ import annotations
 
@@ -20,9 +21,10 @@ from pyspark.sql import types as T
 from lakehouse import candidates
 from lakehouse.candidates import Candidate
 from lakehouse.delta_io import day_stats, ds_predicate, read_table, table_version
+from lakehouse.features import feature_history, snapshot_for
 from lfm.config import LfmConfig
 from lfm.config.schema import FieldKind
-from lfm.contract import EVENTS, INPUT_TABLES, ITEMS, USERS, ExportSpec, day_end_ms
+from lfm.contract import EVENTS, FEATURE_TABLES, INPUT_TABLES, ITEMS, USERS, ExportSpec, day_end_ms
 from lfm.names import parse_ds
 from spark_jobs.refresh.errors import MissingState, NoEvents, TableMismatch
 
@@ -81,7 +83,14 @@ def check_tables(spark: SparkSession, cfg: LfmConfig, versions: dict[str, int | 
         typ = schemas[table][col].dataType
         if not isinstance(typ, T.NumericType):
             raise TableMismatch(f"{table}.{col} is {typ.simpleString()}, but the schema declares it numeric; "
-                                "declare it categorical or fix the ingest layout")
+                                "declare it categorical or fix the declared type in sources (lfm.yaml)")
+
+
+def check_snapshots(spark: SparkSession, cfg: LfmConfig, versions: dict[str, int], day: dt.date) -> None:
+    """A users and an items snapshot is in force on `day` at the pinned versions (feature history)."""
+    for table in FEATURE_TABLES:
+        _, starts = feature_history(spark, cfg, table, versions[table])
+        snapshot_for(table, starts, day)
 
 
 def plan_refresh(spark: SparkSession, cfg: LfmConfig, spec: ExportSpec, model_dir: str, ds: str | dt.date,
@@ -96,6 +105,7 @@ def plan_refresh(spark: SparkSession, cfg: LfmConfig, spec: ExportSpec, model_di
     day = parse_ds(ds)
     versions = {t: table_version(spark, cfg.table_path(t)) for t in INPUT_TABLES}
     check_tables(spark, cfg, versions)
+    check_snapshots(spark, cfg, versions, day)
     tz = cfg.schema.timezone
     end_ms = day_end_ms(day, tz)
     rows, late = day_counts(spark, cfg, versions[EVENTS], day, end_ms)

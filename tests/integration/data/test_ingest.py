@@ -111,6 +111,20 @@ def test_bad_input_keeps_previous_data(spark, cfg, synth_source, tmp_path):
         ingest(spark, cfg, tmp_path / "nowhere")
 
 
+def test_dry_run_checks_and_reports_but_writes_nothing(spark, cfg, synth_source):
+    report = ingest(spark, cfg, synth_source, dry_run=True)
+    assert report.dry_run and report.days == DAYS == report.days_found and report.events_rows == 6000
+    assert report.source_rows == {"events": 6000, "users": 300, "items": 120, "item_statistics": 120}
+    assert report.snapshots == {"users": DAYS[0], "items": DAYS[0]}
+    roles = {(m.source, m.name): m.role for m in report.mapping}
+    assert roles[("events", "tab")] == "scenario" and roles[("events", "time_ms")] == "event time (ms)"
+    assert roles[("items", "video_id")] == "item key" and roles[("events", "is_click")] == "task (0/1)"
+    assert _no_tables(cfg)
+    with pytest.raises(IngestError, match="is relative and no folder was given: pass --source DIR or set "
+                                          "sources.root"):
+        ingest(spark, cfg)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not KUAIRAND.exists(), reason="the real KuaiRand-Pure copy is not beside the repo")
 def test_real_kuairand_ingest(spark, cfg):

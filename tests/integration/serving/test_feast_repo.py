@@ -140,6 +140,38 @@ def test_register_follows_a_moved_lakehouse(tmp_path):
     assert src.path == moved.table_path("ur") and f"delta.`{moved.table_path('ur')}`" in src.query
 
 
+def test_entity_names_follow_the_keys(tmp_path):
+    from feature_repo.entities import entities
+    from feature_repo.feature_views import feature_views
+
+    cases = {("user_id", "video_id"): ("user", "video"), ("member_id", "item_id"): ("member", "item"),
+             ("uid", "sku"): ("uid", "sku")}
+    for (ukey, ikey), names in cases.items():
+        cfg = make_config(tmp_path, schema={"user_key": ukey, "item_key": ikey, "user_fields": [{"name": ukey}],
+                                            "item_fields": [{"name": ikey}]})
+        ents = entities(cfg)
+        assert (ents["user"].name, ents["item"].name) == names and ents["item"].join_key == ikey
+        assert "video" not in ents["item"].description or ikey == "video_id"
+        views = feature_views(cfg, V1, ents)
+        assert views["ir"].entities == [names[1]] and views["cr_user"].entities == [names[0]]
+        assert views["ir"].name == view_name("ir", V1.id)  # view names stay per export, whatever the keys
+
+
+def test_register_follows_renamed_keys(tmp_path):
+    from serving.register import register
+
+    feast = {"repo_path": str(tmp_path / "repo")}
+    register(make_config(tmp_path, feast=feast), [V1])
+    renamed = make_config(tmp_path, feast=feast, schema={"user_key": "member_id", "item_key": "item_id",
+                                                         "user_fields": [{"name": "member_id"}],
+                                                         "item_fields": [{"name": "item_id"}]})
+    res = register(renamed, [V1])
+    assert res.applied and res.updated == [V1.id]
+    fv = _store(renamed).get_feature_view(view_name("cr_item", V1.id))
+    assert fv.entities == ["item"] and [c.name for c in fv.entity_columns] == ["item_id"]
+    assert not register(renamed, [V1]).applied  # now up to date
+
+
 def test_nothing_registered_and_bad_specs_are_clear(cfg):
     from serving.register import registered
 

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from spark_jobs.layout import KUAIRAND_LAYOUT
+from lfm.config.sources import default_sources
 from spark_jobs.synth import SynthSpec, make_world, write_synthetic
 
 
@@ -20,9 +20,9 @@ def test_layout_and_determinism(tmp_path):
     write_synthetic(spec, tmp_path / "a")
     write_synthetic(spec, tmp_path / "b")
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
-    for raw in KUAIRAND_LAYOUT:
-        (path,) = (tmp_path / "a").glob(raw.pattern)
-        assert list(pd.read_csv(path, nrows=1).columns) == raw.names
+    for _, raw in default_sources().declared():  # the KuaiRand release layout, as declared in config
+        (path,) = (tmp_path / "a").glob(raw.path)
+        assert list(pd.read_csv(path, nrows=1).columns) == raw.raw_names
     log = pd.read_csv(next((tmp_path / "a").glob("log_standard_*.csv")))
     assert len(log) == 1400 and sorted(log["date"].unique()) == [20220425, 20220426]
     other = tmp_path / "c"
@@ -57,10 +57,10 @@ def test_split_days_writes_one_complete_layout_folder_per_day(tmp_path):
     days = sorted(p for p in (tmp_path / "split").iterdir())
     assert [p.name for p in days] == ["2022-04-25", "2022-04-26"]
     for folder in days:
-        for raw in KUAIRAND_LAYOUT:
-            (path,) = folder.glob(raw.pattern)
-            if raw.role != "log":  # the feature files are the same bytes as the whole data set's
-                assert path.read_bytes() == next((tmp_path / "whole").glob(raw.pattern)).read_bytes()
+        for role, raw in default_sources().declared():
+            (path,) = folder.glob(raw.path)
+            if role.value != "events":  # the feature files are the same bytes as the whole data set's
+                assert path.read_bytes() == next((tmp_path / "whole").glob(raw.path)).read_bytes()
     logs = [pd.read_csv(next(d.glob("log_standard_*.csv"))) for d in days]
     assert [sorted(x["date"].unique()) for x in logs] == [[20220425], [20220426]]
     pd.testing.assert_frame_equal(pd.concat(logs, ignore_index=True), whole)

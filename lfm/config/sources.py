@@ -1,0 +1,246 @@
+"""Where the raw data comes from and how its columns become the data schema's (`sources:` in lfm.yaml).
+
+Four sources: `events` (the interaction log), `users`, `items` and an optional `item_statistics` (joined to the
+items on the item key). Each names a path or glob (relative to `sources.root`, or to `lfm ingest --source DIR`),
+a format, and its columns: the lakehouse name, the declared type and, where it differs, the raw name. Ingest
+keeps exactly the declared columns, so what reaches the lakehouse is what the config says.
+
+Nothing here knows KuaiRand: its release layout is one declaration (`lfm.config.kuairand`), filled in when
+lfm.yaml declares no source. `mapping_problems` checks a declaration against the data schema (every key, field,
+scenario, task and time column declared, with a type its role can use) before any data is read.
+"""
+from __future__ import annotations
+
+import re
+from enum import Enum
+
+from pydantic import field_validator, model_validator
+
+from lfm.config.kuairand import KUAIRAND_SOURCES
+from lfm.config.schema import DataSchema, FieldKind, Strict
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+RESERVED = ("ds", "event_timestamp", "valid_from")  # columns ingest adds; a source cannot declare them
+
+
+class SourceRole(str, Enum):
+    """The four inputs; the value is the key under `sources:`."""
+
+    events = "events"
+    users = "users"
+    items = "items"
+    item_statistics = "item_statistics"
+
+
+class SourceFormat(str, Enum):
+    csv = "csv"  # a header row; values are read as text and cast to the declared types
+    parquet = "parquet"
+    json = "json"  # JSON lines: one object per line
+    delta = "delta"  # an existing Delta table (path = its folder)
+
+
+class ColumnType(str, Enum):
+    """The lakehouse type of a column (Spark SQL)."""
+
+    int = "int"
+    bigint = "bigint"
+    double = "double"
+    string = "string"
+    boolean = "boolean"
+    date = "date"
+    timestamp = "timestamp"
+
+    @property
+    def sql(self) -> str:
+        return self.value.upper()
+
+
+class TimeUnit(str, Enum):
+    """How the event-time column holds an instant."""
+
+    s = "s"  # epoch seconds (int or double)
+    ms = "ms"  # epoch milliseconds
+    us = "us"  # epoch microseconds
+    timestamp = "timestamp"  # a timestamp (text without an offset is a wall-clock time in schema.timezone)
+
+
+NUMERIC = (ColumnType.int, ColumnType.bigint, ColumnType.double)
+KEY_TYPES = (ColumnType.int, ColumnType.bigint, ColumnType.string)
+TASK_TYPES = (ColumnType.int, ColumnType.bigint, ColumnType.boolean, ColumnType.string)  # 0/1 or true/false
+DATE_TYPES = (ColumnType.date, ColumnType.int, ColumnType.bigint, ColumnType.string)
+
+
+class Column(Strict):
+    type: ColumnType = ColumnType.string
+    raw: str | None = None  # the column's name in the source, when it differs from the lakehouse name
+
+    @field_validator("raw")
+    @classmethod
+    def _raw_name(cls, v: str | None) -> str | None:
+        if v is not None and (not v or "`" in v):
+            raise ValueError("a raw column name must be non-empty and hold no backtick")
+        return v
+
+
+class Source(Strict):
+    """One raw input: where it is, its format, and its columns (lakehouse name -> type, raw name)."""
+
+    path: str  # a file, a glob (`logs/*.csv`) or a folder; a Delta table's folder for format delta
+    format: SourceFormat = SourceFormat.csv
+    columns: dict[str, Column]  # in order; `name: TYPE` is short for `name: {type: TYPE}`
+    exact_columns: bool = False  # csv: the header must list exactly these raw names, in this order
+
+    @field_validator("columns", mode="before")
+    @classmethod
+    def _shorthand(cls, v: object) -> object:
+        if isinstance(v, dict):
+            return {k: {"type": c} if isinstance(c, str) else c for k, c in v.items()}
+        return v
+
+    @field_validator("columns")
+    @classmethod
+    def _names(cls, v: dict[str, Column]) -> dict[str, Column]:
+        if not v:
+            raise ValueError("declare at least one column")
+        bad = [n for n in v if not _NAME.match(n)]
+        if bad:
+            raise ValueError(f"lakehouse column names must be letters, digits and '_' (not starting with a digit): "
+                             f"{bad}")
+        reserved = [n for n in v if n in RESERVED]
+        if reserved:
+            raise ValueError(f"{reserved} are added by ingest; give the raw column another name (`raw:`)")
+        raws = [c.raw or n for n, c in v.items()]
+        twice = sorted({r for r in raws if raws.count(r) > 1})
+        if twice:
+            raise ValueError(f"raw columns mapped twice: {twice}")
+        return v
+
+    def raw_name(self, name: str) -> str:
+        return self.columns[name].raw or name
+
+    @property
+    def raw_names(self) -> list[str]:
+        return [self.raw_name(n) for n in self.columns]
+
+
+class EventSource(Source):
+    time_unit: TimeUnit = TimeUnit.ms  # of the schema.timestamp column
+    date_format: str = "yyyyMMdd"  # of the schema.date column when it is not of type date (Spark pattern)
+
+
+class Sources(Strict):
+    """Declaring none of the four sources means the KuaiRand-Pure release layout (`lfm.config.kuairand`)."""
+
+    root: str | None = None  # folder that relative source paths resolve against; `--source DIR` overrides it
+    events: EventSource
+    users: Source
+    items: Source
+    item_statistics: Source | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kuairand_by_default(cls, data: object) -> object:
+        if isinstance(data, dict) and not any(r.value in data for r in SourceRole):
+            return {**KUAIRAND_SOURCES, **data}
+        return data
+
+    def declared(self) -> list[tuple[SourceRole, Source]]:
+        out = [(SourceRole.events, self.events), (SourceRole.users, self.users), (SourceRole.items, self.items)]
+        if self.item_statistics is not None:
+            out.append((SourceRole.item_statistics, self.item_statistics))
+        return out
+
+
+def default_sources() -> Sources:
+    return Sources.model_validate({})
+
+
+def config_key(role: SourceRole, column: str | None = None, attr: str = "type") -> str:
+    """The lfm.yaml key a user changes, e.g. `sources.events.columns.ts.type`."""
+    return f"sources.{role.value}" + (f".columns.{column}.{attr}" if column else "")
+
+
+def mapping_problems(schema: DataSchema, sources: Sources) -> list[str]:
+    """Every way the declaration fails the schema (role missing, wrong type, ambiguous), each naming its key."""
+    problems: list[str] = []
+    by_role = dict(sources.declared())
+
+    def where(name: str, roles: tuple[SourceRole, ...]) -> list[SourceRole]:
+        return [r for r in roles if r in by_role and name in by_role[r].columns]
+
+    def need(name: str, what: str, role: SourceRole, allowed: tuple[ColumnType, ...]) -> None:
+        src = by_role.get(role)
+        if src is None or name not in src.columns:
+            problems.append(f"{what} {name!r} is not a column of sources.{role.value}: add it to "
+                            f"sources.{role.value}.columns (with `raw:` if the source names it otherwise)")
+        elif src.columns[name].type not in allowed:
+            problems.append(f"{config_key(role, name)}: the {what} must be "
+                            f"{' or '.join(t.value for t in allowed)}, not {src.columns[name].type.value}")
+
+    s, ev = schema, SourceRole.events
+    need(s.user_key, "schema.user_key", ev, KEY_TYPES)
+    need(s.user_key, "schema.user_key", SourceRole.users, KEY_TYPES)
+    need(s.item_key, "schema.item_key", ev, KEY_TYPES)
+    need(s.item_key, "schema.item_key", SourceRole.items, KEY_TYPES)
+    if sources.item_statistics is not None:
+        need(s.item_key, "schema.item_key", SourceRole.item_statistics, KEY_TYPES)
+    need(s.scenario, "schema.scenario", ev, KEY_TYPES)
+    for task in s.tasks:
+        need(task, "task (schema.tasks)", ev, TASK_TYPES)
+    epoch = (ColumnType.timestamp,) if sources.events.time_unit == TimeUnit.timestamp else NUMERIC
+    need(s.timestamp, f"schema.timestamp (time_unit {sources.events.time_unit.value})", ev, epoch)
+    if s.date is not None:
+        need(s.date, "schema.date", ev, DATE_TYPES)
+    for key, roles in ((s.user_key, (ev, SourceRole.users)),
+                       (s.item_key, (ev, SourceRole.items, SourceRole.item_statistics))):
+        types = {r: by_role[r].columns[key].type for r in where(key, roles)}
+        if len(set(types.values())) > 1:
+            problems.append(f"key {key!r} is declared with different types ("
+                            + ", ".join(f"{config_key(r, key)}: {t.value}" for r, t in types.items())
+                            + "): declare the same type everywhere")
+    item_sides = (SourceRole.items, SourceRole.item_statistics)
+    for fields, sides, key, label in ((s.user_fields, (SourceRole.users,), s.user_key, "schema.user_fields"),
+                                      (s.item_fields, item_sides, s.item_key, "schema.item_fields")):
+        for f in fields:
+            if f.name == key:
+                continue
+            found = where(f.name, sides + (ev,))
+            if not found:
+                problems.append(f"{label} {f.name!r} is not a column of "
+                                f"{' or '.join('sources.' + r.value for r in sides + (ev,) if r in by_role)}: "
+                                f"add it to sources.{sides[0].value}.columns, or remove it from {label}")
+            elif f.kind == FieldKind.numeric and by_role[found[0]].columns[f.name].type not in NUMERIC:
+                problems.append(f"{config_key(found[0], f.name)}: {label} declares {f.name!r} numeric, so it must "
+                                f"be int, bigint or double, not {by_role[found[0]].columns[f.name].type.value} "
+                                f"(or make the field categorical)")
+    stats = sources.item_statistics
+    shared = sorted((set(sources.items.columns) & set(stats.columns)) - {s.item_key}) if stats else []
+    if shared:
+        problems.append(f"sources.items and sources.item_statistics both declare {shared}: keep each column in one")
+    return problems
+
+
+def column_roles(schema: DataSchema, sources: Sources) -> dict[tuple[SourceRole, str], str]:
+    """What each declared column is for (dry-run report): key, scenario, task, time, date or feature field."""
+    s, ev = schema, SourceRole.events
+    out: dict[tuple[SourceRole, str], str] = {}
+    for role, src in sources.declared():
+        for name in src.columns:
+            out[(role, name)] = ""
+        if s.user_key in src.columns:
+            out[(role, s.user_key)] = "user key"
+        if s.item_key in src.columns:
+            out[(role, s.item_key)] = "item key"
+    kinds = {f.name: f"{side} field ({f.kind.value})" for side, fields in (("user", s.user_fields),
+                                                                          ("item", s.item_fields)) for f in fields}
+    for (role, name), what in list(out.items()):
+        if not what and name in kinds:
+            out[(role, name)] = kinds[name]
+    fixed = {s.scenario: "scenario", s.timestamp: f"event time ({sources.events.time_unit.value})",
+             **{t: "task (0/1)" for t in s.tasks}}
+    if s.date is not None:
+        fixed[s.date] = f"date ({sources.events.date_format})"
+    for name, what in fixed.items():
+        if (ev, name) in out:
+            out[(ev, name)] = what
+    return out

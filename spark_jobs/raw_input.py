@@ -1,0 +1,275 @@
+"""Read one declared raw source (`sources.<role>` in lfm.yaml) into its typed lakehouse columns, checked.
+
+Every problem stops with an `IngestError` that names the source, the column, the config key to change and a
+sample bad value: no file matching the path, a declared column missing (or, for `exact_columns`, an unexpected
+one), a column whose source type cannot become the declared type, values that do not parse, task values that are
+not 0/1 or true/false, empty keys. Nothing here writes; ingest writes only after every source passed.
+"""
+from __future__ import annotations
+
+import csv
+import glob
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from py4j.protocol import Py4JJavaError
+from pyspark.errors import PySparkException
+from pyspark.sql import Column as SparkColumn
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from lfm.config.sources import ColumnType, Source, SourceFormat, SourceRole, config_key
+from lfm.names import BadInput
+from lakehouse.delta_io import table_exists
+
+
+class IngestError(BadInput):
+    """Raw input that cannot be ingested; nothing was written."""
+
+
+@dataclass(frozen=True)
+class RawInput:
+    """A declared source with its files found (a Delta table or an object-store glob is one entry)."""
+
+    role: SourceRole
+    source: Source
+    files: list[str]
+
+    @property
+    def label(self) -> str:
+        shown = ", ".join(self.files[:3]) + (f" (+{len(self.files) - 3} more)" if len(self.files) > 3 else "")
+        return f"sources.{self.role.value} ({shown})"
+
+
+@dataclass(frozen=True)
+class ColumnRules:
+    """What the data schema asks of a source's columns beyond their declared types."""
+
+    tasks: frozenset[str] = frozenset()  # 0/1 or boolean columns, stored as int 0/1
+    required: tuple[str, ...] = ()  # columns that must never be empty (keys, scenario, times)
+    unique: str | None = None  # a key that must not repeat (users, items, item statistics)
+    timezone: str = "UTC"  # wall-clock timestamps (text without an offset, TIMESTAMP_NTZ) are local to this zone
+
+
+def locate(root: Path | None, role: SourceRole, src: Source) -> RawInput:
+    """The files of a source: its path (a file, a glob or a folder) under `root` unless absolute or a URI."""
+    if "://" in src.path:
+        return RawInput(role, src, [src.path])  # an object store: Spark lists it
+    path = Path(src.path).expanduser()
+    if not path.is_absolute():
+        if root is None:
+            raise IngestError(f"sources.{role.value}.path {src.path!r} is relative and no folder was given: pass "
+                              "--source DIR or set sources.root in lfm.yaml")
+        path = root / path
+    if src.format == SourceFormat.delta or path.is_dir():
+        if not path.exists():
+            raise IngestError(f"no {role.value} {src.format.value} source at {path}: fix sources.{role.value}.path "
+                              "(or --source / sources.root)")
+        files = [str(path)] if src.format == SourceFormat.delta else sorted(
+            str(p) for p in path.iterdir() if p.is_file() and not p.name.startswith((".", "_")))
+    else:
+        files = sorted(glob.glob(str(path)))
+    if not files:
+        raise IngestError(f"no {role.value} file matching {src.path!r} in {root if root else path.parent}: point "
+                          f"--source (or sources.root) at the folder holding it, or fix sources.{role.value}.path")
+    return RawInput(role, src, files)
+
+
+def read_source(spark: SparkSession, raw: RawInput, rules: ColumnRules) -> DataFrame:
+    """The declared columns, typed, plus a `__raw_<name>` twin of each (for the value checks)."""
+    fmt = raw.source.format
+    if fmt == SourceFormat.csv:
+        df = _read_csv(spark, raw)
+    elif fmt == SourceFormat.json:
+        # Every declared field read as text (numbers and booleans as their JSON text), then cast like CSV.
+        schema = T.StructType([T.StructField(c, T.StringType()) for c in raw.source.raw_names])
+        df = spark.read.option("mode", "FAILFAST").schema(schema).json(raw.files)
+    elif fmt == SourceFormat.delta:
+        if not table_exists(spark, raw.files[0]):
+            raise IngestError(f"{raw.label}: not a Delta table; fix sources.{raw.role.value}.path or its format")
+        df = spark.read.format("delta").load(raw.files[0])
+    else:
+        df = spark.read.parquet(*raw.files)
+    missing = [c for c in raw.source.raw_names if c not in df.columns]
+    if missing:
+        raise IngestError(f"{raw.label}: missing columns {missing}; has {df.columns}: fix the source or "
+                          f"sources.{raw.role.value}.columns (`raw:` names a column the source calls otherwise)")
+    out = []
+    for name, col in raw.source.columns.items():
+        rawc = F.col(f"`{col.raw or name}`")
+        native = df.schema[col.raw or name].dataType
+        out += [rawc.alias(f"__raw_{name}"), typed(raw, name, native, rules).alias(name)]
+    return df.select(*out)
+
+
+def typed(raw: RawInput, name: str, native: T.DataType, rules: ColumnRules) -> SparkColumn:
+    """The lakehouse value of one column: a null where the source value does not read as the declared type."""
+    col = raw.source.columns[name]
+    x = F.col(f"`{col.raw or name}`")
+    if name in rules.tasks:
+        return _binary(raw, name, native, x)
+    _check_native(raw, name, native)
+    if col.type == ColumnType.timestamp:
+        if isinstance(native, T.TimestampType):
+            return x
+        wall = x.cast("timestamp_ntz") if isinstance(native, T.TimestampNTZType) else \
+            F.expr(f"try_cast(`{col.raw or name}` AS TIMESTAMP_NTZ)")
+        local = F.convert_timezone(F.lit(rules.timezone), F.current_timezone(), wall).cast("timestamp")
+        if isinstance(native, T.StringType):  # text with an explicit offset is an instant already
+            offset = x.rlike(r"(Z|[+-][0-9]{2}(:?[0-9]{2})?)$")
+            return F.when(offset, F.expr(f"try_cast(`{col.raw or name}` AS TIMESTAMP)")).otherwise(local)
+        return local
+    return F.expr(f"try_cast(`{col.raw or name}` AS {col.type.sql})")
+
+
+def _binary(raw: RawInput, name: str, native: T.DataType, x: SparkColumn) -> SparkColumn:
+    """A task label as int 0/1 from 0/1 numbers, booleans or their text; null where it is anything else."""
+    if isinstance(native, T.BooleanType):
+        return x.cast("int")
+    if isinstance(native, T.NumericType):
+        return F.when(x == 1, F.lit(1)).when(x == 0, F.lit(0))
+    if not isinstance(native, T.StringType):
+        raise IngestError(f"{raw.label}: task column {raw.source.raw_name(name)!r} is {native.simpleString()}, "
+                          f"not 0/1 or boolean: map another column in {config_key(raw.role, name, 'raw')}")
+    v = F.lower(F.trim(x))
+    return (F.when(v.isin("1", "1.0", "true", "t", "yes", "y"), F.lit(1))
+            .when(v.isin("0", "0.0", "false", "f", "no", "n"), F.lit(0)))
+
+
+_COMPLEX = (T.ArrayType, T.MapType, T.StructType, T.BinaryType)
+_INTEGRAL = (T.ByteType, T.ShortType, T.IntegerType)
+_READS_AS = {  # source types (besides text, which is parsed) that become the declared type without loss
+    ColumnType.int: _INTEGRAL,
+    ColumnType.bigint: _INTEGRAL + (T.LongType,),
+    ColumnType.double: (T.NumericType,),
+    ColumnType.boolean: (T.BooleanType,),
+    ColumnType.date: (T.DateType,),
+    ColumnType.timestamp: (T.TimestampType, T.TimestampNTZType),
+}
+_SUGGEST = {T.LongType: "bigint", T.DoubleType: "double", T.FloatType: "double", T.DecimalType: "double",
+            T.BooleanType: "boolean", T.DateType: "date", T.TimestampType: "timestamp",
+            T.TimestampNTZType: "timestamp"}
+
+
+def _check_native(raw: RawInput, name: str, native: T.DataType) -> None:
+    """A typed source (Parquet, Delta) column must read as the declared type without loss; text is parsed."""
+    want = raw.source.columns[name].type
+    if isinstance(native, T.StringType):
+        return
+    ok = not isinstance(native, _COMPLEX) if want == ColumnType.string else isinstance(native, _READS_AS[want])
+    if ok:
+        return
+    hint = next((v for k, v in _SUGGEST.items() if isinstance(native, k)), None)
+    raise IngestError(f"{raw.label}: column {raw.source.raw_name(name)!r} is {native.simpleString()} in the source "
+                      f"and does not read as {want.sql} without loss: change {config_key(raw.role, name)}"
+                      + (f" (e.g. to {hint})" if hint else ""))
+
+
+def _read_csv(spark: SparkSession, raw: RawInput) -> DataFrame:
+    """Every column as text under the source's own header (one header for all files, checked first)."""
+    if "://" in raw.files[0]:
+        headers = {raw.files[0]: spark.read.option("header", "true").csv(raw.files).columns}
+    else:
+        headers = {f: _header(Path(f)) for f in raw.files}
+    header = headers[raw.files[0]]
+    for f, h in headers.items():
+        _check_header(raw, f, h)
+        if h != header:
+            raise IngestError(f"{f}: its header differs from {raw.files[0]}'s; every file of "
+                              f"sources.{raw.role.value} must have the same columns in the same order")
+    schema = T.StructType([T.StructField(c, T.StringType()) for c in header])
+    return spark.read.option("header", "true").option("mode", "FAILFAST").schema(schema).csv(raw.files)
+
+
+def _header(path: Path) -> list[str]:
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            return next(csv.reader(fh), [])
+    except UnicodeDecodeError:
+        raise IngestError(f"{path} is not a UTF-8 CSV file (corrupt or compressed?)") from None
+
+
+def _check_header(raw: RawInput, path: str, header: list[str]) -> None:
+    """Declared raw columns present; with `exact_columns`, exactly them in order (a changed layout is refused)."""
+    expected = raw.source.raw_names
+    missing = [c for c in expected if c not in header]
+    extra = [c for c in header if c not in expected] if raw.source.exact_columns else []
+    if not missing and not extra and (header == expected or not raw.source.exact_columns):
+        return
+    detail = []
+    if missing:
+        detail.append(f"missing columns {missing}")
+    if extra:
+        detail.append(f"unexpected columns {extra}")
+    if not detail:
+        detail.append("columns in a different order")
+    raise IngestError(f"{path}: {'; '.join(detail)}; sources.{raw.role.value}.columns declares {expected}"
+                      + (" (exact_columns: true)" if raw.source.exact_columns else ""))
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What the one checking pass over a source found: its aggregates (summed over groups) and, when grouped,
+    the rows per group (the events' days; None: rows whose day does not parse)."""
+
+    stats: dict
+    groups: dict | None = None
+
+    @property
+    def rows(self) -> int:
+        return int(self.stats["__rows"] or 0)
+
+
+def check_values(df: DataFrame, raw: RawInput, rules: ColumnRules, extra: tuple[SparkColumn, ...] = (),
+                 by: SparkColumn | None = None) -> Checked:
+    """One pass (one Spark job): values that did not read as their type, empty required columns, a repeated key;
+    raise naming the worst. `extra` aggregates (aliases starting with `__`) come back summed over the groups of
+    `by` when it is given (so they must add up), with the rows per group."""
+    names = list(raw.source.columns)
+    aggs = [F.count(F.lit(1)).alias("__rows"), *extra]
+    if rules.unique:
+        aggs.append(F.count_distinct(F.col(rules.unique)).alias("__distinct"))
+    aggs += [F.sum(F.when(F.col(f"__raw_{c}").isNotNull() & F.col(c).isNull(), 1).otherwise(0)).alias(f"bad_{c}")
+             for c in names]
+    aggs += [F.sum(F.when(F.col(c).isNull(), 1).otherwise(0)).alias(f"null_{c}") for c in rules.required]
+    if raw.source.format == SourceFormat.json:  # a JSON field no record has reads as null, not as an error
+        aggs += [F.count(F.col(f"__raw_{c}")).alias(f"seen_{c}") for c in names]
+    try:
+        if by is None:
+            found, groups = [df.agg(*aggs).collect()[0].asDict()], None
+        else:
+            found = [r.asDict() for r in df.groupBy(by.alias("__by")).agg(*aggs).collect()]
+            groups = {r.pop("__by"): int(r["__rows"]) for r in found}
+    except (PySparkException, Py4JJavaError) as err:
+        text = str(err)
+        match = re.search(r"Malformed (CSV|JSON) record[^\n]{0,200}|Malformed records[^\n]{0,200}", text)
+        detail = match.group(0) if match else text.splitlines()[0][:200]
+        raise IngestError(f"{raw.label}: cannot parse as {raw.source.format.value} ({detail}); the file is corrupt or "
+                          "truncated: restore it from the source and rerun") from None
+    row = found[0] if by is None else {k: sum(r[k] or 0 for r in found) for k in (found[0] if found else {})}
+    row.setdefault("__rows", 0)
+    unseen = [raw.source.raw_name(k[5:]) for k, v in row.items() if k.startswith("seen_") and not v]
+    if unseen and row["__rows"]:
+        raise IngestError(f"{raw.label}: missing columns {unseen} (no record has them): fix the source or "
+                          f"sources.{raw.role.value}.columns (`raw:` names a field the source calls otherwise)")
+    bad = {k[4:]: v for k, v in row.items() if k.startswith("bad_") and v}
+    if bad:
+        col = max(bad, key=bad.get)
+        sample = df.filter(F.col(f"__raw_{col}").isNotNull() & F.col(col).isNull()).select(f"__raw_{col}").first()[0]
+        want = "0/1 or true/false" if col in rules.tasks else raw.source.columns[col].type.sql
+        raise IngestError(f"{raw.label}: column {raw.source.raw_name(col)!r} has {bad[col]} value(s) that are not "
+                          f"{want} (e.g. {sample!r}); fix the file or {config_key(raw.role, col)} in lfm.yaml")
+    nulls = {k[5:]: v for k, v in row.items() if k.startswith("null_") and v}
+    if nulls:
+        col = max(nulls, key=nulls.get)
+        raise IngestError(f"{raw.label}: required column {raw.source.raw_name(col)!r} is empty in {nulls[col]} row(s) "
+                          "(a truncated file?); restore the file and rerun")
+    if not row["__rows"]:
+        raise IngestError(f"{raw.label}: no rows; fix sources.{raw.role.value}.path")
+    if rules.unique and row["__distinct"] < row["__rows"]:
+        key = rules.unique
+        dupes = [r[key] for r in df.groupBy(key).count().filter("count > 1").limit(3).collect()]
+        raise IngestError(f"{raw.label}: key {key!r} is not unique (e.g. {dupes}); deduplicate the source file")
+    return Checked(row, groups)

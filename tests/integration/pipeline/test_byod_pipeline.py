@@ -1,0 +1,115 @@
+"""A log of another shape (tests/support/shop.py) through the whole platform, adapted by lfm.yaml alone.
+
+`lfm ingest --dry-run` reports the mapping and writes nothing; `lfm ingest` loads two days; `lfm pretrain` runs
+on them; `lfm run-daily` refreshes, gates, publishes and materializes two days, the second ingested from a
+folder whose users file changed (a new snapshot, valid from that day); the online store serves the Delta vectors
+under string ids; a downstream ranker trains on the point-in-time training sets of the released days. Real
+Spark, Delta, GE, Feast (sqlite online store) and torch; no code path knows this shape. Kept small (120 members,
+three days of 1,000 events, the third spanning the DST switch); `lfm select-layer` is left out to keep it short
+(it reads the same `samples`; its small-data setting is `refresh.probe_min_test_rows`).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+
+from lfm.config import load_config
+from tests.support.cli import cli
+from tests.support.shop import ShopSpec, days, shop_config, write_shop
+
+pytestmark = pytest.mark.slow
+
+SPEC = ShopSpec(users=120, items=60, days=3, events_per_day=1000, seed=0)
+SMALL_MODEL = {"embedding_dim": 4, "user_tower": [16], "item_tower": [16], "cross_layers": 1, "dnn": [16, 8]}
+SMALL_TRAIN = {"max_epochs": 2, "batch_size": 512, "threads": 1}
+# An 8-d CR layer of a tiny model spans few directions (the collapse bounds are tuned for 64-d exports).
+QUALITY = {"vectors": {"min_effective_rank": 1.0, "min_information_abundance": 1.0}}
+D = days(SPEC.days)
+
+
+def test_shop_log_from_raw_files_to_served_embeddings_and_a_downstream_auc(spark, tmp_path):
+    from feature_repo.entities import entities
+    from lakehouse.features import features_as_of
+    from models.registry import Registry
+    from models.training.variants import TransferRequest, TransferVariant
+    from pipeline.downstream import train_on_sets, training_sets
+    from pipeline.spec import resolve_export
+    from serving.online import get_online_features
+    from spark_jobs.refresh.compute import users_in_scope
+    from spark_jobs.refresh.plan import plan_refresh
+
+    raw, raw_v2 = tmp_path / "raw", tmp_path / "raw_v2"
+    write_shop(raw, SPEC)
+    write_shop(raw_v2, SPEC, users_version=2)  # the same log; a third of the members moved to another country
+    conf = tmp_path / "lfm.yaml"
+    conf.write_text(yaml.safe_dump(shop_config(tmp_path, raw, model=SMALL_MODEL, train=SMALL_TRAIN,
+                                               quality=QUALITY)))
+    cfg = load_config(conf)
+    lake = tmp_path / "lakehouse"
+
+    dry = cli("--config", str(conf), "ingest", "--dry-run")
+    assert dry.code == 0, dry.err
+    assert "every check passed; nothing was written" in dry.out
+    for line in ("member_id                member                   string     user key",
+                 "surface                  page                     string     scenario",
+                 "click                    clicked                  boolean    task (0/1)",
+                 "ts                       event_ts                 bigint     event time (s)",
+                 "item_id                  product                  string     item key"):
+        assert line in dry.out
+    assert "rows read: events 3,000, users 120, items 60, item_statistics 60" in dry.out
+    assert f"days found: 3 ({D[0]}..{D[-1]})" in dry.out
+    assert not lake.exists()
+
+    ingested = cli("--config", str(conf), "ingest", "--ds", *map(str, D[:2]))
+    assert ingested.code == 0, ingested.err
+    assert "events 2,000 rows in 2 ds partitions" in ingested.out
+    events = spark.read.format("delta").load(cfg.table_path("events"))
+    assert dict(events.dtypes)["click"] == "int" and dict(events.dtypes)["member_id"] == "string"
+
+    trained = cli("--config", str(conf), "pretrain", "--train", str(D[0]), "--valid", str(D[1]))
+    assert trained.code == 0, trained.err
+    version = Registry(cfg).latest().model_version
+
+    first = cli("--config", str(conf), "run-daily", "--ds", str(D[0]), "--cold-start")
+    assert first.code == 0, first.err + first.out
+    second = cli("--config", str(conf), "run-daily", "--ds", str(D[1]), "--source", str(raw_v2))
+    assert second.code == 0, second.err + second.out
+    more = cli("--config", str(conf), "ingest", "--source", str(raw_v2), "--ds", str(D[2]))
+    assert more.code == 0, more.err
+    events = spark.read.format("delta").load(cfg.table_path("events"))
+    per_day = {r["ds"]: r["count"] for r in events.groupBy("ds").count().collect()}
+    assert per_day == {d: SPEC.events_per_day for d in D}  # New York days, the 23-hour DST day included
+
+    # Feature history: the snapshot ingested with D[1] holds from D[1] on; D[0] (a backfill) still reads the first.
+    def countries(ds) -> dict[str, str]:
+        rows = features_as_of(spark, cfg, "users", ds).select("member_id", "country").collect()
+        return {r[0]: r[1] for r in rows}
+
+    before, after = countries(D[0]), countries(D[1])
+    assert "BR" not in before.values() and sum(v == "BR" for v in after.values()) == SPEC.users // 3
+    assert countries(D[2]) == after  # the same users file again: no new snapshot
+    export = resolve_export(cfg, version)
+    plan = plan_refresh(spark, cfg, export.spec, export.model_dir, D[0], cold_start=True)
+    scoped = {r[0]: r[1] for r in users_in_scope(spark, cfg, plan).select("member_id", "country").collect()}
+    assert scoped == before
+
+    # Served: Feast's entities follow the keys, and the online store holds D[1]'s Delta vectors by string ids.
+    ents = entities(cfg)
+    assert {e.name: e.join_key for e in ents.values()} == {"member": "member_id", "item": "item_id"}
+    ur = (spark.read.format("delta").load(cfg.table_path("ur"))
+          .where(f"ds = DATE'{D[1]}'").select("member_id", "ur").first())
+    ir = (spark.read.format("delta").load(cfg.table_path("ir"))
+          .where(f"ds = DATE'{D[1]}'").select("item_id", "ir").first())
+    online = get_online_features(cfg, [{"member_id": ur[0], "item_id": ir[0]}], version=version)
+    ur_name = next(k for k in online if k.startswith("ur"))
+    ir_name = next(k for k in online if k.startswith("ir"))
+    np.testing.assert_allclose(online[ur_name][0], ur[1], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(online[ir_name][0], ir[1], rtol=0, atol=1e-6)
+
+    # Downstream: the home page's click model on the point-in-time training sets (rows of D[1], tested on D[2]).
+    sets = training_sets(spark, cfg, "home", [D[1]], [D[2]], model_version=version)
+    assert sets.train.num_rows > 400 and sets.test.num_rows > 400
+    result = train_on_sets(cfg, sets, "click", TransferRequest(TransferVariant.ur_ir_cr_gate), seed=0)
+    assert result.vector_coverage["ur"] > 0.9 and result.vector_coverage["ir"] > 0.9
+    assert 0.55 < result.test_auc <= 1.0  # the planted user-item affinity is learnt

@@ -1,0 +1,143 @@
+"""A second data set in another shape than KuaiRand, generated, with the lfm.yaml block that declares it.
+
+A shop's log: CSV event files (epoch seconds, int member ids, string product ids, a string page as the
+scenario, true/false task columns, columns the platform does not use), users as Parquet (string categoricals),
+items as JSON lines and item statistics as CSV keyed by another column name. Days are calendar days in
+America/New_York; three days or more span the switch to daylight saving time (2024-03-10 has 23 hours). The
+outcomes follow latent user and item factors (a propensity each, and tastes that interact) that the features are
+noisy views of, so a model can learn them.
+Nothing in the platform knows this shape: the config below is the whole adaptation.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+
+TZ = "America/New_York"
+START = dt.date(2024, 3, 8)
+PAGES = np.array(["home", "search", "cart"])
+PAGE_SHARES = np.array([0.6, 0.3, 0.1])
+FACTORS = 4
+
+SCHEMA = {
+    "user_key": "member_id",
+    "item_key": "item_id",
+    "scenario": "surface",
+    "tasks": ["click", "purchase"],
+    "timestamp": "ts",
+    "date": None,  # the day is the event time's calendar day in `timezone`
+    "timezone": TZ,
+    "user_fields": [{"name": "member_id"}, {"name": "country"}, {"name": "age_band"},
+                    {"name": "tenure_days", "kind": "numeric"}],
+    "item_fields": [{"name": "item_id"}, {"name": "category"}, {"name": "brand"},
+                    {"name": "price", "kind": "numeric"}, {"name": "views_7d", "kind": "numeric"}],
+}
+
+SOURCES = {
+    "events": {"path": "events/ratings_*.csv", "format": "csv", "time_unit": "s",
+               "columns": {"ts": {"raw": "event_ts", "type": "bigint"},
+                           "member_id": {"raw": "member", "type": "string"},
+                           "item_id": {"raw": "product", "type": "string"},
+                           "surface": {"raw": "page", "type": "string"},
+                           "click": {"raw": "clicked", "type": "boolean"},
+                           "purchase": {"raw": "purchased", "type": "boolean"},
+                           "dwell_s": "double"}},
+    "users": {"path": "users.parquet", "format": "parquet",
+              "columns": {"member_id": {"raw": "uid", "type": "string"}, "country": "string", "age_band": "string",
+                          "tenure_days": "int"}},
+    "items": {"path": "items.jsonl", "format": "json",
+              "columns": {"item_id": {"raw": "sku", "type": "string"}, "category": "string", "brand": "string",
+                          "price": "double"}},
+    "item_statistics": {"path": "item_stats.csv", "format": "csv",
+                        "columns": {"item_id": {"raw": "product", "type": "string"}, "views_7d": "int"}},
+}
+
+
+@dataclass(frozen=True)
+class ShopSpec:
+    users: int = 300
+    items: int = 120
+    days: int = 6
+    events_per_day: int = 1500
+    seed: int = 0
+
+
+def _bucket(x: np.ndarray, n: int) -> np.ndarray:
+    return np.searchsorted(np.quantile(x, np.linspace(0, 1, n + 1)[1:-1]), x)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def sku(i: np.ndarray) -> np.ndarray:
+    return np.char.add("sku-", np.char.zfill(i.astype(str), 5))
+
+
+def write_shop(out: Path, spec: ShopSpec = ShopSpec(), users_version: int = 1) -> dict[str, int]:
+    """Write the shop's files under `out`; `users_version` 2 moves a third of the members to another country."""
+    rng = np.random.default_rng(spec.seed)
+    user_f = rng.normal(size=(spec.users, FACTORS))  # column 0: how much a member buys, column 1..: taste
+    item_f = rng.normal(size=(spec.items, FACTORS))  # column 0: how popular an item is, column 1..: style
+    page_w = np.abs(1 + 0.5 * rng.normal(size=(len(PAGES), FACTORS)))
+    out.mkdir(parents=True, exist_ok=True)
+    noisy_u = user_f + 0.4 * rng.normal(size=user_f.shape)
+    countries = np.array(["US", "CA", "MX", "DE", "FR", "JP"])[_bucket(noisy_u[:, 0], 6)]
+    if users_version == 2:
+        moved = np.arange(spec.users) % 3 == 0
+        countries = np.where(moved, "BR", countries)
+    users = pd.DataFrame({"uid": 10_000 + np.arange(spec.users, dtype=np.int64), "country": countries,
+                          "age_band": np.array(["18-24", "25-34", "35-44", "45+"])[_bucket(noisy_u[:, 1], 4)],
+                          "tenure_days": np.exp(3 + noisy_u[:, 2]).astype(np.int32),
+                          "signup_channel": "web"})  # a column the config does not declare: left out
+    users.to_parquet(out / "users.parquet", index=False)
+    noisy_i = item_f + 0.4 * rng.normal(size=item_f.shape)
+    ids = sku(np.arange(spec.items))
+    with (out / "items.jsonl").open("w") as fh:
+        for i in range(spec.items):
+            fh.write(json.dumps({"sku": str(ids[i]), "category": f"c{_bucket(noisy_i[:, 0], 8)[i]}",
+                                 "brand": f"b{_bucket(noisy_i[:, 1], 12)[i]}",
+                                 "price": round(float(np.exp(2 + noisy_i[i, 2])), 2)}) + "\n")
+    pd.DataFrame({"product": ids, "views_7d": rng.poisson(50, spec.items)}).to_csv(out / "item_stats.csv",
+                                                                                 index=False)
+    (out / "events").mkdir(exist_ok=True)
+    tz = ZoneInfo(TZ)
+    rows = 0
+    for d in range(spec.days):
+        day = START + dt.timedelta(days=d)
+        begin = int(dt.datetime(day.year, day.month, day.day, tzinfo=tz).timestamp())
+        nxt = day + dt.timedelta(days=1)
+        end = int(dt.datetime(nxt.year, nxt.month, nxt.day, tzinfo=tz).timestamp())  # 23 h on 2024-03-10
+        n = spec.events_per_day
+        u = rng.integers(0, spec.users, n)
+        i = rng.integers(0, spec.items, n)
+        p = rng.choice(len(PAGES), n, p=PAGE_SHARES)
+        taste = (user_f[u, 1:] * page_w[p, 1:] * item_f[i, 1:]).sum(1) / np.sqrt(FACTORS - 1)
+        score = 1.2 * user_f[u, 0] + 1.2 * item_f[i, 0] + 1.5 * taste - 0.3 * p - 0.5
+        click = rng.random(n) < _sigmoid(score)
+        purchase = click & (rng.random(n) < _sigmoid(score - 2.0))
+        frame = pd.DataFrame({
+            "event_ts": np.sort(rng.integers(begin, end, n)), "member": 10_000 + u, "product": ids[i],
+            "page": PAGES[p], "clicked": np.where(click, "true", "false"),
+            "purchased": np.where(purchase, "true", "false"),
+            "dwell_s": np.round(rng.exponential(20, n), 1), "session": rng.integers(0, 1 << 30, n)})
+        frame.to_csv(out / "events" / f"ratings_{day:%Y%m%d}.csv", index=False)
+        rows += n
+    return {"events": rows, "users": spec.users, "items": spec.items}
+
+
+def shop_config(root: Path, data: Path, **extra) -> dict:
+    """The lfm.yaml of the shop (as a dict): schema, sources, string entity keys, small-data settings."""
+    return {"lakehouse": str(root / "lakehouse"), "registry": {"path": str(root / "registry")},
+            "schema": SCHEMA, "sources": {"root": str(data), **SOURCES},
+            "feast": {"repo_path": str(root / "feature_repo"), "entity_key_type": "string"}, **extra}
+
+
+def days(n: int = ShopSpec.days) -> list[dt.date]:
+    return [START + dt.timedelta(days=d) for d in range(n)]
