@@ -9,6 +9,17 @@ from lfm.config import LfmConfig
 from tests.support.config import make_config
 
 
+# The longest test files, started first so that a parallel run (`scripts/test.sh`: two processes, whole files)
+# does not end with one of them running alone.
+LONGEST_FIRST = ("test_release_kills.py", "test_feast_serving.py", "test_quality_gate.py", "test_downstream_report.py",
+                 "test_releases.py", "test_daily.py", "test_byod_pipeline.py", "test_refresh_cluster.py")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))  # stable: a file keeps its order
+
+
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
     from spark_jobs.session import get_spark
