@@ -104,7 +104,7 @@ def table_version(spark: SparkSession, path: str) -> int | None:
     if not table_exists(spark, path):
         return None
     if _local(path):
-        return int(deltalake.DeltaTable(path, without_files=True).version())
+        return int(deltalake.DeltaTable(path).version())
     return int(DeltaTable.forPath(spark, path).history(1).collect()[0]["version"])
 
 
