@@ -9,5 +9,6 @@ if ! command -v redis-server >/dev/null 2>&1; then
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq redis-server >/dev/null
 fi
 # Two test processes, each test file whole in one of them (its module fixtures built once); the longest files
-# start first (tests/conftest.py). LFM_TEST_WORKERS=0 runs in this process.
-exec .venv/bin/python -m pytest -q -n "${LFM_TEST_WORKERS:-2}" --dist loadfile "$@"
+# start first, in the order tests/conftest.py gives (xdist would otherwise start the files with most tests first).
+# LFM_TEST_WORKERS=0 runs in this process.
+exec .venv/bin/python -m pytest -q -n "${LFM_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder "$@"
