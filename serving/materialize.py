@@ -212,7 +212,7 @@ def _write_release(cfg: LfmConfig, store, spec: ExportSpec, day: dt.date, checke
     from serving.online_io import open_online
 
     t0 = time.perf_counter()
-    log.info("materialize %s export %s: all four tables checked; writing the online store", day, spec.id)
+    _log_writing(day, spec.id)
     backend = open_online(cfg)
     try:
         with backend.locked():
@@ -224,6 +224,11 @@ def _write_release(cfg: LfmConfig, store, spec: ExportSpec, day: dt.date, checke
     return [TableLoad(spec.id, t, True, rows=len(checked[t][0]), seconds=seconds,
                       reason=f"{written.get(view_name(t, spec.id), 0):,} keys newer than what was online")
             for t in EMBEDDING_TABLES]
+
+
+def _log_writing(day: dt.date, export_id: str) -> None:
+    """The line an operator (and the kill test) sees between the last check and the first online write."""
+    log.info("materialize %s export %s: all four tables checked; writing the online store", day, export_id)
 
 
 def _record(store, spec: ExportSpec, start: dt.datetime, end: dt.datetime) -> None:
@@ -241,8 +246,7 @@ def _load_from_spark(spark, cfg: LfmConfig, store, release: releases.Release, st
 
     t0 = time.perf_counter()
     audits = online_spark.audit_release(spark, cfg, release, end)  # raises before the first write
-    log.info("materialize %s export %s: all four tables checked; writing the online store", release.ds,
-             release.export_id)
+    _log_writing(release.ds, release.export_id)
     backend = open_online(cfg)
     try:
         with backend.locked():
