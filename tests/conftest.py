@@ -8,12 +8,10 @@ from pathlib import Path
 import pytest
 
 from lfm.config import LfmConfig
-from tests.support.config import make_config
+from tests.support.config import TEST_JVM_OPTIONS, make_config
 
-# Every JVM a test starts (this session's Spark, the CLIs the tests run as subprocesses, which inherit it) lives a
-# few minutes on kilobytes of data: the C1 compiler alone and the serial collector spend about a quarter less CPU
-# there than the server defaults (tests/integration/data/test_ingest_sources.py: 181 -> 134 CPU seconds).
-os.environ.setdefault("SPARK_SUBMIT_OPTS", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
+# Every JVM spark-submit starts: this session's Spark and the CLIs the tests run as subprocesses (they inherit it).
+os.environ.setdefault("SPARK_SUBMIT_OPTS", TEST_JVM_OPTIONS)
 
 # The longest test files, started first so that a parallel run (`scripts/test.sh`: two processes, whole files)
 # does not end with one of them running alone.

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from lfm.config import LfmConfig
-from tests.integration.pipeline.test_releases import (D3, EMBEDDING, joined, lake_config, newest_release, online,
-                                                      partition, training_rows, vectors, write_conf)
+from tests.support.releases import (D3, EMBEDDING, joined, lake_config, newest_release, online, partition,
+                                    training_rows, vectors, write_conf)
 from tests.support.cli import cli
 from tests.support.worlds import D1, D2
 

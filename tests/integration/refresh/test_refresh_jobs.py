@@ -3,18 +3,13 @@ torch; no mocks). The expensive world (ingest + three registered models) is buil
 from __future__ import annotations
 
 import datetime as dt
-import shutil
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import pyarrow.compute as pc
 import pytest
 
 from inference import decay
 from tests.support.worlds import (ALL, D1, D2, NEW_ID, TZ, World, backfill, reference_states, refresh, rows_of,
                                   snapshot)
-from lfm.config import LfmConfig
 from lfm.contract import day_end_ms
 from lfm.names import BadInput
 

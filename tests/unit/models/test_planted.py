@@ -1,7 +1,6 @@
 """The planted frames themselves: deterministic and learnable."""
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from tests.support.planted import planted_frames
