@@ -8,10 +8,7 @@ from pathlib import Path
 import pytest
 
 from lfm.config import LfmConfig
-from tests.support.config import TEST_JVM_OPTIONS, make_config
-
-# Every JVM spark-submit starts: this session's Spark and the CLIs the tests run as subprocesses (they inherit it).
-os.environ.setdefault("SPARK_SUBMIT_OPTS", TEST_JVM_OPTIONS)
+from tests.support.config import make_config
 
 # The longest test files, started first so that a parallel run (`scripts/test.sh`: two processes, whole files)
 # does not end with one of them running alone.

@@ -144,7 +144,7 @@ def test_more_data_validates_on_the_rows_none_validates_on():
 
 def test_arguments_and_subsets():
     spec, _ = parse_args([])
-    assert spec.tabs == ("0", "4", "6", "2", "1") and len(spec.lfm_seeds) == 3 and len(spec.seeds) == 3
+    assert spec.tabs == ("0", "4", "6", "2", "1") and len(spec.lfm_seeds) == 3 and len(spec.seeds) == 2
     assert [o.value for o in spec.options] == ["stem", "crocodile"] and spec.option_tabs == ("1", "0")
     w = spec.windows
     assert w.probe is None and w.protect == (dt.date(2022, 5, 2), dt.date(2022, 5, 8))
