@@ -57,12 +57,9 @@ def world(spark, synth_source, tmp_path_factory):
     base = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         base = base.parent
-    with open(base / "refresh_world.lock", "w") as lock:
+    with open(base / "refresh_world.lock", "w") as lock:  # closing the file releases the lock
         fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            return build_world(spark, synth_source, base)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+        return build_world(spark, synth_source, base)
 
 
 @pytest.fixture(scope="module")
