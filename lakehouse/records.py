@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable, Iterable
 
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, QueryBuilder, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
 COMPACT_EVERY = 20  # commits between compactions of the small append files
@@ -19,11 +19,18 @@ CHECKPOINT_EVERY = "10"  # a Delta checkpoint every 10 commits: a reader replays
 
 
 def read_records(path: str) -> pa.Table | None:
-    """The whole table as Arrow, or None when it does not exist yet."""
+    """The whole table as Arrow, or None when it does not exist yet.
+
+    Read by delta-rs's own engine (`QueryBuilder`), not `to_pyarrow_table`: that one scans through a pyarrow
+    dataset over a Python file system, whose I/O threads can still be waiting for the GIL when the interpreter
+    exits, and then the process dies of SIGABRT ("terminate called without an active exception", apache/arrow
+    #34314) after its work is done.
+    """
     try:
-        return DeltaTable(path).to_pyarrow_table()
+        table = DeltaTable(path)
     except TableNotFoundError:
         return None
+    return pa.table(QueryBuilder().register("records", table).execute("SELECT * FROM records").read_all())
 
 
 def rows(path: str) -> list[dict]:
