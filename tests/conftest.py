@@ -12,8 +12,8 @@ from tests.support.config import make_config
 
 # The longest test files, started first so that a parallel run (`scripts/test.sh`: two processes, whole files)
 # does not end with one of them running alone.
-LONGEST_FIRST = ("test_release_kills.py", "test_feast_serving.py", "test_refresh_jobs.py", "test_quality_gate.py",
-                 "test_releases.py", "test_daily.py", "test_refresh_cluster.py", "test_kuairand_serving.py",
+LONGEST_FIRST = ("test_releases.py", "test_feast_serving.py", "test_refresh_jobs.py", "test_quality_gate.py",
+                 "test_daily.py", "test_refresh_cluster.py", "test_kuairand_serving.py",
                  "test_downstream_report.py", "test_byod_pipeline.py", "test_ingest.py")
 
 

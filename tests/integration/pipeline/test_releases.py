@@ -2,9 +2,10 @@
 
 One small lakehouse (the refresh world's inputs, its tiny model A): D1 (cold start) and D2 go through `run-daily`
 and are released and materialized. Then each guarantee is tried the way an operator (or an intruder) would:
-partitions rewritten behind the platform's back with a plain Delta writer (`deltalake`, not the platform's code),
-a platform rewrite without the gate, a quarantined day, a different decay mid-chain, a gate that crashes, an older
-day materialized after a newer one. What readers see is checked through the readers themselves (training sets,
+SIGKILL at each phase of materialize and of refresh (write, audit, publish), partitions rewritten behind the
+platform's back with a plain Delta writer (`deltalake`, not the platform's code), a platform rewrite without the
+gate, a quarantined day, a different decay mid-chain, a gate that crashes, an older day materialized after a newer
+one. The kill test comes first: it starts from the freshly released lake and ends with D2 released again. What readers see is checked through the readers themselves (training sets,
 the online store through Feast's own reader, the ANN index) and against the Delta versions the release names.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ from deltalake import DeltaTable
 
 from lfm.config import LfmConfig
 from tests.support.cli import cli
+from tests.support.kills import lfm_command, phase_signals, run_and_kill
 from tests.support.releases import (D3, EMBEDDING, QUALITY, joined, lake_config, newest_release, online, partition,
                                     tamper, training_rows, vectors, write_conf)
 from tests.support.worlds import D1, D2
@@ -48,6 +50,51 @@ def lake(spark, world) -> Lake:
 
 # --- the guarantees ---------------------------------------------------------------------------------------------
 
+def _readers_agree_on_one_release(spark, cfg: LfmConfig, export_id: str, d1: dict, d2: dict) -> str:
+    """Training sets and the online store each see one complete day (D2's release, else D1's): never a mix."""
+    from lakehouse import candidates
+
+    release = newest_release(cfg, D2, export_id)
+    if release is not None and release["status"] == "released":
+        for table in EMBEDDING:  # every named version holds the whole candidate: one row per key
+            part = partition(cfg, table, D2, export_id, release["table_versions"][table])
+            cand = [c for c in candidates.latest_per_export(cfg, [D2]) if c.spec.id == export_id]
+            key = "user_id" if table in ("ur", "cr_user") else "video_id"
+            assert part[key].is_unique and len(part) == (cand[0].rows[table] if cand else len(part))
+    want = d2 if release is not None and release["status"] == "released" else d1
+    users = sorted(set(d1) & set(d2))[:12]
+    got = joined(spark, cfg, export_id, training_rows(cfg, D3, users, users))
+    for u, v in zip(got["user_id"], got["cr_user"]):
+        np.testing.assert_array_equal(np.asarray(v, dtype=np.float32), want[int(u)])
+    served = online(cfg, export_id, users)
+    online_day = {u: ("d2" if np.array_equal(np.asarray(v, np.float32), d2[u]) else
+                      "d1" if np.array_equal(np.asarray(v, np.float32), d1[u]) else "other")
+                  for u, v in zip(served["user_id"], served["cr_user"])}
+    assert len(set(online_day.values())) == 1 and "other" not in online_day.values(), online_day
+    return release["status"] if release else "none"
+
+
+def test_sigkill_at_each_phase_leaves_every_reader_on_one_complete_release(spark, lake, tmp_path):
+    """D2's materialize killed at each of its phases, then its refresh (write, audit, publish) at each of its
+    phases, then the refresh run to the end: after every kill, training sets and the online store see one whole
+    day. (A kill while the CR states are written is a kill inside a table write, like the embedding tables'.)"""
+    cfg, export_id, out = lake.cfg, lake.export_id, tmp_path / "lfm.out"
+    d1 = vectors(partition(cfg, "cr_user", D1, export_id), "user_id", "cr_user")
+    d2 = vectors(partition(cfg, "cr_user", D2, export_id), "user_id", "cr_user")
+    seen = {}
+    for phase in list(phase_signals(cfg, export_id, out)):
+        verb, probe = phase_signals(cfg, export_id, out)[phase]  # baselines taken now, after the last kill
+        killed, output = run_and_kill(lfm_command(lake.conf, verb, lake.model), out, probe)
+        assert killed, f"the run ended before phase {phase!r}:\n{output}"
+        seen[phase] = _readers_agree_on_one_release(spark, cfg, export_id, d1, d2)
+    assert {seen[p] for p in seen if p.startswith("materialize")} == {"released"}, seen
+    # a kill inside refresh leaves D2 withdrawn (its rewrite began) or released (not yet superseded)
+    assert set(seen.values()) <= {"released", "withdrawn"}, seen
+    done = cli("--config", str(lake.conf), "refresh", "--ds", str(D2), "--model", lake.model)
+    assert done.code == 0, done.err
+    assert _readers_agree_on_one_release(spark, cfg, export_id, d1, d2) == "released"
+
+
 def test_a_release_names_exactly_the_versions_the_gate_passed(lake):
     from lakehouse import candidates
 
@@ -56,8 +103,9 @@ def test_a_release_names_exactly_the_versions_the_gate_passed(lake):
         assert release["status"] == "released"
         cand = candidates.latest(lake.cfg, day, lake.export_id)
         assert dict(release["table_versions"]) == cand.table_versions
-        verdicts = DeltaTable(lake.cfg.table_path("gate_status")).to_pyarrow_table().to_pylist()
-        checked = {v["table"]: v for v in verdicts if v["ds"] == day and v["export_id"] == lake.export_id}
+        verdicts = sorted(DeltaTable(lake.cfg.table_path("gate_status")).to_pyarrow_table().to_pylist(),
+                          key=lambda v: v["checked_at"])
+        checked = {v["table"]: v for v in verdicts if v["ds"] == day and v["export_id"] == lake.export_id}  # newest
         assert set(checked) == set(EMBEDDING)
         for table, v in checked.items():
             assert v["passed"] and v["table_version"] == cand.table_versions[table]

@@ -1,0 +1,71 @@
+"""SIGKILL at a chosen phase of an `lfm` command: the phase probes (read off the file system and the command's own
+output only) and the kill, for the release tests' kill test."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from lfm.config import LfmConfig
+from tests.support.worlds import D2
+
+WRITING_ONLINE = "all four tables checked; writing the online store"  # materialize's log line before its write
+POLL_S = 0.02  # the probes read the file system; every phase they watch lasts far longer than this
+
+
+def _commits(table_dir: Path) -> int:
+    return len(list((table_dir / "_delta_log").glob("*.json"))) if (table_dir / "_delta_log").is_dir() else 0
+
+
+def _new_parquet(table_dir: Path, before: set) -> bool:
+    return any(p not in before for p in table_dir.rglob("*.parquet") if "_delta_log" not in p.parts)
+
+
+def phase_signals(cfg: LfmConfig, export_id: str, out: Path) -> dict:
+    """For each phase, the verb that reaches it and a probe that turns true once the phase has begun."""
+    lake = Path(cfg.lakehouse)
+    ur_files = set(p for p in (lake / "ur").rglob("*.parquet"))
+    counts = {t: _commits(lake / t) for t in ("refresh_log", "gate_status")}
+    ann = Path(cfg.feast.repo_path) / "data" / "ann" / export_id
+
+    def committed(table: str):
+        return lambda: _commits(lake / table) > counts[table]
+
+    return {  # materialize first: D2 is released and online, so its reload reaches both phases
+        "materialize: writing the online store": ("materialize", lambda: WRITING_ONLINE in out.read_text()),
+        "materialize: building the ANN index": ("materialize", lambda: ann.is_dir() and any(
+            p.name.startswith(f".{D2}") for p in ann.iterdir())),
+        "refresh: writing the embedding tables": ("refresh", lambda: _new_parquet(lake / "ur", ur_files)),
+        "candidate recorded: the gate is running": ("refresh", committed("refresh_log")),
+        "verdicts recorded: publish is next": ("refresh", committed("gate_status")),
+    }
+
+
+def lfm_command(conf: Path, verb: str, model: str) -> list[str]:
+    """`lfm refresh|materialize --ds D2 --model MODEL` as its own process (refresh writes, gates and publishes)."""
+    return [sys.executable, "-m", "cli.main", "--config", str(conf), verb, "--ds", str(D2), "--model", model]
+
+
+def run_and_kill(command: list[str], out: Path, probe, timeout: float = 900) -> tuple[bool, str]:
+    """`command` in its own process group, SIGKILLed as soon as `probe()` is true; (killed, its output's tail)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from tests.support.config import REPO
+
+    with out.open("w") as fh:
+        proc = subprocess.Popen(command, cwd=str(REPO), start_new_session=True, stdout=fh, stderr=subprocess.STDOUT)
+    deadline, killed = time.monotonic() + timeout, False
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if probe():
+                os.killpg(proc.pid, signal.SIGKILL)  # the driver, its JVM and the Python workers
+                killed = True
+                break
+            time.sleep(POLL_S)
+    finally:
+        if proc.poll() is None and not killed:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    return killed, out.read_text()[-3000:]
