@@ -131,7 +131,11 @@ def feast_spark_engine_store(cfg, root: Path):
     else:  # the same Redis server, another database
         conf["online_store"] = {**conf["online_store"], "connection_string": conf["online_store"]["connection_string"]
                                 + ",db=1"}
-    return FeatureStore(config=RepoConfig(repo_path=repo_dir(cfg), batch_engine={"type": "spark.engine"}, **conf))
+    store = FeatureStore(config=RepoConfig(repo_path=repo_dir(cfg), batch_engine={"type": "spark.engine"}, **conf))
+    # Its own online store has no tables yet: applying the registered objects again (unchanged) makes Feast create
+    # them there, as `feast apply` does for a new store.
+    store.apply([*store.list_entities(), *store.list_feature_views()])
+    return store
 
 
 def online_rows(store, cfg, keys: dict[str, int]) -> int:
