@@ -9,7 +9,7 @@ from lfm.config import LfmConfig
 from tests.support.worlds import D2
 
 WRITING_ONLINE = "all four tables checked; writing the online store"  # materialize's log line before its write
-POLL_S = 0.02  # the probes read the file system; every phase they watch lasts far longer than this
+POLL_S = 0.005  # the ANN index of a tiny day is built in a few milliseconds: a slower poll misses it
 
 
 def _commits(table_dir: Path) -> int:
