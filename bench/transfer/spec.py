@@ -208,8 +208,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--option-tabs", default=",".join(DEFAULT_OPTION_TABS), help="tabs of the LFM options")
     g.add_argument("--seeds", type=int, default=2,
                    help="downstream seeds 0..N-1 per variant and LFM (2: with 3 LFM seeds a plain transfer cell "
-                        "pools 6 runs; a third seed adds half again to the downstream runs, 26 min for two seeds in the committed "
-                        "report's run, mostly tab 1: past the 90-minute budget)")
+                        "pools 6 runs; a third seed adds half again to the downstream runs, 26 min for two seeds "
+                        "in the committed report's run, mostly tab 1: past the 90-minute budget)")
     g.add_argument("--layers", default="none", help="downstream cr_gate sweep over these CR layers besides the "
                                                    "selected one (comma list, 'all'; each costs one export per day)")
     g.add_argument("--task", default="is_click")

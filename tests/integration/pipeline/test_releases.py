@@ -5,8 +5,9 @@ and are released and materialized. Then each guarantee is tried the way an opera
 SIGKILL at each phase of materialize and of refresh (write, audit, publish), partitions rewritten behind the
 platform's back with a plain Delta writer (`deltalake`, not the platform's code), a platform rewrite without the
 gate, a quarantined day, a different decay mid-chain, a gate that crashes, an older day materialized after a newer
-one. The kill test comes first: it starts from the freshly released lake and ends with D2 released again. What readers see is checked through the readers themselves (training sets,
-the online store through Feast's own reader, the ANN index) and against the Delta versions the release names.
+one. The kill test comes first: it starts from the freshly released lake and ends with D2 released again. What
+readers see is checked through the readers themselves (training sets, the online store through Feast's own
+reader, the ANN index) and against the Delta versions the release names.
 """
 from __future__ import annotations
 
