@@ -1,16 +1,15 @@
-"""The batch GE validates for a table and day: its Delta partition, plus per-row vector statistics for embeddings.
+"""The batch the gate validates for a table and day: its Delta partition, plus per-row vector statistics.
 
 Higher-order array functions (`aggregate`, `forall`) run interpreted in Spark and dominate the gate's cost on a
 large day. One `aggregate` per row (the sum of squares, in double) is enough for every vector statistic: a float
 vector squared and summed in double cannot overflow, so the sum is finite exactly when every element is, NaN or
 +-inf when one is, null when an element is null, and 0 exactly when every element is 0. The statistic columns
-(prefixed `_vec_`, listed in the suite's column-set expectation) are what GE's built-in column expectations
-check, all bundled by GE's Spark engine into one aggregation over the cached batch:
+(prefixed `_vec_`) are what the vector checks of `validation.suites` count over, in the table's one aggregation:
 
 - `_vec_dim`: the vector's width;
 - `_vec_finite`: no NaN, +-inf or null element;
 - `_vec_norm`: the L2 norm of a finite, non-zero vector; null otherwise, so the norm range check leaves
-  non-finite and all-zero vectors to their own expectations (GE's map expectations skip nulls);
+  non-finite and all-zero vectors to their own checks;
 - `_vec_zero`: every element is 0.
 """
 from __future__ import annotations
@@ -65,7 +64,7 @@ def day_rows(df: DataFrame, day: dt.date, export_id: str | None) -> DataFrame:
 
 def read_batch(spark: SparkSession, cfg: LfmConfig, spec: TableSpec, day: dt.date,
                model_version: str | None, version: int | None = None, export_id: str | None = None) -> DataFrame:
-    """The day's partition (users/items: the snapshot in force that day) with vector statistics, not yet cached.
+    """The day's partition (users/items: the snapshot in force that day), as stored (see `with_stats`).
 
     `version` pins the Delta version read (the candidate's; a pinned version that is gone fails loudly in
     Delta); `export_id` keeps one export's rows of the day. An unpinned table that does not exist yet reads as an
@@ -83,8 +82,14 @@ def read_batch(spark: SparkSession, cfg: LfmConfig, spec: TableSpec, day: dt.dat
             df = df.where(F.col("model_version") == model_version)
     else:
         df = spark.createDataFrame([], spec.empty_schema())
-    if spec.vector and _numeric_array(df, spec.vector):  # else the type and column-set checks fail, no crash
-        df = with_vector_stats(df, spec.vector)
+    return df
+
+
+def with_stats(df: DataFrame, spec: TableSpec) -> DataFrame:
+    """An embedding batch with its vector statistics; unchanged when the vector column is missing or not a
+    numeric array (its schema check fails; the vector checks do not apply)."""
+    if spec.vector and _numeric_array(df, spec.vector):
+        return with_vector_stats(df, spec.vector)
     return df
 
 

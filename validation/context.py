@@ -1,12 +1,12 @@
-"""The Great Expectations file context of a lakehouse, and running one suite on one Spark DataFrame.
+"""The Great Expectations file context of a lakehouse, and running one suite on a Spark or a pandas DataFrame.
 
 The context config is `validation/great_expectations.yml` (kept in the repo); its stores live under the quality
 root (default `<lakehouse>/_quality/`), so results and Data Docs stay next to the data and survive the run. One
 context per quality root per process (loading it costs about a second), and its suites and validation
-definitions are written only when they change. GE reuses the active SparkSession (the one from
-`spark_jobs.session.get_spark`); the datasource is created with `persist=False` because the gate caches and
-releases each partition itself. The one-row day-metrics frames (aggregates already computed in Spark) are
-validated through a pandas datasource: GE answers them in milliseconds instead of a Spark job per metric.
+definitions are written only when they change. Two datasources: Spark for the `<table>_schema` suites (GE reuses
+the active SparkSession from `spark_jobs.session.get_spark` and reads only the schema; `persist=False` because
+the gate caches and releases each batch itself), pandas for the `<table>` suites on the one-row frames of
+statistics and metrics already computed in Spark (GE answers them in milliseconds, without a Spark job).
 """
 from __future__ import annotations
 
@@ -96,8 +96,7 @@ def locked(cfg: LfmConfig) -> Iterator[None]:
 
 
 RESULT_FORMAT = {"result_format": "BASIC", "partial_unexpected_count": 0}
-"""Counts and observed values, no example rows: GE fetches examples with one Spark job per map expectation
-(about 26 of them per embedding table), which would undo the one bundled aggregation."""
+"""Counts and observed values, no example rows (the frames have one row; the verdict reports the statistic)."""
 _definitions: dict[tuple[Path, str], tuple[str, gx.ValidationDefinition]] = {}
 
 

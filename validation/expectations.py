@@ -2,10 +2,10 @@
 
 Each class is a real GE expectation: stored in the suite, evaluated by GE, rendered in Data Docs, and its
 snake_case type is the name a failure reports (e.g. `expect_effective_rank_to_be_above`). Everything a built-in
-can say (row count, columns, scalar types, nulls, uniqueness, value sets, ranges on the `_vec_*` columns) is
-said by the built-in in `validation.suites`. What is left:
+can say is said by one in `validation.suites` (columns and scalar types on the batch's schema; the row-level
+checks as range checks on their statistics, named by `validation.checks`). What is left:
 - the vector's element type (GE's Spark type check only sees ArrayType, so array<double> would pass it);
-- the day-level metrics (coverage, drift, collapse), computed in Spark by `validation.metrics` into a one-row
+- the day-level metrics (coverage, drift, collapse), computed in Spark by `validation.metrics` into the one-row
   frame and checked by the `ColumnValuesToBeBetween` subclasses below, whose column is fixed so that the type
   alone names the failure.
 Importing this module registers the classes with GE, which the stored suites need before they can be loaded.
@@ -17,6 +17,8 @@ from typing import Any, Dict, Optional
 import great_expectations.expectations as gxe
 from great_expectations.execution_engine import ExecutionEngine
 from great_expectations.expectations.expectation import BatchExpectation
+
+from validation.checks import CHECK
 
 
 class ExpectVectorsToBeFloatArrays(BatchExpectation):
@@ -70,9 +72,12 @@ CUSTOM_TYPES = frozenset(cls.expectation_type for cls in (
     ExpectDriftMovedShareToBeBelow, ExpectEffectiveRankToBeAbove, ExpectInformationAbundanceToBeAbove))
 
 
-def failure_name(expectation_type: str, kwargs: dict) -> str:
-    """The name recorded for a failed expectation: our types name themselves; GE built-ins add their column(s),
-    e.g. `expect_column_values_to_be_between(_vec_dim)`."""
+def failure_name(expectation_type: str, kwargs: dict, meta: dict | None = None) -> str:
+    """The name recorded for a failed expectation: a row-level check's own name (`validation.checks`, e.g.
+    `not_null(ur)`); our types name themselves; other GE built-ins add their column(s), e.g.
+    `expect_column_values_to_be_of_type(ds)`."""
+    if meta and meta.get(CHECK):
+        return str(meta[CHECK])
     columns = kwargs.get("column_list") or ([kwargs["column"]] if kwargs.get("column") else [])
     if expectation_type in CUSTOM_TYPES or not columns:
         return expectation_type

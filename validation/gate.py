@@ -4,7 +4,9 @@
 tables on demand). A table passes when every expectation of its partition suite (and, for embedding tables, of its
 day-metrics suite) succeeds; otherwise it is quarantined. The gate only validates and records (`validation.status`);
 the pipeline publishes a release when every table passed at the candidate's versions. Each table's batch (partition
-plus per-row vector statistics, see `validation.batch`) is cached once, checked by GE in Spark, then released.
+plus per-row vector statistics, see `validation.batch`) is cached once; GE checks its schema, one Spark aggregation
+computes every row-level check's statistic (`validation.checks`), the day metrics come from three more queries, and
+GE bounds those values in the one-row frame they form; then the batch is released.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 from great_expectations.core.run_identifier import RunIdentifier
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -25,7 +28,8 @@ from lfm.config import LfmConfig
 from lfm.contract import EMBEDDING_TABLES, ExportSpec
 from lfm.names import check_run_id, parse_ds
 from validation import context, metrics, report, status, suites
-from validation.batch import STAT_COLUMNS, read_batch
+from validation.batch import STAT_COLUMNS, read_batch, with_stats
+from validation.checks import profile
 from validation.errors import QualityError, QualityGateFailed
 from validation.expectations import failure_name
 from validation.tables import TableSpec, table_spec
@@ -190,9 +194,9 @@ class _Findings:
     rows: int = 0
     day_metrics: metrics.DayMetrics | None = None
 
-    def add(self, key, outcome) -> None:
+    def add(self, key, outcome, frame: pd.DataFrame | None = None) -> None:
         self.keys.append(key)
-        self.failed.update(_failures(outcome))
+        self.failed.update(_failures(outcome, frame))
 
 
 def _validate_table(spark: SparkSession, cfg: LfmConfig, ctx, spec: TableSpec, day: dt.date,
@@ -223,23 +227,24 @@ def _validate_table(spark: SparkSession, cfg: LfmConfig, ctx, spec: TableSpec, d
 def _check(spark: SparkSession, cfg: LfmConfig, ctx, spec: TableSpec, day: dt.date, model_version: str | None,
            ge_run: RunIdentifier, dim: int | None, version: int | None, previous_version: int | None,
            export_id: str | None, found: _Findings) -> None:
-    """Read and cache the batch, validate it, and for an embedding table compute and validate its day metrics."""
-    df = read_batch(spark, cfg, spec, day, model_version, version=version, export_id=export_id).persist()
+    """Check the batch's schema, cache it with its statistics, profile it, compute an embedding table's day
+    metrics, and validate the values with the table's suite."""
+    raw = read_batch(spark, cfg, spec, day, model_version, version=version, export_id=export_id)
+    columns, exact = suites.schema_columns(cfg, spec)
+    found.add(*context.validate(ctx, suites.schema_suite(spec, columns, exact), raw, ge_run))
+    df = with_stats(raw, spec).persist()
     try:
-        if spec.is_embedding:
-            suite = suites.embedding_suite(cfg, spec, day, model_version, dim)
-        elif spec.name == "events":
-            suite = suites.events_suite(cfg, spec, day)
-        else:
-            suite = suites.entity_suite(cfg, spec)
-        key, outcome = context.validate(ctx, suite, df, ge_run)
-        found.add(key, outcome)
-        found.rows = _row_count(outcome)
-        if spec.is_embedding and {*spec.columns, *STAT_COLUMNS} <= set(df.columns):  # else columns failed above
+        checks = suites.table_checks(cfg, spec, df.columns, day, model_version, dim)
+        values = profile(df, checks)  # the one pass over the batch (it also fills the cache)
+        found.rows = int(values[suites.ROW_COUNT] or 0)
+        day_values: dict[str, float | None] = dict.fromkeys(metrics.FRAME_COLUMNS) if spec.is_embedding else {}
+        if spec.is_embedding and {*spec.columns, *STAT_COLUMNS} <= set(df.columns):  # else the schema failed
             part = df.where(F.col("model_version") == model_version)
             found.day_metrics = metrics.compute(spark, cfg, spec, part, day, model_version, dim, previous_version,
                                                 export_id)
-            found.add(*context.validate(ctx, suites.metrics_suite(cfg, spec), found.day_metrics.frame(), ge_run))
+            day_values = found.day_metrics.scalars()
+        frame = pd.DataFrame([{**values, **day_values}], dtype="float64")
+        found.add(*context.validate(ctx, suites.day_suite(cfg, spec, checks), frame, ge_run), frame)
     finally:
         df.unpersist()
 
@@ -263,32 +268,29 @@ def _tagged_jobs(spark: SparkSession, group: str) -> Iterator[None]:
             sc.setLocalProperty(k, v)
 
 
-def _row_count(suite_result) -> int:
-    """The row count GE observed for its row-count expectation (every suite has one), without another job."""
-    for r in suite_result.results:
-        if r.expectation_config.type == "expect_table_row_count_to_be_between":
-            return int((r.result or {}).get("observed_value") or 0)
-    return 0
-
-
-def _failures(suite_result) -> dict[str, str]:
-    """Failed expectation name -> a short note of what GE observed (or the error it raised)."""
+def _failures(suite_result, frame: pd.DataFrame | None) -> dict[str, str]:
+    """Failed expectation name -> a short note of what GE observed (or the error it raised); on the one-row
+    frame, the value of the expectation's column."""
     out: dict[str, str] = {}
     for r in suite_result.results:
         if r.success:
             continue
         config = r.expectation_config
-        out[failure_name(config.type, config.kwargs)] = _observed(r)
+        out[failure_name(config.type, config.kwargs, config.meta)] = _observed(r, frame)
     return out
 
 
-def _observed(r) -> str:
-    """A short note of a failed result: the error GE caught, else what it observed (counts, not example rows)."""
+def _observed(r, frame: pd.DataFrame | None) -> str:
+    """A short note of a failed result: the error GE caught, else the value it bounded (a statistic or metric of
+    the one-row frame), else what it observed (counts, not example rows)."""
     info = r.exception_info or {}
     errors = [info] if "raised_exception" in info else [v for v in info.values() if isinstance(v, dict)]
     for e in errors:
         if e.get("raised_exception"):
             return "error: " + (str(e.get("exception_message", "")).splitlines() or [""])[0][:200]
+    column = r.expectation_config.kwargs.get("column")
+    if frame is not None and column in frame.columns:
+        return f"observed {frame[column].iloc[0]:g}"
     res = r.result or {}
     if res.get("unexpected_count") is not None:
         return f"{res['unexpected_count']} of {res.get('element_count')} rows unexpected"

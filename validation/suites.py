@@ -1,11 +1,14 @@
-"""Expectation suites as code: one per table, built from config thresholds and the day being validated.
+"""Expectation suites as code: two per table, built from config thresholds and the day being validated.
 
-The partition suite of a table runs on its Spark batch with GE built-ins wherever one exists (row count,
-columns, types, non-null, (compound) key uniqueness, value sets, ranges on the derived `_vec_*` columns of
-`validation.batch`); GE's Spark engine evaluates the column checks of a suite as one bundled aggregation.
-Custom expectations are left for what GE lacks: the vector's element type here, and the day-level metrics of
-the `_metrics` twin (coverage, drift, collapse), which runs on the one-row frame of `validation.metrics`.
-Values put into expectations are validated first (dates, hex model versions, numbers).
+- `<table>_schema` runs on the table's Spark batch and reads only its schema (no Spark job): the column set,
+  the key and scalar types (GE built-ins) and the vector's element type (custom: GE's Spark type check only sees
+  ArrayType).
+- `<table>` runs on the one-row frame of the table's statistics (`validation.checks`: one Spark aggregation for
+  every row-level check) and, for an embedding table, its day-level metrics (`validation.metrics`: coverage,
+  drift, collapse): each value bounded by a GE range check.
+Values put into checks are validated first (dates, hex model versions, numbers). The day and the model version
+live in the statistics (rows whose ds is not the day), not in the suites, so a suite changes with the config and
+the export's widths only, and GE's stores are not rewritten every day.
 """
 from __future__ import annotations
 
@@ -13,15 +16,16 @@ import datetime as dt
 
 import great_expectations as gx
 import great_expectations.expectations as gxe
-
 from lfm.contract import day_end
 from lfm.config import LfmConfig
 from lfm.names import check_model_version, parse_ds
 from validation import expectations as ve
-from validation.batch import DIM, FINITE, NORM, STAT_COLUMNS, ZERO
+from validation.batch import DIM, FINITE, NORM, ZERO, q
+from validation.checks import Check, broken, share_at_least, share_at_most, unique
 from validation.tables import KEY_TYPES, TableSpec
 
 SPARK_TYPES = {"string": "StringType", "date": "DateType", "timestamp": "TimestampType"}  # contract -> pyspark
+ROW_COUNT = "row_count"
 
 
 def day_bounds(ds: dt.date, timezone: str) -> tuple[dt.datetime, dt.datetime]:
@@ -32,61 +36,127 @@ def day_bounds(ds: dt.date, timezone: str) -> tuple[dt.datetime, dt.datetime]:
             day_end(day, timezone).astimezone(dt.timezone.utc))
 
 
-def _types(spec: TableSpec) -> list[gxe.Expectation]:
-    """The contract types: GE's type built-ins for the key and scalar columns; the vector's element type (which
-    GE's Spark type check cannot see: it only tests for ArrayType) by the custom expectation."""
-    out: list[gxe.Expectation] = [gxe.ExpectColumnValuesToBeInTypeList(column=spec.key, type_list=list(KEY_TYPES))]
+def schema_suite(spec: TableSpec, columns: list[str], exact: bool) -> gx.ExpectationSuite:
+    """The expected columns (exactly, or at least) and the contract types, from the batch's schema alone."""
+    exps: list[gxe.Expectation] = [gxe.ExpectTableColumnsToMatchSet(column_set=columns, exact_match=exact)]
+    if spec.types:
+        exps.append(gxe.ExpectColumnValuesToBeInTypeList(column=spec.key, type_list=list(KEY_TYPES)))
     for column, type_ in spec.types.items():
         if column == spec.vector:
-            out.append(ve.ExpectVectorsToBeFloatArrays(column=column, description=f"{column} is array<float>"))
+            exps.append(ve.ExpectVectorsToBeFloatArrays(column=column, description=f"{column} is array<float>"))
         else:
-            out.append(gxe.ExpectColumnValuesToBeOfType(column=column, type_=SPARK_TYPES[type_]))
-    return out
+            exps.append(gxe.ExpectColumnValuesToBeOfType(column=column, type_=SPARK_TYPES[type_]))
+    return gx.ExpectationSuite(name=f"{spec.name}_schema", expectations=exps)
 
 
-def _common(spec: TableSpec, required: list[str], column_set: list[str], exact: bool) -> list[gxe.Expectation]:
-    """Non-empty, the expected columns (exactly, or at least), their types, non-null required columns."""
-    return [
-        gxe.ExpectTableRowCountToBeBetween(min_value=1, description="not empty"),
-        gxe.ExpectTableColumnsToMatchSet(column_set=column_set, exact_match=exact),
-        *(_types(spec) if spec.types else []),
-        *[gxe.ExpectColumnValuesToNotBeNull(column=c) for c in required],
-    ]
+def schema_columns(cfg: LfmConfig, spec: TableSpec) -> tuple[list[str], bool]:
+    """The columns a table must have, and whether exactly those (embedding tables) or at least those (inputs)."""
+    if spec.is_embedding:
+        return spec.columns, True
+    s = cfg.schema
+    if spec.name == "events":
+        return [s.user_key, s.item_key, s.scenario, *s.tasks, "ds", "event_timestamp"], False
+    fields = [f.name for f in (s.user_fields if spec.entity == "user" else s.item_fields)]
+    return [spec.key] + [f for f in fields if f != spec.key], False
 
 
-def embedding_suite(cfg: LfmConfig, spec: TableSpec, ds: dt.date, model_version: str, dim: int) -> gx.ExpectationSuite:
-    """Schema, keys, version, freshness and vector checks of one embedding table's `ds` partition."""
+def _in_set(has: set[str], column: str, literal: str, description: str) -> Check:
+    """Every non-null value of `column` equals the SQL `literal`."""
+    return broken(f"in_set({column})", f"{q(column)} <> {literal}", description).unless(column in has)
+
+
+def _common(has: set[str], required: list[str]) -> list[Check]:
+    """Not empty; the required columns never null."""
+    return [Check(ROW_COUNT, "count(1)", 1, None, "not empty"),
+            *[broken(f"not_null({c})", f"{q(c)} IS NULL", f"{c} is never null").unless(c in has) for c in required]]
+
+
+def _date(day: dt.date) -> str:
+    return f"DATE '{parse_ds(day).isoformat()}'"
+
+
+def _double(value: float) -> str:
+    return f"CAST('{float(value)!r}' AS DOUBLE)"
+
+
+def _instant(moment: dt.datetime) -> str:
+    """An exact instant as a Spark timestamp (seconds since the epoch: no time zone parsing involved)."""
+    return f"timestamp_seconds({int(moment.timestamp())})"
+
+
+def embedding_checks(cfg: LfmConfig, spec: TableSpec, columns: list[str], ds: dt.date, model_version: str,
+                     dim: int) -> list[Check]:
+    """Keys, version, freshness and vector checks of one embedding table's `ds` partition (batch `columns`,
+    with the `_vec_*` statistics when its vector is a numeric array)."""
     ds, version = parse_ds(ds), check_model_version(model_version)
     t = cfg.quality.thresholds(spec.name)
     _, end = day_bounds(ds, cfg.schema.timezone)
-    exps = _common(spec, [spec.key, *spec.types], [*spec.columns, *STAT_COLUMNS], exact=True)
-    exps += [
-        gxe.ExpectCompoundColumnsToBeUnique(column_list=[spec.key, "model_version"],
-                                            description=f"one row per {spec.key} and model_version"),
-        gxe.ExpectColumnValuesToBeInSet(column="ds", value_set=[ds], description=f"ds = {ds}"),
-        gxe.ExpectColumnValuesToBeInSet(
-            column="event_timestamp", value_set=[end],
-            description=f"event_timestamp = end of {ds} in {cfg.schema.timezone} ({end:%Y-%m-%d %H:%M} UTC)"),
-        gxe.ExpectColumnValuesToBeBetween(column=DIM, min_value=int(dim), max_value=int(dim),
-                                          description=f"every {spec.vector} vector has {int(dim)} values"),
-        gxe.ExpectColumnValuesToBeInSet(column=FINITE, value_set=[True],
-                                        description="no NaN, infinite or null value in any vector"),
-        gxe.ExpectColumnValuesToBeBetween(
-            column=NORM, min_value=t.min_norm, max_value=t.max_norm,
-            description=f"L2 norm of every finite non-zero vector in [{t.min_norm:g}, {t.max_norm:g}]"),
-        gxe.ExpectColumnValuesToBeInSet(column=ZERO, value_set=[False], mostly=1.0 - t.max_zero_share,
-                                        description=f"share of all-zero vectors at most {t.max_zero_share:g}"),
+    has, vec = set(columns), spec.vector
+    stats = {DIM, FINITE, NORM, ZERO} <= has
+    checks = _common(has, [spec.key, *spec.types]) + [
+        unique([spec.key, "model_version"], f"one row per {spec.key} and model_version")
+        .unless({spec.key, "model_version"} <= has),
+        _in_set(has, "ds", _date(ds), "ds is the validated day"),
+        _in_set(has, "event_timestamp", _instant(end),
+                f"event_timestamp is the end of the validated day (next midnight in {cfg.schema.timezone})"),
+        broken(f"vector_width({vec})", f"{q(DIM)} <> {int(dim)}", f"every {vec} vector has {int(dim)} values")
+        .unless(stats),
+        broken(f"vector_finite({vec})", f"NOT {q(FINITE)}", "no NaN, infinite or null value in any vector").unless(stats),
+        broken(f"vector_norm({vec})", f"{q(NORM)} NOT BETWEEN {_double(t.min_norm)} AND {_double(t.max_norm)}",
+               f"L2 norm of every finite non-zero vector in [{t.min_norm:g}, {t.max_norm:g}]").unless(stats),
+        share_at_most(f"zero_share({vec})", q(ZERO), q(ZERO), t.max_zero_share,
+                      f"share of all-zero vectors at most {t.max_zero_share:g}").unless(stats),
     ]
     if not cfg.quality.allow_side_by_side_versions:
-        exps.append(gxe.ExpectColumnValuesToBeInSet(column="model_version", value_set=[version],
-                                                    description=f"the partition holds only model_version {version}"))
-    return _suite(spec.name, exps)
+        checks.append(_in_set(has, "model_version", f"'{version}'",
+                              "the partition holds only the validated model_version"))
+    return checks
 
 
-def metrics_suite(cfg: LfmConfig, spec: TableSpec) -> gx.ExpectationSuite:
-    """Coverage, drift and collapse bounds over the one-row metrics frame (a null metric is not applicable)."""
+def events_checks(cfg: LfmConfig, columns: list[str], ds: dt.date) -> list[Check]:
+    """The ingested log of one day: keys set, labels binary, ds and (mostly) times on the day."""
+    s, ds, has = cfg.schema, parse_ds(ds), set(columns)
+    start, end = day_bounds(ds, s.timezone)
+    share, ts = float(cfg.quality.events_min_in_day_share), q("event_timestamp")
+    checks = _common(has, [s.user_key, s.item_key, s.scenario, "event_timestamp"]) + [
+        _in_set(has, "ds", _date(ds), "ds is the validated day"),
+        share_at_least("on_day(event_timestamp)", f"{ts} >= {_instant(start)} AND {ts} < {_instant(end)}", ts,
+                       share, f"at least {share:g} of events happen on the validated day in {s.timezone}")
+        .unless("event_timestamp" in has),
+    ]
+    checks += [broken(f"in_set({task})", f"{q(task)} NOT IN (0, 1)", f"{task} is 0 or 1").unless(task in has)
+               for task in s.tasks]
+    return checks
+
+
+def entity_checks(spec: TableSpec, columns: list[str]) -> list[Check]:
+    """The users or items snapshot: keys set, one row per key."""
+    has = set(columns)
+    return _common(has, [spec.key]) + [unique([spec.key], f"one row per {spec.key}").unless(spec.key in has)]
+
+
+def table_checks(cfg: LfmConfig, spec: TableSpec, columns: list[str], ds: dt.date, model_version: str | None,
+                 dim: int | None) -> list[Check]:
+    """The row-level checks of any validated table, given the columns of its batch."""
+    if spec.is_embedding:
+        return embedding_checks(cfg, spec, columns, ds, model_version, dim)
+    if spec.name == "events":
+        return events_checks(cfg, columns, ds)
+    return entity_checks(spec, columns)
+
+
+def day_suite(cfg: LfmConfig, spec: TableSpec, checks: list[Check]) -> gx.ExpectationSuite:
+    """The `<table>` suite over the one-row frame: each check's bound, and an embedding table's metric bounds."""
+    exps = [c.expectation() for c in checks]
+    if spec.is_embedding:
+        exps += _metric_expectations(cfg, spec)
+    return gx.ExpectationSuite(name=spec.name, expectations=exps)
+
+
+def _metric_expectations(cfg: LfmConfig, spec: TableSpec) -> list[gxe.Expectation]:
+    """Coverage, drift and collapse bounds (a null metric is not applicable)."""
     t = cfg.quality.thresholds(spec.name)
-    exps: list[gxe.Expectation] = [
+    return [
         ve.ExpectCoverageToBeAbove(min_value=t.min_coverage,
                                    description=f"at least {t.min_coverage:g} of the {spec.entity}s active in the "
                                                "day's events have a vector"),
@@ -102,34 +172,3 @@ def metrics_suite(cfg: LfmConfig, spec: TableSpec) -> gx.ExpectationSuite:
                                                description="information abundance of a sample at least "
                                                            f"{t.min_information_abundance:g}"),
     ]
-    return _suite(f"{spec.name}_metrics", exps)
-
-
-def events_suite(cfg: LfmConfig, spec: TableSpec, ds: dt.date) -> gx.ExpectationSuite:
-    """The ingested log of one day: roles of the data schema present, keys set, labels binary, times on the day."""
-    s, ds = cfg.schema, parse_ds(ds)
-    start, end = day_bounds(ds, s.timezone)
-    share = cfg.quality.events_min_in_day_share
-    roles = [s.user_key, s.item_key, s.scenario, *s.tasks, "ds", "event_timestamp"]
-    exps = _common(spec, [s.user_key, s.item_key, s.scenario, "event_timestamp"], roles, exact=False)
-    exps += [
-        gxe.ExpectColumnValuesToBeInSet(column="ds", value_set=[ds], description=f"ds = {ds}"),
-        gxe.ExpectColumnValuesToBeBetween(column="event_timestamp", min_value=start, max_value=end, strict_max=True,
-                                          mostly=share,
-                                          description=f"at least {share:g} of events happen on {ds} in {s.timezone}"),
-    ]
-    exps += [gxe.ExpectColumnValuesToBeInSet(column=task, value_set=[0, 1]) for task in s.tasks]
-    return _suite(spec.name, exps)
-
-
-def entity_suite(cfg: LfmConfig, spec: TableSpec) -> gx.ExpectationSuite:
-    """The users or items snapshot: the model's feature fields present, one row per key."""
-    fields = [f.name for f in (cfg.schema.user_fields if spec.entity == "user" else cfg.schema.item_fields)]
-    columns = [spec.key] + [f for f in fields if f != spec.key]
-    exps = _common(spec, [spec.key], columns, exact=False)
-    exps.append(gxe.ExpectColumnValuesToBeUnique(column=spec.key))
-    return _suite(spec.name, exps)
-
-
-def _suite(name: str, expectations: list[gxe.Expectation]) -> gx.ExpectationSuite:
-    return gx.ExpectationSuite(name=name, expectations=expectations)

@@ -137,7 +137,7 @@ def test_reports_are_written_under_the_lakehouse(lake, healthy_run):
     root = Path(lake.cfg.lakehouse) / "_quality"
     index = healthy_run.docs_index
     assert index.is_relative_to(root) and index.stat().st_size > 5_000
-    assert "cr_item_metrics" in index.read_text()
+    assert "cr_item_schema" in index.read_text()
     pages = list((index.parent / "validations" / "ur").glob(f"{D1}_{healthy_run.run_id}/*/*.html"))
     assert len(pages) == 1 and pages[0].stat().st_size > 20_000
     html = pages[0].read_text()
@@ -221,14 +221,14 @@ def _exploded(lake, day):
     return rows("ur", lake.users, v, day)
 
 
-FINITE = "expect_column_values_to_be_in_set(_vec_finite)"
-DIM_WIDTH = "expect_column_values_to_be_between(_vec_dim)"
-NORM = "expect_column_values_to_be_between(_vec_norm)"
-ZERO_SHARE = "expect_column_values_to_be_in_set(_vec_zero)"
-UNIQUE = "expect_compound_columns_to_be_unique(user_id,model_version)"
-END_OF_DAY = "expect_column_values_to_be_in_set(event_timestamp)"
-ONE_VERSION = "expect_column_values_to_be_in_set(model_version)"
-ROWS = "expect_table_row_count_to_be_between"
+FINITE = "vector_finite(ur)"
+DIM_WIDTH = "vector_width(ur)"
+NORM = "vector_norm(ur)"
+ZERO_SHARE = "zero_share(ur)"
+UNIQUE = "unique(user_id,model_version)"
+END_OF_DAY = "in_set(event_timestamp)"
+ONE_VERSION = "in_set(model_version)"
+ROWS = "row_count"
 COLLAPSE = {"expect_effective_rank_to_be_above", "expect_information_abundance_to_be_above"}
 DRIFT = {"expect_drift_mean_cosine_to_be_between", "expect_drift_moved_share_to_be_below"}
 

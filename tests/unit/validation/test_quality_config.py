@@ -47,48 +47,70 @@ def test_end_of_day_is_next_local_midnight():
     assert end - start == dt.timedelta(hours=23)
 
 
-def test_suites_use_ge_built_ins_and_refuse_unvalidated_values():
+def test_checks_are_ge_built_ins_over_one_aggregation_and_refuse_unvalidated_values():
+    from validation.checks import CHECK
     from validation.expectations import CUSTOM_TYPES, failure_name
-    from validation.suites import embedding_suite
+    from validation.suites import day_suite, embedding_checks, schema_columns, schema_suite
     from validation.tables import table_spec
 
     cfg = config_from_dict({})
     spec = table_spec(cfg, "ur")
+    columns = [*spec.columns, "_vec_dim", "_vec_finite", "_vec_norm", "_vec_zero"]
     with pytest.raises(BadInput):
-        embedding_suite(cfg, spec, "2022-04-25' OR '1'='1", "a1b2c3d4e5f6", 64)
+        embedding_checks(cfg, spec, columns, "2022-04-25' OR '1'='1", "a1b2c3d4e5f6", 64)
     with pytest.raises(BadInput):
-        embedding_suite(cfg, spec, "2022-04-25", "v1'; DROP TABLE ur; --", 64)
-    suite = embedding_suite(cfg, spec, "2022-04-25", "a1b2c3d4e5f6", 64)
-    names = Counter(failure_name(e.expectation_type, e.configuration.kwargs) for e in suite.expectations)
+        embedding_checks(cfg, spec, columns, "2022-04-25", "v1'; DROP TABLE ur; --", 64)
+    checks = embedding_checks(cfg, spec, columns, "2022-04-25", "a1b2c3d4e5f6", 64)
+    suite = day_suite(cfg, spec, checks)
+    names = Counter(failure_name(e.expectation_type, e.configuration.kwargs, e.configuration.meta)
+                    for e in suite.expectations)
     assert all(n == 1 for n in names.values()), names
-    assert {"expect_table_row_count_to_be_between", "expect_compound_columns_to_be_unique(user_id,model_version)",
-            "expect_column_values_to_be_in_set(ds)", "expect_column_values_to_be_in_set(event_timestamp)",
-            "expect_column_values_to_be_in_set(model_version)", "expect_column_values_to_be_between(_vec_dim)",
-            "expect_column_values_to_be_in_set(_vec_finite)", "expect_column_values_to_be_between(_vec_norm)",
-            "expect_column_values_to_be_in_set(_vec_zero)", "expect_column_values_to_be_in_type_list(user_id)",
-            "expect_column_values_to_be_of_type(ds)", "expect_column_values_to_be_of_type(export_id)",
-            "expect_vectors_to_be_float_arrays"} <= set(names)
-    custom = {e.expectation_type for e in suite.expectations} & CUSTOM_TYPES
-    assert custom == {"expect_vectors_to_be_float_arrays"}  # the one thing GE's own type check cannot see
-    zero = next(e for e in suite.expectations if e.configuration.kwargs.get("column") == "_vec_zero")
-    assert zero.configuration.kwargs["mostly"] == pytest.approx(0.99)  # at most 1% all-zero vectors
-    width = next(e for e in suite.expectations if e.configuration.kwargs.get("column") == "_vec_dim")
-    assert (width.configuration.kwargs["min_value"], width.configuration.kwargs["max_value"]) == (64, 64)
+    assert {"row_count", "not_null(ur)", "unique(user_id,model_version)", "in_set(ds)", "in_set(event_timestamp)",
+            "in_set(model_version)", "vector_width(ur)", "vector_finite(ur)", "vector_norm(ur)", "zero_share(ur)",
+            "expect_coverage_to_be_above", "expect_effective_rank_to_be_above"} <= set(names)
+    row_level = [e for e in suite.expectations if e.configuration.meta.get(CHECK)]
+    assert {e.expectation_type for e in row_level} == {"expect_column_values_to_be_between"}  # GE's own range check
+    kwargs = [e.configuration.kwargs for e in row_level]
+    bounds = {k["column"]: (k.get("min_value"), k.get("max_value")) for k in kwargs}
+    assert bounds["zero_share(ur)"] == (0, pytest.approx(0.01)) and bounds["vector_width(ur)"] == (0, 0)
+    assert "_vec_dim` <> 64" in next(c.statistic for c in checks if c.name == "vector_width(ur)")
+    # the day and the version live in the statistics, so the stored suite does not change from day to day
+    later = day_suite(cfg, spec, embedding_checks(cfg, spec, columns, "2022-04-26", "a1b2c3d4e5f6", 64))
+    assert [e.description for e in later.expectations] == [e.description for e in suite.expectations]
+    schema = schema_suite(spec, *schema_columns(cfg, spec))
+    assert {failure_name(e.expectation_type, e.configuration.kwargs) for e in schema.expectations} >= {
+        "expect_table_columns_to_match_set", "expect_column_values_to_be_in_type_list(user_id)",
+        "expect_column_values_to_be_of_type(ds)", "expect_column_values_to_be_of_type(export_id)",
+        "expect_vectors_to_be_float_arrays"}
+    custom = {e.expectation_type for e in [*schema.expectations, *suite.expectations]} & CUSTOM_TYPES
+    assert "expect_vectors_to_be_float_arrays" in custom  # the one type GE's own type check cannot see
     assert failure_name("expect_effective_rank_to_be_above", {"column": "effective_rank"}) == \
         "expect_effective_rank_to_be_above"
-    assert failure_name("expect_column_values_to_not_be_null", {"column": "ur"}) == \
-        "expect_column_values_to_not_be_null(ur)"
+    assert failure_name("expect_column_values_to_be_of_type", {"column": "ds"}) == \
+        "expect_column_values_to_be_of_type(ds)"
+
+
+def test_a_check_whose_column_is_missing_does_not_apply():
+    """The schema suite fails the table; the statistic is null (GE skips it) rather than a query error."""
+    from validation.checks import NOT_APPLICABLE
+    from validation.suites import embedding_checks
+    from validation.tables import table_spec
+
+    cfg = config_from_dict({})
+    spec = table_spec(cfg, "ur")
+    checks = {c.name: c for c in embedding_checks(cfg, spec, ["user_id", "ur"], "2022-04-25", "a1b2c3d4e5f6", 64)}
+    assert checks["not_null(ds)"].statistic == checks["vector_width(ur)"].statistic == NOT_APPLICABLE
+    assert checks["not_null(user_id)"].statistic != NOT_APPLICABLE
 
 
 def test_side_by_side_versions_drop_the_single_version_check():
-    from validation.suites import embedding_suite
+    from validation.suites import embedding_checks
     from validation.tables import table_spec
 
     cfg = config_from_dict({"quality": {"allow_side_by_side_versions": True}})
-    suite = embedding_suite(cfg, table_spec(cfg, "ir"), "2022-04-25", "a1b2c3d4e5f6", 64)
-    columns = {e.configuration.kwargs.get("column") for e in suite.expectations
-               if e.expectation_type == "expect_column_values_to_be_in_set"}
-    assert "model_version" not in columns and {"ds", "event_timestamp"} <= columns
+    spec = table_spec(cfg, "ir")
+    names = {c.name for c in embedding_checks(cfg, spec, spec.columns, "2022-04-25", "a1b2c3d4e5f6", 64)}
+    assert "in_set(model_version)" not in names and {"in_set(ds)", "in_set(event_timestamp)"} <= names
 
 
 def test_expected_width_comes_from_outside_the_data():
