@@ -95,8 +95,22 @@ def _partitions(spark: SparkSession, cfg: LfmConfig) -> int:
 
 
 def _spread(df: DataFrame, n: int) -> DataFrame:
-    """At least `n` partitions, so every core gets a task (a small table is often a single file)."""
-    return df.repartition(n) if df.rdd.getNumPartitions() < n else df
+    """At least `n` partitions, so every core gets a task (a small table is often a single file).
+
+    The partitions are counted on a plan made without adaptive execution: with it, turning the query into an RDD
+    runs every shuffle stage of the query (its joins), only to run them again in the extraction. Without it, a
+    shuffled frame counts `spark.sql.shuffle.partitions`, and at run time adaptive execution keeps at least one
+    partition per core once the data passes a few MB (`coalescePartitions.parallelismFirst`); a scan counts its
+    file splits, as before.
+    """
+    conf = df.sparkSession.conf
+    adaptive = conf.get("spark.sql.adaptive.enabled")
+    conf.set("spark.sql.adaptive.enabled", "false")
+    try:
+        count = df.alias("__spread").rdd.getNumPartitions()  # its own plan: `df` keeps the adaptive one
+    finally:
+        conf.set("spark.sql.adaptive.enabled", adaptive)
+    return df.repartition(n) if count < n else df
 
 
 def _arrow_conf(spark: SparkSession, cfg: LfmConfig) -> None:
