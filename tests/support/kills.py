@@ -9,7 +9,8 @@ from lfm.config import LfmConfig
 from tests.support.worlds import D2
 
 WRITING_ONLINE = "all four tables checked; writing the online store"  # materialize's log line before its write
-POLL_S = 0.005  # the ANN index of a tiny day is built in a few milliseconds: a slower poll misses it
+POLL_S = 0.002  # the ANN index of a tiny day is saved in a few milliseconds: a slower poll misses it more often
+KILL_ATTEMPTS = 3  # a run that ended before its phase (the poll missed that window) is run again, up to this often
 
 
 def _commits(table_dir: Path) -> int:
@@ -36,12 +37,15 @@ def phase_signals(cfg: LfmConfig, export_id: str, out: Path) -> dict:
             p.name.startswith(f".{D2}") for p in ann.iterdir())),
         "refresh: writing the embedding tables": ("refresh", lambda: _new_parquet(lake / "ur", ur_files)),
         "candidate recorded: the gate is running": ("refresh", committed("refresh_log")),
-        "verdicts recorded: publish is next": ("refresh", committed("gate_status")),
+        # the candidate recorded before the last kill, audited by `lfm validate`: the same audit and publish as
+        # refresh's, reached without recomputing the day
+        "verdicts recorded: publish is next": ("validate", committed("gate_status")),
     }
 
 
 def lfm_command(conf: Path, verb: str, model: str) -> list[str]:
-    """`lfm refresh|materialize --ds D2 --model MODEL` as its own process (refresh writes, gates and publishes)."""
+    """`lfm refresh|validate|materialize --ds D2 --model MODEL` as its own process (refresh writes, gates and
+    publishes; validate gates and publishes the newest candidate)."""
     return [sys.executable, "-m", "cli.main", "--config", str(conf), verb, "--ds", str(D2), "--model", model]
 
 
