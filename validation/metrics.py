@@ -20,7 +20,6 @@ import datetime as dt
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -52,12 +51,9 @@ class DayMetrics:
     spectrum: np.ndarray | None = field(default=None, repr=False)  # normalised singular values of the sample
 
     def scalars(self) -> dict[str, float | None]:
+        """The metrics as numbers or None (not applicable): the columns the gate adds to its one-row frame."""
         values = asdict(self)
         return {c: None if values[c] is None else float(values[c]) for c in FRAME_COLUMNS}
-
-    def frame(self) -> pd.DataFrame:
-        """The one-row frame the `<table>_metrics` suite validates (None becomes NaN: not applicable)."""
-        return pd.DataFrame([self.scalars()], columns=list(FRAME_COLUMNS), dtype="float64")
 
 
 def compute(spark: SparkSession, cfg: LfmConfig, spec: TableSpec, part: DataFrame, ds: dt.date,
