@@ -50,11 +50,16 @@ def with_vector_stats(df: DataFrame, vector: str) -> DataFrame:
             .drop(_SUMSQ))
 
 
+def sql_double(value: float) -> str:
+    """A Spark SQL double literal that keeps every digit of `value` (the text of its repr, cast)."""
+    return f"CAST('{float(value)!r}' AS DOUBLE)"
+
+
 def valid_condition(dim: int, min_norm: float, max_norm: float) -> str:
     """Rows whose vector can enter drift and collapse metrics: the ones every row-level vector check accepts
     (a non-null `_vec_norm` already means finite and not all-zero)."""
     return (f"{DIM} = {int(dim)} AND {NORM} "
-            f"BETWEEN CAST('{float(min_norm)!r}' AS DOUBLE) AND CAST('{float(max_norm)!r}' AS DOUBLE)")
+            f"BETWEEN {sql_double(min_norm)} AND {sql_double(max_norm)}")
 
 
 def day_rows(df: DataFrame, day: dt.date, export_id: str | None) -> DataFrame:

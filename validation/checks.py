@@ -53,16 +53,19 @@ def broken(name: str, condition: str, description: str) -> Check:
     return Check(name, _count(condition), 0, 0, description)
 
 
+def _share(condition: str, of: str) -> str:
+    """The share of the rows where `of` is not null that meet `condition` (null when there are none)."""
+    return f"CASE WHEN count({of}) > 0 THEN {_count(condition)} / count({of}) END"
+
+
 def share_at_most(name: str, condition: str, of: str, limit: float, description: str) -> Check:
     """At most `limit` of the rows where `of` is not null may meet `condition` (no such rows: not applicable)."""
-    return Check(name, f"CASE WHEN count({of}) > 0 THEN {_count(condition)} / count({of}) END", 0, float(limit),
-                 description)
+    return Check(name, _share(condition, of), 0, float(limit), description)
 
 
 def share_at_least(name: str, condition: str, of: str, limit: float, description: str) -> Check:
     """At least `limit` of the rows where `of` is not null must meet `condition`."""
-    return Check(name, f"CASE WHEN count({of}) > 0 THEN {_count(condition)} / count({of}) END", float(limit), 1,
-                 description)
+    return Check(name, _share(condition, of), float(limit), 1, description)
 
 
 def unique(columns: list[str], description: str) -> Check:

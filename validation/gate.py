@@ -2,11 +2,12 @@
 
 `run_gate` validates the embedding tables of one export at exactly the candidate's Delta versions (and input
 tables on demand). A table passes when every expectation of its two suites (its schema; its statistics and, for
-embedding tables, its day metrics) succeeds; otherwise it is quarantined. The gate only validates and records (`validation.status`);
-the pipeline publishes a release when every table passed at the candidate's versions. Each table's batch (partition
-plus per-row vector statistics, see `validation.batch`) is cached once; GE checks its schema, one Spark aggregation
-computes every row-level check's statistic (`validation.checks`), the day metrics come from three more queries, and
-GE bounds those values in the one-row frame they form; then the batch is released.
+embedding tables, its day metrics) succeeds; otherwise it is quarantined. The gate only validates and records
+(`validation.status`); the pipeline publishes a release when every table passed at the candidate's versions.
+Each table's batch (partition plus per-row vector statistics, see `validation.batch`) is cached once; GE checks
+its schema, one Spark aggregation computes every row-level check's statistic (`validation.checks`), the day
+metrics come from three more queries, and GE bounds those values in the one-row frame they form; then the batch
+is released.
 """
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ def write_report(path: Path, title: str, tables: dict[str, tuple[bool, DayMetric
         _histogram(row[1], name, m, centered)
     fig.suptitle(title)
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.3 / len(tables), top=1 - 0.35 / len(tables), wspace=0.25,
-                        hspace=0.75)  # fixed margins: tight_layout measures every text box, most of the drawing time
+                        hspace=0.75)  # fixed margins: tight_layout measures every text box before drawing
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path

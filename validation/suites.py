@@ -16,11 +16,12 @@ import datetime as dt
 
 import great_expectations as gx
 import great_expectations.expectations as gxe
+
 from lfm.contract import day_end
 from lfm.config import LfmConfig
 from lfm.names import check_model_version, parse_ds
 from validation import expectations as ve
-from validation.batch import DIM, FINITE, NORM, ZERO, q
+from validation.batch import DIM, FINITE, NORM, STAT_COLUMNS, ZERO, q, sql_double
 from validation.checks import Check, broken, share_at_least, share_at_most, unique
 from validation.tables import KEY_TYPES, TableSpec
 
@@ -75,10 +76,6 @@ def _date(day: dt.date) -> str:
     return f"DATE '{parse_ds(day).isoformat()}'"
 
 
-def _double(value: float) -> str:
-    return f"CAST('{float(value)!r}' AS DOUBLE)"
-
-
 def _instant(moment: dt.datetime) -> str:
     """An exact instant as a Spark timestamp (seconds since the epoch: no time zone parsing involved)."""
     return f"timestamp_seconds({int(moment.timestamp())})"
@@ -92,7 +89,7 @@ def embedding_checks(cfg: LfmConfig, spec: TableSpec, columns: list[str], ds: dt
     t = cfg.quality.thresholds(spec.name)
     _, end = day_bounds(ds, cfg.schema.timezone)
     has, vec = set(columns), spec.vector
-    stats = {DIM, FINITE, NORM, ZERO} <= has
+    stats = set(STAT_COLUMNS) <= has
     checks = _common(has, [spec.key, *spec.types]) + [
         unique([spec.key, "model_version"], f"one row per {spec.key} and model_version")
         .unless({spec.key, "model_version"} <= has),
@@ -101,8 +98,9 @@ def embedding_checks(cfg: LfmConfig, spec: TableSpec, columns: list[str], ds: dt
                 f"event_timestamp is the end of the validated day (next midnight in {cfg.schema.timezone})"),
         broken(f"vector_width({vec})", f"{q(DIM)} <> {int(dim)}", f"every {vec} vector has {int(dim)} values")
         .unless(stats),
-        broken(f"vector_finite({vec})", f"NOT {q(FINITE)}", "no NaN, infinite or null value in any vector").unless(stats),
-        broken(f"vector_norm({vec})", f"{q(NORM)} NOT BETWEEN {_double(t.min_norm)} AND {_double(t.max_norm)}",
+        broken(f"vector_finite({vec})", f"NOT {q(FINITE)}", "no NaN, infinite or null value in any vector")
+        .unless(stats),
+        broken(f"vector_norm({vec})", f"{q(NORM)} NOT BETWEEN {sql_double(t.min_norm)} AND {sql_double(t.max_norm)}",
                f"L2 norm of every finite non-zero vector in [{t.min_norm:g}, {t.max_norm:g}]").unless(stats),
         share_at_most(f"zero_share({vec})", q(ZERO), q(ZERO), t.max_zero_share,
                       f"share of all-zero vectors at most {t.max_zero_share:g}").unless(stats),
