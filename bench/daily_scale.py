@@ -16,8 +16,10 @@ daily drop arrives), then, each as its own `lfm` process exactly as an operator 
    timed): UR, IR and CR with `inference.extract.Extractor`, the decayed CR aggregation with `inference.decay` in
    numpy (per-batch weighted sums into a dense per-key accumulator, plus yesterday's state carried), and its
    outputs written as plain Parquet;
-5. the Spark extraction probe: the refresh's own UR / IR `mapInArrow` stages to a no-op sink, warm, against the
-   floor's plain UR / IR loops over the same rows.
+5. the Spark extraction probe, warm, to a no-op sink, against the floor's plain UR / IR loops over the same rows:
+   the refresh's own UR / IR frames (reading the Delta inputs as of the day, the active users' semi-join, the
+   extraction), and the extraction alone (`tower_vectors`, the refresh's `mapInArrow` stage, over the staged
+   Parquet files the loop reads).
 A model (default size, one epoch on a separate 20k-user world) is pretrained once and shared by every scale.
 Ratios are to the floor measured in the same invocation; the load average is printed with every figure.
 """
@@ -225,8 +227,9 @@ def run_scale(workdir: Path, registry: Path, users: int, online: str, redis, sma
     status = lfm(config, "status", "--days", "2", log=log)
     stage = root / "floor_inputs"
     probe = child("--stage-child", {"config": str(config), "out": str(stage)})
-    log(f"staged the floor's inputs; Spark probe UR {probe['ur_rows_s']:,.0f} rows/s, IR {probe['ir_rows_s']:,.0f} "
-        f"rows/s ({load()})")
+    log(f"staged the floor's inputs; Spark probe UR {probe['ur_rows_s']:,.0f} rows/s (extraction alone "
+        f"{probe['ur_extract_rows_s']:,.0f}), IR {probe['ir_rows_s']:,.0f} rows/s ({probe['ir_extract_rows_s']:,.0f}) "
+        f"({load()})")
     floor = child("--floor-child", {"config": str(config), "stage": str(stage), "out": str(root / "floor_out"),
                                     "threads": cores, "day_end_ms": probe["day_end_ms"],
                                     "prev_day_end_ms": probe["prev_day_end_ms"], "layer": probe["layer"],
@@ -246,7 +249,7 @@ def stage_child(payload: dict) -> dict:
     from lfm.config import load_config
     from pipeline.spec import resolve_export
     from spark_jobs.refresh import plan_refresh
-    from spark_jobs.refresh.compute import day_samples, previous_state, tower_frame, users_in_scope
+    from spark_jobs.refresh.compute import day_samples, previous_state, tower_frame, tower_vectors, users_in_scope
     from spark_jobs.session import get_spark
     from lakehouse.features import features_as_of
     from lfm.contract import ITEMS
@@ -269,12 +272,16 @@ def stage_child(payload: dict) -> dict:
     tower_frame(spark, cfg, plan, "item").write.format("noop").mode("overwrite").save()  # warm the workers
     rates = {}
     for side, name in (("user", "users"), ("item", "items")):
-        t0 = time.perf_counter()
-        tower_frame(spark, cfg, plan, side).write.format("noop").mode("overwrite").save()
-        rates[side] = counts[name] / (time.perf_counter() - t0)
+        staged = spark.read.parquet(str(out / name))  # the rows the floor's loop reads, from the same files
+        for probe in ("", "extract_"):
+            t0 = time.perf_counter()
+            frame = tower_vectors(spark, cfg, plan, staged, side) if probe else tower_frame(spark, cfg, plan, side)
+            frame.write.format("noop").mode("overwrite").save()
+            rates[f"{probe}{side}"] = counts[name] / (time.perf_counter() - t0)
     spark.stop()
     return {"users": counts["users"], "items": counts["items"], "events": counts["samples"],
-            "ur_rows_s": rates["user"], "ir_rows_s": rates["item"], "day_end_ms": plan.day_end_ms,
+            "ur_rows_s": rates["user"], "ir_rows_s": rates["item"], "ur_extract_rows_s": rates["extract_user"],
+            "ir_extract_rows_s": rates["extract_item"], "day_end_ms": plan.day_end_ms,
             "prev_day_end_ms": plan.prev_day_end_ms, "layer": plan.cr_layer, "model_dir": plan.model_dir,
             "tau_hours": plan.spec.tau_hours, "normalisation": plan.spec.normalisation}
 
@@ -431,8 +438,8 @@ def report(results: list[ScaleResult], online: str, cores: int, started: str, co
                    f"{whole['driver']:.2f} / {whole['jvm']:.2f} / {whole['workers']:.2f} / {whole['total']:.2f} |")
         out.append(f"| | | | compute floor (UR {r.floor['ur_s']:.1f}, IR {r.floor['ir_s']:.1f}, CR "
                    f"{r.floor['cr_s']:.1f}) | {r.floor['seconds']:.1f} | | | {r.floor['peak_gib']:.2f} (one process) |")
-    out += ["", "| users | run-daily / floor | refresh / floor | gate / refresh | s per 1k users | Spark UR / plain | "
-            "Spark IR / plain | cold-start day s | rerun of a finished day s (CPU s) | `lfm status` s (CPU s) | "
+    out += ["", "| users | run-daily / floor | refresh / floor | gate / refresh | s per 1k users | Spark UR / plain "
+            "(refresh's frame; extraction alone) | Spark IR / plain (same) | cold-start day s | rerun of a finished day s (CPU s) | `lfm status` s (CPU s) | "
             "load during the day |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
@@ -440,8 +447,10 @@ def report(results: list[ScaleResult], online: str, cores: int, started: str, co
         out.append(f"| {r.users:,} | {r.day.wall / f['seconds']:.2f}x | {r.steps['refresh']['seconds'] / f['seconds']:.2f}x"
                    f" | {r.steps['validate']['seconds'] / r.steps['refresh']['seconds']:.0%} | "
                    f"{1000 * r.day.wall / r.users:.3f} | "
-                   f"{r.probe['ur_rows_s'] / (r.users / f['ur_loop_s']):.2f}x | "
-                   f"{r.probe['ir_rows_s'] / (r.items / f['ir_loop_s']):.2f}x | {r.cold.wall:.1f} | "
+                   f"{r.probe['ur_rows_s'] / (r.users / f['ur_loop_s']):.2f}x; "
+                   f"{r.probe['ur_extract_rows_s'] / (r.users / f['ur_loop_s']):.2f}x | "
+                   f"{r.probe['ir_rows_s'] / (r.items / f['ir_loop_s']):.2f}x; "
+                   f"{r.probe['ir_extract_rows_s'] / (r.items / f['ir_loop_s']):.2f}x | {r.cold.wall:.1f} | "
                    f"{r.rerun.wall:.1f} ({r.rerun.cpu:.1f}) | {r.status.wall:.1f} ({r.status.cpu:.1f}) | "
                    f"{r.load_during} |")
     for r in results:

@@ -134,13 +134,19 @@ def users_in_scope(spark: SparkSession, cfg: LfmConfig, plan: RefreshPlan) -> Da
 def tower_frame(spark: SparkSession, cfg: LfmConfig, plan: RefreshPlan, side: str) -> DataFrame:
     """key, ur|ir (array<float>), __finite: the tower's vector for every user in scope / every item."""
     s = cfg.schema
-    _arrow_conf(spark, cfg)
     if side == "user":
-        src, key, out = users_in_scope(spark, cfg, plan), s.user_key, UR
+        src = users_in_scope(spark, cfg, plan)
     else:
         items = features_as_of(spark, cfg, ITEMS, plan.ds, plan.input_versions[ITEMS])
         src = items.select(s.item_key, *[f.name for f in s.item_fields if f.name != s.item_key])
-        key, out = s.item_key, IR
+    return tower_vectors(spark, cfg, plan, src, side)
+
+
+def tower_vectors(spark: SparkSession, cfg: LfmConfig, plan: RefreshPlan, src: DataFrame, side: str) -> DataFrame:
+    """The extraction itself: `src` (key and the side's fields) through the tower, spread over every core."""
+    s = cfg.schema
+    key, out = (s.user_key, UR) if side == "user" else (s.item_key, IR)
+    _arrow_conf(spark, cfg)
     src = _spread(src, _partitions(spark, cfg))
     fn = functools.partial(tower_batches, extractor=_extractor(plan, cfg), key=key, out=out, side=side)
     key_type = src.schema[key].dataType.simpleString()
