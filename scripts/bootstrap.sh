@@ -19,10 +19,10 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   log=.venv/install.log
   echo "installing lfm-export and its pinned dependencies into .venv (first time: a few minutes; the installer's output: $log)"
   # uv (pinned) fetches and unpacks the wheels in parallel: about 2 min for the 6.6 GB environment on 2 cores,
-  # against 5-6 min for pip; pip installs the same pins if uv cannot be had. Both compile the bytecode at install
-  # (about 50 s): where Python may not write it (PYTHONDONTWRITEBYTECODE, a read-only install), every process
-  # would otherwise compile what it imports anew, about 12 s for GE, Feast and torch, in every `lfm` command and
-  # every Spark Python worker.
+  # against 5-6 min for pip; pip installs the same pins if uv cannot be had. Both compile the bytecode at
+  # install (about 40 s on 2 cores): where Python may not write it (PYTHONDONTWRITEBYTECODE, a read-only
+  # install), every process would otherwise compile what it imports anew, about 12 s for GE, Feast and torch, in
+  # every `lfm` command and every Spark Python worker.
   if ! { { .venv/bin/python -m pip install "uv==$UV_VERSION" &&
            .venv/bin/uv pip install --python .venv/bin/python --compile-bytecode -e ".[test]"; } ||
          { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -e ".[test]"; }
