@@ -10,13 +10,11 @@ import pytest
 from lfm.config import LfmConfig
 from tests.support.config import make_config
 
-# The test files of more than about 20 s, longest first (their mean over two clean-clone runs of
-# `scripts/test.sh --durations=0`), so that a parallel run (two processes, whole files) ends on short files
-# instead of one process running a long one alone.
-LONGEST_FIRST = ("test_releases.py", "test_refresh_jobs.py", "test_feast_serving.py", "test_quality_gate.py",
-                 "test_refresh_cluster.py", "test_downstream_report.py", "test_kuairand_serving.py",
-                 "test_daily.py", "test_byod_pipeline.py", "test_ingest.py", "test_ingest_sources.py",
-                 "test_lfm_spark.py", "test_refresh_cli.py", "test_security.py")
+# The longest test files, started first so that a parallel run (`scripts/test.sh`: two processes, whole files)
+# does not end with one of them running alone.
+LONGEST_FIRST = ("test_releases.py", "test_feast_serving.py", "test_refresh_jobs.py", "test_quality_gate.py",
+                 "test_daily.py", "test_refresh_cluster.py", "test_kuairand_serving.py",
+                 "test_downstream_report.py", "test_byod_pipeline.py", "test_ingest.py")
 
 
 def pytest_collection_modifyitems(config, items) -> None:
