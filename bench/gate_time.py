@@ -6,13 +6,16 @@ written versions (the first run pays GE's start-up and Spark's first plans, the 
 daily job); then, in the same process, the floor for each table: one Spark aggregation that reads the same
 partition at the same version, computes the same per-row vector statistics and every partition statistic the
 gate checks (row count, nulls, width, finiteness, norm bounds, zero share, ds, end of day, model version,
-duplicate keys) in one pass. Printed per table: rows, the gate's seconds and Spark jobs (its job group,
-`validation.gate.job_group`), the floor's, and their ratio; per run: the gate's wall seconds, CPU seconds (this
-process, the Spark JVM and its Python workers) and what it spends outside the tables (Data Docs, PNG report,
-verdicts). Vectors are an N(0,1) base per entity plus N(0, 0.2^2) noise per day, generated in Spark.
+duplicate keys) in one pass. Printed per table: rows, the gate's seconds (tables measured at once share the
+cores, so these overlap) and Spark jobs (its job group, `validation.gate.job_group`), the floor's, and their
+ratio; per run: the gate's wall seconds and CPU seconds (this process, the Spark JVM and its Python workers). With
+`--concurrent-tables 1 2 4`, the steady runs take each of those `quality.concurrent_tables` twice in turn, and
+their best walls are compared with one table at a time. Vectors are an N(0,1) base per entity plus N(0, 0.2^2)
+noise per day, generated in Spark.
 
     .venv/bin/python bench/gate_time.py                       # 10k users / 1k items, then 100k / 10k
     .venv/bin/python bench/gate_time.py --users 1000000 --items 100000
+    .venv/bin/python bench/gate_time.py --users 10000 --items 1000 --concurrent-tables 1 2 4
     .venv/bin/python bench/gate_time.py --kuairand ../shared/data/kuairand-pure   # the real inputs, every day
 """
 from __future__ import annotations
@@ -113,7 +116,11 @@ def floor(spark: SparkSession, cfg: LfmConfig, table: str, version: int) -> tupl
     return seconds, jobs_in(spark, group) - before
 
 
-def run(spark: SparkSession, root: Path, users: int, items: int) -> list[dict]:
+def with_concurrency(cfg: LfmConfig, tables: int) -> LfmConfig:
+    return cfg.model_copy(update={"quality": cfg.quality.model_copy(update={"concurrent_tables": tables})})
+
+
+def run(spark: SparkSession, root: Path, users: int, items: int, concurrency: list[int]) -> list[dict]:
     from validation.gate import job_group, run_gate
 
     shutil.rmtree(root, ignore_errors=True)
@@ -128,22 +135,28 @@ def run(spark: SparkSession, root: Path, users: int, items: int) -> list[dict]:
           f"{time.perf_counter() - t0:.1f}s", flush=True)
     versions = {t: int(table_version(spark, cfg.table_path(t))) for t in EMBEDDING_TABLES}  # D-1 and D: one commit
     out = []
-    for attempt in ("first", "steady"):
+    default = cfg.quality.concurrent_tables
+    steady = [k for _ in range(2) for k in concurrency] if concurrency != [default] else [default]
+    for attempt, tables in [("first", default), *[("steady", k) for k in steady]]:
         before = {t: jobs_in(spark, job_group(D, t)) for t in EMBEDDING_TABLES}
         cpu0, load0 = cpu_seconds(), os.getloadavg()[0]
-        result = run_gate(spark, cfg, D, SPEC, versions=versions, previous_versions=versions)
+        result = run_gate(spark, with_concurrency(cfg, tables), D, SPEC, versions=versions,
+                          previous_versions=versions)
         assert result.passed, result.summary()
         cpu, load = cpu_seconds() - cpu0, (load0 + os.getloadavg()[0]) / 2
-        in_tables = sum(r.seconds for r in result.tables.values())
-        print(f"gate run ({attempt}): {result.seconds:.1f}s wall, {cpu:.1f}s CPU, load {load:.1f}; "
-              f"outside the tables (Data Docs, PNG, verdicts): {result.seconds - in_tables:.1f}s", flush=True)
-        out.append({"users": users, "items": items, "run": attempt, "wall_s": round(result.seconds, 2),
-                    "cpu_s": round(cpu, 1), "load": round(load, 1),
-                    "outside_tables_s": round(result.seconds - in_tables, 2),
+        print(f"gate run ({attempt}, {tables} tables at once): {result.seconds:.1f}s wall, {cpu:.1f}s CPU, "
+              f"load {load:.1f}", flush=True)
+        out.append({"users": users, "items": items, "run": attempt, "concurrent_tables": tables,
+                    "wall_s": round(result.seconds, 2), "cpu_s": round(cpu, 1), "load": round(load, 1),
                     "tables": {t: {"rows": sizes[t], "gate_s": round(result.tables[t].seconds, 2),
                                    "gate_jobs": jobs_in(spark, job_group(D, t)) - before[t]}
                                for t in EMBEDDING_TABLES}})
-    steady = out[-1]["tables"]
+    if len(set(steady)) > 1:
+        walls = {k: sorted(r["wall_s"] for r in out[1:] if r["concurrent_tables"] == k) for k in set(steady)}
+        print("steady gate wall s (best of 2) by tables at once: " + ", ".join(
+            f"{k}: {walls[k][0]:.1f} ({walls[k][0] / walls[1][0]:.2f}x of one at a time)" if 1 in walls else
+            f"{k}: {walls[k][0]:.1f}" for k in sorted(walls)), flush=True)
+    steady = [r for r in out if r["concurrent_tables"] == default][-1]["tables"]
     for table in EMBEDDING_TABLES:
         floor(spark, cfg, table, versions[table])  # its first plan, as the gate's steady run had
         steady[table]["floor_s"], steady[table]["floor_jobs"] = (round(x, 2) for x in
@@ -179,6 +192,9 @@ def main() -> None:
     ap.add_argument("--items", type=int, action="append", default=[])
     ap.add_argument("--kuairand", type=Path, help="a KuaiRand-layout folder: gate its inputs on every day")
     ap.add_argument("--out", type=Path, default=Path("bench/out/gate_time"))
+    ap.add_argument("--concurrent-tables", type=int, nargs="+", default=[],
+                    help="steady runs with each of these quality.concurrent_tables, twice in turn (default: the "
+                         "config's)")
     args = ap.parse_args()
     if len(args.users) != len(args.items):
         ap.error("give one --items per --users")
@@ -188,7 +204,8 @@ def main() -> None:
         shutil.rmtree(args.out / "kuairand", ignore_errors=True)
         return
     for users, items in list(zip(args.users, args.items)) or SCALES:
-        for r in run(spark, args.out / f"u{users}", users, items):
+        concurrency = args.concurrent_tables or [config_from_dict({}).quality.concurrent_tables]
+        for r in run(spark, args.out / f"u{users}", users, items, concurrency):
             print(json.dumps(r), flush=True)
         shutil.rmtree(args.out / f"u{users}", ignore_errors=True)
 

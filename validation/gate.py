@@ -4,10 +4,11 @@
 tables on demand). A table passes when every expectation of its two suites (its schema; its statistics and, for
 embedding tables, its day metrics) succeeds; otherwise it is quarantined. The gate only validates and records
 (`validation.status`); the pipeline publishes a release when every table passed at the candidate's versions.
-Each table's batch (partition plus per-row vector statistics, see `validation.batch`) is cached once; GE checks
-its schema, one Spark aggregation computes every row-level check's statistic (`validation.checks`), the day
-metrics come from three more queries, and GE bounds those values in the one-row frame they form; then the batch
-is released.
+Each table's batch (partition plus per-row vector statistics, see `validation.batch`) is cached once; one Spark
+aggregation computes every row-level check's statistic (`validation.checks`), the day metrics come from three more
+queries, and the batch is released; the tables' Spark side runs `quality.concurrent_tables` tables at a time.
+Then GE, one table after the other, checks each batch's schema and bounds the values in the one-row frame they
+form.
 """
 from __future__ import annotations
 
@@ -15,14 +16,15 @@ import datetime as dt
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 from great_expectations.core.run_identifier import RunIdentifier
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lfm.config import LfmConfig
@@ -146,27 +148,20 @@ def _gate(spark: SparkSession, cfg: LfmConfig, day: dt.date, spec: ExportSpec | 
           versions: dict[str, int] | None, specs: list[TableSpec], run_id: str, refresh_run_id: str | None,
           previous_versions: dict[str, int] | None, t0: float) -> GateResult:
     ge_run = RunIdentifier(run_name=f"{day.isoformat()}_{run_id}")
-    results: dict[str, TableResult] = {}
-    day_metrics: dict[str, metrics.DayMetrics] = {}
-    keys: list = []
+    tables = [_table(tspec, day, spec, versions, previous_versions) for tspec in specs]
     with context.locked(cfg):
         ctx = context.get_context(cfg)
-        for tspec in specs:
-            version = versions.get(tspec.name) if (versions and tspec.is_embedding) else None
-            previous = (previous_versions or {}).get(tspec.name) if tspec.is_embedding else None
-            results[tspec.name], m, table_keys = _validate_table(
-                spark, cfg, ctx, tspec, day, spec.model_version if tspec.is_embedding else None, ge_run,
-                spec.dim(tspec.name) if tspec.is_embedding else None, version=version,
-                previous_version=previous, export_id=spec.id if tspec.is_embedding else None)
-            keys += table_keys
-            if m is not None:
-                day_metrics[tspec.name] = m
-            log.info("gate %s %s: %s in %.1fs", day, tspec.name, "passed" if results[tspec.name].passed
-                     else f"quarantined {list(results[tspec.name].failed)}", results[tspec.name].seconds)
+        _measure_all(spark, cfg, tables)
+        for t in tables:  # GE, one table after the other (one context)
+            _step(t, lambda t: _judge(spark, cfg, ctx, t, ge_run), after_crash=True)
+            log.info("gate %s %s: %s in %.1fs", day, t.spec.name, "passed" if not t.failed
+                     else f"quarantined {list(t.failed)}", t.seconds)
         try:
-            context.build_docs(ctx, keys)
+            context.build_docs(ctx, [k for t in tables for k in t.keys])
         except Exception as err:  # noqa: BLE001 - the verdicts stand; only the HTML pages are missing
             log.error("gate %s: building Data Docs failed: %s", day, _one_line(err))
+    results = {t.spec.name: t.result() for t in tables}
+    day_metrics = {t.spec.name: t.day_metrics for t in tables if t.day_metrics is not None}
     png = None
     if day_metrics:
         png = report.write_report(
@@ -187,67 +182,112 @@ def _one_line(err: BaseException) -> str:
 
 
 @dataclass
-class _Findings:
-    """What one table's validation found so far; kept when a later step raises."""
+class _Table:
+    """One table's validation as it goes: what it reads, and what it found so far (kept when a later step raises).
 
-    failed: dict[str, str] = field(default_factory=dict)
+    `version` pins the Delta version validated and `previous_version` the one D-1's partition is read at for
+    drift; `model_version`, `dim` and `export_id` are the export's (None for an input table).
+    """
+
+    spec: TableSpec
+    day: dt.date
+    version: int | None
+    previous_version: int | None
+    model_version: str | None
+    dim: int | None
+    export_id: str | None
+    failed: dict[str, str] = field(default_factory=dict)  # failed check name -> what GE observed, or the error
     keys: list = field(default_factory=list)  # GE validation result keys, for the run's Data Docs build
     rows: int = 0
+    raw: DataFrame | None = None  # the partition as stored (its schema is what the schema suite checks)
+    checks: list = field(default_factory=list)
+    frame: pd.DataFrame | None = None  # the one-row frame of statistics and day metrics the table suite bounds
     day_metrics: metrics.DayMetrics | None = None
+    seconds: float = 0.0
 
     def add(self, key, outcome, frame: pd.DataFrame | None = None) -> None:
         self.keys.append(key)
         self.failed.update(_failures(outcome, frame))
 
+    def result(self) -> TableResult:
+        scalars = self.day_metrics.scalars() if self.day_metrics else {}
+        return TableResult(table=self.spec.name, rows=self.rows, details=self.failed, metrics=scalars,
+                           seconds=self.seconds)
 
-def _validate_table(spark: SparkSession, cfg: LfmConfig, ctx, spec: TableSpec, day: dt.date,
-                    model_version: str | None, ge_run: RunIdentifier, dim: int | None, version: int | None = None,
-                    previous_version: int | None = None, export_id: str | None = None):
-    """One table: its partition suite, and for an embedding table its day metrics and their suite.
 
-    `version` pins the Delta version validated and `previous_version` the one D-1's partition is read at for
-    drift. Fails closed: an exception becomes a `gate_error` failure of the table (next to what the checks
-    before it found), never a traceback that leaves no verdict.
-    """
+def _table(tspec: TableSpec, day: dt.date, spec: ExportSpec | None, versions: dict[str, int] | None,
+           previous_versions: dict[str, int] | None) -> _Table:
+    emb = tspec.is_embedding
+    return _Table(tspec, day, version=(versions or {}).get(tspec.name) if emb else None,
+                  previous_version=(previous_versions or {}).get(tspec.name) if emb else None,
+                  model_version=spec.model_version if emb else None, dim=spec.dim(tspec.name) if emb else None,
+                  export_id=spec.id if emb else None)
+
+
+def _step(t: _Table, run: Callable[[_Table], None], after_crash: bool = False) -> None:
+    """One step of a table's validation (after an earlier step crashed only if `after_crash`). Fails closed: an
+    exception becomes a `gate_error` failure of the table (next to what the checks before it found; the first
+    error is kept), never a traceback that leaves no verdict."""
+    if GATE_ERROR in t.failed and not after_crash:
+        return
     t0 = time.perf_counter()
-    found = _Findings()
-    with _tagged_jobs(spark, job_group(day, spec.name)):
-        try:
-            _check(spark, cfg, ctx, spec, day, model_version, ge_run, dim, version, previous_version, export_id,
-                   found)
-        except Exception as err:  # noqa: BLE001 - a crash is a failed verdict, recorded with its error
-            found.failed[GATE_ERROR] = _one_line(err)
-            log.error("gate %s %s crashed, recorded as failed: %s", day, spec.name, found.failed[GATE_ERROR])
-            log.debug("gate %s %s crash", day, spec.name, exc_info=True)
-    scalars = found.day_metrics.scalars() if found.day_metrics else {}
-    result = TableResult(table=spec.name, rows=found.rows, details=found.failed, metrics=scalars,
-                         seconds=time.perf_counter() - t0)
-    return result, found.day_metrics, found.keys
-
-
-def _check(spark: SparkSession, cfg: LfmConfig, ctx, spec: TableSpec, day: dt.date, model_version: str | None,
-           ge_run: RunIdentifier, dim: int | None, version: int | None, previous_version: int | None,
-           export_id: str | None, found: _Findings) -> None:
-    """Check the batch's schema, cache it with its statistics, profile it, compute an embedding table's day
-    metrics, and validate the values with the table's suite."""
-    raw = read_batch(spark, cfg, spec, day, model_version, version=version, export_id=export_id)
-    columns, exact = suites.schema_columns(cfg, spec)
-    found.add(*context.validate(ctx, suites.schema_suite(spec, columns, exact), raw, ge_run))
-    df = with_stats(raw, spec).persist()
     try:
-        checks = suites.table_checks(cfg, spec, df.columns, day, model_version, dim)
-        values = profile(df, checks)  # the one pass over the batch (it also fills the cache)
-        found.rows = int(values[suites.ROW_COUNT] or 0)
-        day_values: dict[str, float | None] = dict.fromkeys(metrics.FRAME_COLUMNS) if spec.is_embedding else {}
-        if spec.is_embedding and {*spec.columns, *STAT_COLUMNS} <= set(df.columns):  # else the schema failed
-            part = df.where(F.col("model_version") == model_version)
-            found.day_metrics = metrics.compute(spark, cfg, spec, part, day, model_version, dim, previous_version,
-                                                export_id)
-            day_values = found.day_metrics.scalars()
-        frame = pd.DataFrame([{**values, **day_values}], dtype="float64")
-        found.add(*context.validate(ctx, suites.day_suite(cfg, spec, checks), frame, ge_run), frame)
+        run(t)
+    except Exception as err:  # noqa: BLE001 - a crash is a failed verdict, recorded with its error
+        t.failed.setdefault(GATE_ERROR, _one_line(err))
+        log.error("gate %s %s crashed, recorded as failed: %s", t.day, t.spec.name, t.failed[GATE_ERROR])
+        log.debug("gate %s %s crash", t.day, t.spec.name, exc_info=True)
+    finally:
+        t.seconds += time.perf_counter() - t0
+
+
+def _measure_all(spark: SparkSession, cfg: LfmConfig, tables: list[_Table]) -> None:
+    """Every table's Spark side, `quality.concurrent_tables` tables at a time: threads sharing the session, so one
+    table's queries are planned and collected while another's run (a small table, a single task, would leave a
+    core idle; a tiny one is mostly planning). Each thread sets its own job group (py4j gives each Python thread its
+    own JVM thread); pyspark's `inheritable_thread_target` would hand them one shared properties object."""
+    def measure(t: _Table) -> None:
+        with _tagged_jobs(spark, job_group(t.day, t.spec.name)):
+            _step(t, lambda t: _measure(spark, cfg, t))
+
+    workers = min(cfg.quality.concurrent_tables, len(tables))
+    if workers <= 1:
+        for t in tables:
+            measure(t)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lfm-gate") as pool:
+        list(pool.map(measure, tables))  # `measure` never raises: a table's crash is its verdict
+
+
+def _measure(spark: SparkSession, cfg: LfmConfig, t: _Table) -> None:
+    """Read the batch, cache it with its statistics, profile it in one pass and compute an embedding table's day
+    metrics: the one-row frame its suite bounds."""
+    t.raw = read_batch(spark, cfg, t.spec, t.day, t.model_version, version=t.version, export_id=t.export_id)
+    df = with_stats(t.raw, t.spec).persist()
+    try:
+        t.checks = suites.table_checks(cfg, t.spec, df.columns, t.day, t.model_version, t.dim)
+        values = profile(df, t.checks)  # the one pass over the batch (it also fills the cache)
+        t.rows = int(values[suites.ROW_COUNT] or 0)
+        day_values: dict[str, float | None] = dict.fromkeys(metrics.FRAME_COLUMNS) if t.spec.is_embedding else {}
+        if t.spec.is_embedding and {*t.spec.columns, *STAT_COLUMNS} <= set(df.columns):  # else the schema failed
+            part = df.where(F.col("model_version") == t.model_version)
+            t.day_metrics = metrics.compute(spark, cfg, t.spec, part, t.day, t.model_version, t.dim,
+                                            t.previous_version, t.export_id)
+            day_values = t.day_metrics.scalars()
+        t.frame = pd.DataFrame([{**values, **day_values}], dtype="float64")
     finally:
         df.unpersist()
+
+
+def _judge(spark: SparkSession, cfg: LfmConfig, ctx, t: _Table, ge_run: RunIdentifier) -> None:
+    """GE's verdicts: the schema suite on the batch as stored (when it could be read), the table suite on its
+    one-row frame (when it was measured)."""
+    with _tagged_jobs(spark, job_group(t.day, t.spec.name)):
+        if t.raw is not None:
+            columns, exact = suites.schema_columns(cfg, t.spec)
+            t.add(*context.validate(ctx, suites.schema_suite(t.spec, columns, exact), t.raw, ge_run))
+        if t.frame is not None:
+            t.add(*context.validate(ctx, suites.day_suite(cfg, t.spec, t.checks), t.frame, ge_run), t.frame)
 
 
 def job_group(day: dt.date, table: str) -> str:

@@ -131,6 +131,28 @@ def test_healthy_day_passes_every_table(healthy_run):
     assert ur["effective_rank"] > 20 and ur["information_abundance"] > 10
 
 
+def test_tables_measured_at_once_agree_with_one_at_a_time_and_tag_their_own_jobs(lake):
+    """`quality.concurrent_tables`: the tables' Spark side in threads gives the verdicts and metrics of one table at
+    a time, and each table's jobs run under its own job group (what `bench/gate_time.py` counts per table)."""
+    from validation.gate import job_group
+
+    tracker = lake.spark.sparkContext.statusTracker()
+    tables = ("ur", "ir")
+    runs, jobs = {}, {}
+    for n in (1, 2):
+        cfg = lake.cfg.model_copy(update={"quality": lake.cfg.quality.model_copy(update={"concurrent_tables": n})})
+        before = {t: set(tracker.getJobIdsForGroup(job_group(D1, t))) for t in tables}
+        runs[n] = Lake(lake.spark, cfg, lake.users, lake.items).gate(D1, tables=tables)
+        jobs[n] = {t: len(set(tracker.getJobIdsForGroup(job_group(D1, t))) - before[t]) for t in tables}
+    assert runs[1].passed and runs[2].passed, runs[2].summary()
+    for table in tables:
+        one, two = runs[1].tables[table].metrics, runs[2].tables[table].metrics
+        assert one.keys() == two.keys() and one["rows"] > 0
+        assert all(two[k] == pytest.approx(v, rel=1e-9) if v is not None else two[k] is None
+                   for k, v in one.items()), (table, one, two)
+    assert jobs[1] == jobs[2] and min(jobs[2].values()) > 0, jobs
+
+
 def test_reports_are_written_under_the_lakehouse(lake, healthy_run):
     from matplotlib.image import imread
 
