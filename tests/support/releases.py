@@ -36,7 +36,8 @@ def write_conf(cfg: LfmConfig, path: Path) -> Path:
                                     "model": SMALL_MODEL, "train": SMALL_TRAIN,
                                     "quality": cfg.quality.model_dump(mode="json", exclude_defaults=True),
                                     "refresh": cfg.refresh.model_dump(mode="json", exclude_defaults=True),
-                                    "feast": {"repo_path": cfg.feast.repo_path}}))
+                                    "feast": {"repo_path": cfg.feast.repo_path},
+                                    "spark": {"conf": cfg.spark.conf}}))
     return path
 
 
