@@ -33,6 +33,7 @@ from validation.tables import TableSpec
 FRAME_COLUMNS = ("rows", "valid_rows", "active", "coverage", "drift_pairs", "drift_mean_cosine",
                  "drift_moved_share", "sample_rows", "effective_rank", "information_abundance")
 _HASH_RANGE = 1_000_000  # drift keeps keys whose hash mod this falls below share * this
+_SLICE_ROWS = 8192  # drift pairs turned into float64 matrices at a time
 
 
 @dataclass(frozen=True)
@@ -131,21 +132,30 @@ def _drift(spark: SparkSession, cfg: LfmConfig, spec: TableSpec, valid: DataFram
     pairs = (valid.select(spec.key, F.col(spec.vector).alias("a"))
              .join(prev.where(F.size(spec.vector) == dim).select(spec.key, F.col(spec.vector).alias("b")), spec.key)
              .select("a", "b").toArrow())
-    a, b = (_matrix(pairs.column(c), dim) for c in ("a", "b"))  # (pairs, dim) each
     t = cfg.quality.thresholds(spec.name)
-    norm_b = np.linalg.norm(b, axis=1)
-    with np.errstate(invalid="ignore"):
-        b_valid = np.isfinite(b).all(axis=1) & (norm_b > 0) & (norm_b >= t.min_norm) & (norm_b <= t.max_norm)
-    a, b = a[b_valid] - center, b[b_valid] - center
-    length = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    defined = length > 0
-    cosine = np.clip((a * b).sum(axis=1)[defined] / length[defined], -1.0, 1.0)  # (pairs with a cosine,)
+    cosine = np.concatenate([_cosines(pairs.slice(start, _SLICE_ROWS), dim, center, t.min_norm, t.max_norm)
+                             for start in range(0, pairs.num_rows, _SLICE_ROWS)] or [np.empty(0)])
     bins = cfg.quality.histogram_bins
     histogram = tuple(int(n) for n in np.histogram(cosine, bins=bins, range=(-1.0, 1.0))[0])
     if not cosine.size:
         return {"drift_histogram": histogram}
     return {"drift_pairs": int(cosine.size), "drift_mean_cosine": float(cosine.mean()),
             "drift_moved_share": float((cosine < t.moved_cosine).mean()), "drift_histogram": histogram}
+
+
+def _cosines(pairs: pa.Table, dim: int, center: np.ndarray, min_norm: float, max_norm: float) -> np.ndarray:
+    """The defined cosines of a slice of drift pairs whose D-1 vector is valid (finite, norm in bounds).
+
+    The gate calls this on slices of `_SLICE_ROWS` pairs: the float64 copies of a slice are what the driver holds
+    beside the Arrow pairs, not six copies of all `drift_sample_rows` of them per table, four tables at once."""
+    a, b = (_matrix(pairs.column(c), dim) for c in ("a", "b"))  # (pairs, dim) each
+    norm_b = np.linalg.norm(b, axis=1)
+    with np.errstate(invalid="ignore"):
+        b_valid = np.isfinite(b).all(axis=1) & (norm_b > 0) & (norm_b >= min_norm) & (norm_b <= max_norm)
+    a, b = a[b_valid] - center, b[b_valid] - center
+    length = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    defined = length > 0
+    return np.clip((a * b).sum(axis=1)[defined] / length[defined], -1.0, 1.0)  # (pairs with a cosine,)
 
 
 def _matrix(column: pa.ChunkedArray, dim: int) -> np.ndarray:

@@ -10,8 +10,10 @@ REPO = Path(__file__).resolve().parents[2]
 KUAIRAND = REPO.parent / "shared" / "data" / "kuairand-pure"
 # The tests' JVMs compile with C1 only: their queries are tiny and short-lived, so C2's compile threads compete
 # with the work for the two cores without paying back (a cold `lfm validate` of a tiny day: 82 -> 60 s). The
-# platform's default keeps the JVM's own tiering: large days run C2-compiled loops.
-TEST_SPARK_CONF = {**SparkSettings().conf, "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1"}
+# platform's default keeps the JVM's own tiering: large days run C2-compiled loops. The cluster test gives the
+# same option to its master, worker, driver and executors.
+TEST_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1"
+TEST_SPARK_CONF = {**SparkSettings().conf, "spark.driver.extraJavaOptions": TEST_JAVA_OPTIONS}
 
 
 def make_config(root: Path, **overrides) -> LfmConfig:

@@ -15,7 +15,7 @@ import pyspark
 import pytest
 import yaml
 
-from tests.support.config import REPO
+from tests.support.config import REPO, TEST_JAVA_OPTIONS
 from tests.support.worlds import D1, D2, SMALL_MODEL, SMALL_TRAIN, reference_states
 
 pytestmark = pytest.mark.slow
@@ -56,7 +56,8 @@ def _stop(proc: subprocess.Popen) -> None:
 def standalone(tmp_path):
     """A master and a one-worker cluster (2 cores, 2 GiB) on 127.0.0.1; torn down with all its processes."""
     env = {**os.environ, "SPARK_HOME": str(SPARK_HOME), "SPARK_LOCAL_IP": "127.0.0.1",
-           "SPARK_LOG_DIR": str(tmp_path / "logs"), "PYSPARK_PYTHON": sys.executable}
+           "SPARK_LOG_DIR": str(tmp_path / "logs"), "PYSPARK_PYTHON": sys.executable,
+           "SPARK_DAEMON_JAVA_OPTS": TEST_JAVA_OPTIONS}
     spark_class = str(SPARK_HOME / "bin" / "spark-class")
     port = _free_port()
     url = f"spark://127.0.0.1:{port}"
@@ -96,6 +97,8 @@ def test_backfill_runs_unchanged_on_a_standalone_cluster(spark, world, tmp_path,
            "--conf", f"spark.pyspark.python={sys.executable}",
            "--conf", "spark.driver.memory=1g", "--conf", "spark.executor.memory=1g",
            "--conf", "spark.cores.max=2", "--conf", "spark.ui.enabled=false",
+           "--conf", f"spark.driver.extraJavaOptions={TEST_JAVA_OPTIONS}",
+           "--conf", f"spark.executor.extraJavaOptions={TEST_JAVA_OPTIONS}",
            str(REPO / "cli" / "submit.py"), "--config", str(cfg_file),
            "backfill", "--from", str(D1), "--to", str(D2), "--model", world.model_a, "--cold-start",
            "--run-id", "cluster-run"]
