@@ -246,20 +246,27 @@ def _measure_all(spark: SparkSession, cfg: LfmConfig, tables: list[_Table]) -> N
     table's queries are planned and collected while another's run (a small table, a single task, would leave a
     core idle; a tiny one is mostly planning). Each thread sets its own job group (py4j gives each Python thread its
     own JVM thread); pyspark's `inheritable_thread_target` would hand them one shared properties object."""
+    if not tables:
+        return
+    day_keys = metrics.DayKeys(spark, cfg, tables[0].day)  # the day's event keys, read once for all tables
+
     def measure(t: _Table) -> None:
         with _tagged_jobs(spark, job_group(t.day, t.spec.name)):
-            _step(t, lambda t: _measure(spark, cfg, t))
+            _step(t, lambda t: _measure(spark, cfg, t, day_keys))
 
     workers = min(cfg.quality.concurrent_tables, len(tables))
-    if workers <= 1:
-        for t in tables:
-            measure(t)
-        return
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lfm-gate") as pool:
-        list(pool.map(measure, tables))  # `measure` never raises: a table's crash is its verdict
+    try:
+        if workers <= 1:
+            for t in tables:
+                measure(t)
+        else:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lfm-gate") as pool:
+                list(pool.map(measure, tables))  # `measure` never raises: a table's crash is its verdict
+    finally:
+        day_keys.release()
 
 
-def _measure(spark: SparkSession, cfg: LfmConfig, t: _Table) -> None:
+def _measure(spark: SparkSession, cfg: LfmConfig, t: _Table, day_keys: metrics.DayKeys) -> None:
     """Read the batch, cache it with its statistics, profile it in one pass and compute an embedding table's day
     metrics: the one-row frame its suite bounds."""
     t.raw = read_batch(spark, cfg, t.spec, t.day, t.model_version, version=t.version, export_id=t.export_id)
@@ -271,7 +278,7 @@ def _measure(spark: SparkSession, cfg: LfmConfig, t: _Table) -> None:
         day_values: dict[str, float | None] = dict.fromkeys(metrics.FRAME_COLUMNS) if t.spec.is_embedding else {}
         if t.spec.is_embedding and {*t.spec.columns, *STAT_COLUMNS} <= set(df.columns):  # else the schema failed
             part = df.where(F.col("model_version") == t.model_version)
-            t.day_metrics = metrics.compute(spark, cfg, t.spec, part, t.day, t.model_version, t.dim,
+            t.day_metrics = metrics.compute(spark, cfg, t.spec, part, t.day, t.model_version, t.dim, day_keys,
                                             t.previous_version, t.export_id)
             day_values = t.day_metrics.scalars()
         t.frame = pd.DataFrame([{**values, **day_values}], dtype="float64")

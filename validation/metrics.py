@@ -1,13 +1,14 @@
 """Day-level metrics of one embedding partition: coverage, drift against D-1, collapse.
 
-Only aggregates and bounded samples reach the driver, in three Spark queries over the cached batch: row counts
-and coverage (one join with the day's events keys), the collapse sample (the `collapse_sample_rows` valid
-vectors whose seeded key hash is smallest: uniform, exactly that many, the same on a rerun, no count needed
-first), and the drift pairs (a join with D-1 on a key-hash sample of about `drift_sample_rows` entities, the same
-ones on both days), whose cosines numpy computes. Drift and collapse use valid vectors only (right width, finite,
-not all-zero, norm in bounds), so a NaN or a blown-up row trips its own expectation instead of poisoning these.
-With `quality.center`, both are measured on vectors minus the day's mean vector (from the collapse sample):
-trained exports share one dominant direction that otherwise hides collapse and shuffling.
+Only aggregates and bounded samples reach the driver, in three Spark queries over the cached batch: row counts and
+coverage (one join with the day's event keys, read once per gate run: `DayKeys`), the collapse sample (the
+`collapse_sample_rows` valid vectors whose seeded key hash is smallest: uniform, exactly that many, the same on a
+rerun, no count needed first), and the drift pairs (a join with D-1 on a key-hash sample of about
+`drift_sample_rows` entities, the same ones on both days), whose cosines numpy computes. Drift and collapse use
+valid vectors only (right width, finite, not all-zero, norm in bounds), so a NaN or a blown-up row trips its own
+expectation instead of poisoning these. With `quality.center`, both are measured on vectors minus the day's mean
+vector (from the collapse sample): trained exports share one dominant direction that otherwise hides collapse and
+shuffling.
 
 Every metric is a number or None (not applicable: no D-1 partition or no entity valid on both days, no events
 for D, fewer than two valid vectors), never an error: a collapsed day (every vector identical) has centred
@@ -17,6 +18,7 @@ and information abundance 0, which their expectations catch).
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -57,17 +59,47 @@ class DayMetrics:
         return {c: None if values[c] is None else float(values[c]) for c in FRAME_COLUMNS}
 
 
+class DayKeys:
+    """The day's distinct event keys, one cached frame per key column, shared by a gate run's tables: UR and CR(u)
+    count their coverage against the same users, IR and CR(i) against the same items, so the day's events (five
+    rows per user) are scanned once per key, not once per table. Tables measured at once share the cache safely:
+    Spark computes each cached partition once and a second job waits for it."""
+
+    def __init__(self, spark: SparkSession, cfg: LfmConfig, ds: dt.date):
+        self._spark, self._cfg, self._ds = spark, cfg, ds
+        self._frames: dict[str, DataFrame | None] = {}
+        self._lock = threading.Lock()
+
+    def of(self, key: str) -> DataFrame | None:
+        """key, __active: each entity with an event on the day (None: no events table)."""
+        with self._lock:
+            if key not in self._frames:
+                events = self._cfg.table_path("events")
+                self._frames[key] = None if not table_exists(self._spark, events) else (
+                    self._spark.read.format("delta").load(events).where(ds_predicate([self._ds])).select(key)
+                    .distinct().withColumn("__active", F.lit(True)).persist())
+            return self._frames[key]
+
+    def release(self) -> None:
+        with self._lock:
+            for frame in self._frames.values():
+                if frame is not None:
+                    frame.unpersist()
+            self._frames.clear()
+
+
 def compute(spark: SparkSession, cfg: LfmConfig, spec: TableSpec, part: DataFrame, ds: dt.date,
-            model_version: str, dim: int, previous_version: int | None = None,
+            model_version: str, dim: int, day_keys: DayKeys, previous_version: int | None = None,
             export_id: str | None = None) -> DayMetrics:
     """All metrics of `part`: the partition's rows of `model_version` with vector statistics, cached by the caller.
 
-    `previous_version` pins the Delta version D-1's partition is read at (None: the latest); with `export_id`,
-    D-1 is that export's rows, at its release only (no pin: drift does not apply).
+    `day_keys` gives the day's active entities; `previous_version` pins the Delta version D-1's partition is read
+    at (None: the latest); with `export_id`, D-1 is that export's rows, at its release only (no pin: drift does not
+    apply).
     """
     t = cfg.quality.thresholds(spec.name)
     valid_sql = valid_condition(dim, t.min_norm, t.max_norm)
-    rows, n_valid, active, coverage = _counts(spark, cfg, spec, part, valid_sql, ds)
+    rows, n_valid, active, coverage = _counts(spec, part, valid_sql, day_keys.of(spec.key))
     valid = part.where(valid_sql).select(spec.key, spec.vector)
     sample = _sample(valid, spec, dim, cfg) if n_valid >= 2 else None
     center = sample.mean(axis=0) if sample is not None and cfg.quality.center else np.zeros(dim)
@@ -81,17 +113,14 @@ def compute(spark: SparkSession, cfg: LfmConfig, spec: TableSpec, part: DataFram
                       spectrum=None if spectrum is None else spectrum.singular_values)
 
 
-def _counts(spark: SparkSession, cfg: LfmConfig, spec: TableSpec, part: DataFrame, valid_sql: str,
-            ds: dt.date) -> tuple[int, int, int | None, float | None]:
+def _counts(spec: TableSpec, part: DataFrame, valid_sql: str,
+            active: DataFrame | None) -> tuple[int, int, int | None, float | None]:
     """Rows, valid rows, the day's active entities and the share of them with a row, in one query."""
     per_key = part.groupBy(spec.key).agg(F.count(F.lit(1)).alias("__n"), F.count_if(F.expr(valid_sql)).alias("__v"))
     totals = [F.coalesce(F.sum("__n"), F.lit(0)).alias("rows"), F.coalesce(F.sum("__v"), F.lit(0)).alias("valid")]
-    events = cfg.table_path("events")
-    if not table_exists(spark, events):
+    if active is None:
         row = per_key.agg(*totals).first()
         return int(row["rows"]), int(row["valid"]), None, None
-    active = (spark.read.format("delta").load(events).where(ds_predicate([ds])).select(spec.key).distinct()
-              .withColumn("__active", F.lit(True)))
     row = (per_key.join(active, spec.key, "full")
            .agg(*totals, F.count("__active").alias("active"),
                 F.count_if(F.col("__active") & F.col("__n").isNotNull()).alias("covered")).first())

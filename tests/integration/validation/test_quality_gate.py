@@ -153,6 +153,23 @@ def test_tables_measured_at_once_agree_with_one_at_a_time_and_tag_their_own_jobs
     assert jobs[1] == jobs[2] and min(jobs[2].values()) > 0, jobs
 
 
+def test_the_days_event_keys_are_read_once_per_key_shared_and_released(lake):
+    """`metrics.DayKeys`: one cached frame of the day's distinct event keys per key column (UR and CR(u) share the
+    users), holding what delta-rs reads from the events table itself, and nothing left cached afterwards."""
+    from deltalake import DeltaTable
+
+    from validation.metrics import DayKeys
+
+    events = DeltaTable(lake.cfg.table_path("events")).to_pandas(partitions=[("ds", "=", str(D1))])
+    keys = DayKeys(lake.spark, lake.cfg, D1)
+    users, items = keys.of("user_id"), keys.of("video_id")
+    assert keys.of("user_id") is users and users.is_cached and items.is_cached
+    assert sorted(r["user_id"] for r in users.collect()) == sorted(events["user_id"].unique().tolist())
+    assert items.count() == events["video_id"].nunique() > 0
+    keys.release()
+    assert not users.is_cached and not items.is_cached
+
+
 def test_reports_are_written_under_the_lakehouse(lake, healthy_run):
     from matplotlib.image import imread
 
