@@ -162,8 +162,7 @@ def _drift(spark: SparkSession, cfg: LfmConfig, spec: TableSpec, valid: DataFram
              .join(prev.where(F.size(spec.vector) == dim).select(spec.key, F.col(spec.vector).alias("b")), spec.key)
              .select("a", "b").toArrow())
     t = cfg.quality.thresholds(spec.name)
-    cosine = np.concatenate([_cosines(pairs.slice(start, _SLICE_ROWS), dim, center, t.min_norm, t.max_norm)
-                             for start in range(0, pairs.num_rows, _SLICE_ROWS)] or [np.empty(0)])
+    cosine = _cosines(pairs, dim, center, t.min_norm, t.max_norm)
     bins = cfg.quality.histogram_bins
     histogram = tuple(int(n) for n in np.histogram(cosine, bins=bins, range=(-1.0, 1.0))[0])
     if not cosine.size:
@@ -173,10 +172,15 @@ def _drift(spark: SparkSession, cfg: LfmConfig, spec: TableSpec, valid: DataFram
 
 
 def _cosines(pairs: pa.Table, dim: int, center: np.ndarray, min_norm: float, max_norm: float) -> np.ndarray:
-    """The defined cosines of a slice of drift pairs whose D-1 vector is valid (finite, norm in bounds).
+    """The defined cosines of the drift pairs (columns a, b) whose D-1 vector is valid (finite, norm in bounds).
 
-    The gate calls this on slices of `_SLICE_ROWS` pairs: the float64 copies of a slice are what the driver holds
-    beside the Arrow pairs, not six copies of all `drift_sample_rows` of them per table, four tables at once."""
+    Computed `_SLICE_ROWS` pairs at a time: the float64 copies of a slice are what the driver holds beside the
+    Arrow pairs, not six copies of all `drift_sample_rows` of them per table, four tables at once."""
+    return np.concatenate([_slice_cosines(pairs.slice(start, _SLICE_ROWS), dim, center, min_norm, max_norm)
+                           for start in range(0, pairs.num_rows, _SLICE_ROWS)] or [np.empty(0)])
+
+
+def _slice_cosines(pairs: pa.Table, dim: int, center: np.ndarray, min_norm: float, max_norm: float) -> np.ndarray:
     a, b = (_matrix(pairs.column(c), dim) for c in ("a", "b"))  # (pairs, dim) each
     norm_b = np.linalg.norm(b, axis=1)
     with np.errstate(invalid="ignore"):
