@@ -151,7 +151,7 @@ def _gate(spark: SparkSession, cfg: LfmConfig, day: dt.date, spec: ExportSpec | 
     tables = [_table(tspec, day, spec, versions, previous_versions) for tspec in specs]
     with context.locked(cfg):
         ctx = context.get_context(cfg)
-        _measure_all(spark, cfg, tables)
+        _measure_all(spark, cfg, day, tables)
         for t in tables:  # GE, one table after the other (one context)
             _step(t, lambda t: _judge(spark, cfg, ctx, t, ge_run), after_crash=True)
             log.info("gate %s %s: %s in %.1fs", day, t.spec.name, "passed" if not t.failed
@@ -241,14 +241,12 @@ def _step(t: _Table, run: Callable[[_Table], None], after_crash: bool = False) -
         t.seconds += time.perf_counter() - t0
 
 
-def _measure_all(spark: SparkSession, cfg: LfmConfig, tables: list[_Table]) -> None:
+def _measure_all(spark: SparkSession, cfg: LfmConfig, day: dt.date, tables: list[_Table]) -> None:
     """Every table's Spark side, `quality.concurrent_tables` tables at a time: threads sharing the session, so one
     table's queries are planned and collected while another's run (a small table, a single task, would leave a
     core idle; a tiny one is mostly planning). Each thread sets its own job group (py4j gives each Python thread its
     own JVM thread); pyspark's `inheritable_thread_target` would hand them one shared properties object."""
-    if not tables:
-        return
-    day_keys = metrics.DayKeys(spark, cfg, tables[0].day)  # the day's event keys, read once for all tables
+    day_keys = metrics.DayKeys(spark, cfg, day)  # the day's event keys, read once for all tables
 
     def measure(t: _Table) -> None:
         with _tagged_jobs(spark, job_group(t.day, t.spec.name)):

@@ -61,8 +61,8 @@ class DayMetrics:
 
 class DayKeys:
     """The day's distinct event keys, one cached frame per key column, shared by a gate run's tables: UR and CR(u)
-    count their coverage against the same users, IR and CR(i) against the same items, so the day's events (five
-    rows per user) are scanned once per key, not once per table. Tables measured at once share the cache safely:
+    count their coverage against the same users, IR and CR(i) against the same items, so the day's events (several
+    rows per entity) are scanned once per key, not once per table. Tables measured at once share the cache safely:
     Spark computes each cached partition once and a second job waits for it."""
 
     def __init__(self, spark: SparkSession, cfg: LfmConfig, ds: dt.date):
