@@ -5,9 +5,9 @@ What holds on this path (docs/contracts.md, "Read"):
   or vector, the export's width, every value finite, one snapshot time (the end of D) — *before the first write*;
 - each entity's views of the release (UR + CR(u) for a user, IR + CR(i) for an item) are joined in Spark and land
   in one HSET: per entity, all of its views or none;
-- per key and view, an older snapshot never replaces a newer one: each task reads the stored `_ts:<view>` of its
-  batch in one pipeline, then writes in a second pipeline only what is not older (the store's lock, held by the
-  driver for the whole job, keeps other materializes out between the read and the write);
+- per key and view, an older snapshot never replaces a newer one: a server-side script compares each entity's
+  stored `_ts:<view>` with the release's and sets only what is not older, in one atomic step per entity (the
+  store's lock, held by the driver for the whole job, keeps other materializes out meanwhile);
 - across entities the load is not one transaction (that would need every row in one MULTI on one client): a
   failure part-way leaves some entities on the new release and the rest on what they had; the same command again
   writes every entity again (an equal snapshot time is rewritten), which completes it;
@@ -33,10 +33,6 @@ from lfm.config.serving import EntityKeyType
 from lfm.contract import EMBEDDING_TABLES, ExportSpec, side_of
 from serving.errors import ServingError
 from serving.feast_bytes import KeyLayout, ValueLayout
-
-AUDIT_SCHEMA = ("rows bigint, null_keys bigint, null_vectors bigint, bad_width bigint, nonfinite bigint, "
-                "min_ts bigint, max_ts bigint")
-
 
 class OnlineUnreachable(ServingError, ConnectionError):
     """A Spark task could not reach the online store (a ConnectionError, so the pipeline reports the store down)."""
@@ -97,38 +93,52 @@ class RedisTarget:
     event_seconds: int  # the snapshot time of the release (the end of D), whole seconds
 
 
-# --- kernels: Arrow batches in Spark's Python workers ------------------------------------------------------------
+# --- the kernel: Arrow batches in Spark's Python workers -------------------------------------------------------
 
-def audit_batches(batches: Iterator[pa.RecordBatch], dim: int) -> Iterator[pa.RecordBatch]:
-    """Per batch of (key, vector, event_timestamp): the counts the release check needs, one row."""
-    for b in batches:
-        vec = b.column("vector")
-        lengths = pc.list_value_length(vec)
-        values = pc.list_flatten(vec).to_numpy(zero_copy_only=False)  # nulls inside a vector become NaN
-        ts = pc.cast(b.column("event_timestamp"), pa.int64())
-        bounds = pc.min_max(ts)
-        row = {"rows": b.num_rows, "null_keys": b.column("key").null_count, "null_vectors": vec.null_count,
-               "bad_width": int(pc.sum(pc.not_equal(lengths, dim)).as_py() or 0),
-               "nonfinite": int(values.size - np.isfinite(values).sum()),
-               "min_ts": bounds["min"].as_py(), "max_ts": bounds["max"].as_py()}
-        yield pa.RecordBatch.from_pylist([row], schema=pa.schema(
-            [(k, pa.int64()) for k in ("rows", "null_keys", "null_vectors", "bad_width", "nonfinite", "min_ts",
-                                       "max_ts")]))
-
-
-def _stored_seconds(raw: bytes | None) -> int | None:
-    from google.protobuf.timestamp_pb2 import Timestamp
-
-    if raw is None:
-        return None
-    ts = Timestamp()
-    ts.ParseFromString(raw)
-    return ts.seconds
+# One entity per step, atomically: read its stored `_ts:<view>` fields, then set every view whose stored snapshot
+# is not newer (seconds of Feast's `google.protobuf.Timestamp` bytes: field 1, tag 0x08, a varint; empty = 0).
+# KEYS: entity keys. ARGV: event seconds, timestamp bytes, ttl seconds (0 = none), the number of views V, V hash
+# fields, V `_ts:` fields, then per entity V values ('' where the entity has no row of that view). Returns the
+# entities written per view.
+WRITE_NOT_OLDER_LUA = """
+local secs, ts, ttl, nv = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local fields, ts_fields, written = {}, {}, {}
+for i = 1, nv do fields[i] = ARGV[4 + i]; ts_fields[i] = ARGV[4 + nv + i]; written[i] = 0 end
+local function seconds(raw)
+  if string.byte(raw, 1) ~= 8 then return 0 end
+  local v, mul, pos = 0, 1, 2
+  while true do
+    local b = string.byte(raw, pos)
+    v = v + (b % 128) * mul
+    if b < 128 then return v end
+    mul, pos = mul * 128, pos + 1
+  end
+end
+local base = 4 + 2 * nv
+for j = 1, #KEYS do
+  local stored = redis.call('HMGET', KEYS[j], unpack(ts_fields))
+  local args = {}
+  for i = 1, nv do
+    local value, old = ARGV[base + (j - 1) * nv + i], stored[i]
+    if value ~= '' and (not old or old == ts or seconds(old) <= secs) then
+      args[#args + 1] = fields[i]; args[#args + 1] = value
+      args[#args + 1] = ts_fields[i]; args[#args + 1] = ts
+      written[i] = written[i] + 1
+    end
+  end
+  if #args > 0 then
+    redis.call('HSET', KEYS[j], unpack(args))
+    if ttl > 0 then redis.call('EXPIRE', KEYS[j], ttl) end
+  end
+end
+return written
+"""
+SCRIPT_ENTITIES = 1_000  # entities per script call: bounds how long one call holds the server (a few ms)
 
 
 def redis_write_batches(batches: Iterator[pa.RecordBatch], side: Side, target: RedisTarget) -> Iterator[pa.RecordBatch]:
-    """Per batch of (key, v0, v1, ...): read the stored snapshot times, then one HSET per entity with every view
-    whose stored snapshot is not newer. Yields the keys written per view."""
+    """Per batch of (key, v0, v1, ...): each entity's views whose stored snapshot is not newer, set in one atomic
+    server-side step per entity (`WRITE_NOT_OLDER_LUA`, pipelined in chunks). Yields the keys written per view."""
     import redis
     from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -136,11 +146,12 @@ def redis_write_batches(batches: Iterator[pa.RecordBatch], side: Side, target: R
 
     host, port, kwargs = parse_redis_connection(target.connection)
     client = redis.Redis(host=host, port=port, **kwargs)
+    script = client.register_script(WRITE_NOT_OLDER_LUA)
     suffix = target.project.encode("utf-8")
-    ts_bytes = Timestamp(seconds=target.event_seconds).SerializeToString()
-    fields = side.fields
-    ts_fields = [f"_ts:{v}" for v in side.views]
-    names = [f"w{i}" for i in range(len(side.views))]
+    nv = len(side.views)
+    head = [target.event_seconds, Timestamp(seconds=target.event_seconds).SerializeToString(),
+            target.ttl_seconds or 0, nv, *side.fields, *[f"_ts:{v}".encode() for v in side.views]]
+    names = [f"w{i}" for i in range(nv)]
     try:
         for b in batches:
             if b.num_rows == 0:
@@ -148,34 +159,20 @@ def redis_write_batches(batches: Iterator[pa.RecordBatch], side: Side, target: R
             keys = b.column("key")
             ids = keys.to_numpy(zero_copy_only=False) if side.key.int64 else keys.to_pylist()
             rkeys = [k + suffix for k in side.key.encode(ids)]
-            values = []  # per view: row -> serialized ValueProto, or None where the entity has no such row
+            values = []  # per view: row -> serialized ValueProto, or b"" where the entity has no such row
             for i, layout in enumerate(side.values):
                 col = b.column(f"v{i}")
                 present = np.asarray(pc.is_valid(col).to_numpy(zero_copy_only=False))
                 mat = pc.list_flatten(col).to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, layout.dim)
                 encoded = iter(layout.encode(mat))
-                values.append([next(encoded) if p else None for p in present])
+                values.append([next(encoded) if p else b"" for p in present])
+            per_entity = [v for row in zip(*values) for v in row]  # entity-major, V values each
             with client.pipeline(transaction=False) as pipe:
-                for k in rkeys:
-                    pipe.hmget(k, ts_fields)
-                stored = pipe.execute()
-            written = [0] * len(side.views)
-            with client.pipeline(transaction=False) as pipe:
-                for j, k in enumerate(rkeys):
-                    mapping = {}
-                    for i in range(len(side.views)):
-                        v, old = values[i][j], stored[j][i]
-                        if v is None or (old is not None and old != ts_bytes
-                                         and _stored_seconds(old) > target.event_seconds):
-                            continue
-                        mapping[fields[i]] = v
-                        mapping[ts_fields[i]] = ts_bytes
-                        written[i] += 1
-                    if mapping:
-                        pipe.hset(k, mapping=mapping)
-                        if target.ttl_seconds:
-                            pipe.expire(k, target.ttl_seconds)
-                pipe.execute()
+                for lo in range(0, len(rkeys), SCRIPT_ENTITIES):
+                    hi = min(lo + SCRIPT_ENTITIES, len(rkeys))
+                    script(keys=rkeys[lo:hi], args=head + per_entity[lo * nv:hi * nv], client=pipe)
+                counts = pipe.execute()
+            written = [sum(int(c[i]) for c in counts) for i in range(nv)]
             yield pa.RecordBatch.from_arrays([pa.array([w], pa.int64()) for w in written], names=names)
     except redis.exceptions.ConnectionError as err:
         raise OnlineUnreachable(f"Redis {host}:{port} refused a Spark task: {err}") from None
@@ -202,17 +199,30 @@ def _released(spark, cfg: LfmConfig, release: Release, table: str):
         "event_timestamp")
 
 
-def audit_release(spark, cfg: LfmConfig, release: Release, end: dt.datetime) -> dict[str, Audit]:
-    """Check all four tables in Spark (one pass each, side by side); raise before anything is written."""
+def audit_frame(df, table: str, dim: int) -> Audit:
+    """The counts the release check needs, for a frame of (key, vector, event_timestamp), in one JVM pass: a row's
+    values are scanned elementwise only when its max, min or NaN probe shows a non-finite or null value."""
     from pyspark.sql import functions as F
 
+    inf, v = float("inf"), F.col("vector")
+    hi, lo = F.array_max(v), F.array_min(v)  # NaN sorts above every number; null elements are skipped
+    # array_contains: true with a NaN (NaN equals NaN here), null with a null element and no NaN, else false
+    suspect = F.coalesce(F.array_contains(v, F.lit(float("nan"))), F.lit(True)) | (hi == inf) | (lo == -inf)
+    nonfinite = F.size(F.filter(v, lambda x: x.isNull() | F.isnan(x) | (F.abs(x) == inf)))
+    r = df.agg(F.count(F.lit(1)).alias("rows"), F.sum(F.col("key").isNull().cast("long")).alias("null_keys"),
+               F.sum(v.isNull().cast("long")).alias("null_vectors"),
+               F.sum((v.isNotNull() & (F.size(v) != dim)).cast("long")).alias("bad_width"),
+               F.sum(F.when(v.isNotNull() & suspect, nonfinite).otherwise(0)).alias("nonfinite"),
+               F.min(F.unix_micros("event_timestamp")).alias("min_ts"),
+               F.max(F.unix_micros("event_timestamp")).alias("max_ts")).first()
+    return Audit(table, *[int(r[c] or 0) for c in ("rows", "null_keys", "null_vectors", "bad_width", "nonfinite")],
+                 r["min_ts"], r["max_ts"])
+
+
+def audit_release(spark, cfg: LfmConfig, release: Release, end: dt.datetime) -> dict[str, Audit]:
+    """Check all four tables in Spark (one pass each, side by side); raise before anything is written."""
     def one(table: str) -> Audit:
-        fn = functools.partial(audit_batches, dim=release.spec.dim(table))
-        r = (_released(spark, cfg, release, table).mapInArrow(fn, AUDIT_SCHEMA)
-             .agg(*[F.sum(c).alias(c) for c in ("rows", "null_keys", "null_vectors", "bad_width", "nonfinite")],
-                  F.min("min_ts").alias("min_ts"), F.max("max_ts").alias("max_ts")).first())
-        return Audit(table, *[int(r[c] or 0) for c in ("rows", "null_keys", "null_vectors", "bad_width",
-                                                      "nonfinite")], r["min_ts"], r["max_ts"])
+        return audit_frame(_released(spark, cfg, release, table), table, release.spec.dim(table))
 
     with ThreadPoolExecutor(max_workers=len(EMBEDDING_TABLES)) as pool:
         audits = dict(zip(EMBEDDING_TABLES, pool.map(one, EMBEDDING_TABLES)))

@@ -150,3 +150,44 @@ def test_two_writers_of_one_store_never_interleave(tmp_path, request, kind):
     first.join(60)
     second.join(60)
     assert events == ["first in", "first out", "second in", "second out"]
+
+
+def test_redis_writer_sets_only_the_views_an_entity_has_and_counts_what_it_wrote(tmp_path, request):
+    """An entity with no row in one of its side's views (the sides' full outer join) gets only the others; a
+    rewrite of the same snapshot counts again; an older one counts nothing and changes nothing."""
+    import pyarrow as pa
+
+    from inference.decay import matrix_to_list
+    from serving.online_spark import RedisTarget, redis_write_batches, sides
+
+    cfg = configured(tmp_path, "redis", "int64", request.getfixturevalue("redis_server"))
+    user_side = sides(cfg, SPEC)[0]
+    ids = list(range(2_500))  # more entities than one script call takes
+    rng = np.random.default_rng(3)
+    mats = [rng.normal(size=(len(ids), SPEC.dim(t))).astype(np.float32) for t in user_side.tables]
+    second = matrix_to_list(mats[1])
+    has_second = np.arange(len(ids)) % 3 != 0
+    batch = pa.RecordBatch.from_pydict({"key": pa.array(ids, pa.int64()), "v0": matrix_to_list(mats[0]),
+                                        "v1": pc_where(has_second, second)})
+
+    def run(day_ts: dt.datetime) -> list[int]:
+        target = RedisTarget(cfg.feast.redis_connection, cfg.feast.project, None, int(day_ts.timestamp()))
+        out = list(redis_write_batches(iter([batch]), user_side, target))
+        return [int(out[0].column(f"w{i}")[0].as_py()) for i in range(len(user_side.tables))]
+
+    assert run(T2) == [len(ids), int(has_second.sum())]
+    assert run(T2) == [len(ids), int(has_second.sum())]
+    assert run(T1) == [0, 0]
+    got = feast_read(cfg, ids)
+    np.testing.assert_array_equal(np.asarray(got[user_side.tables[0]], dtype=np.float32), mats[0])
+    second_got = got[user_side.tables[1]]
+    assert [v is not None for v in second_got] == has_second.tolist()
+    np.testing.assert_array_equal(np.asarray([v for v in second_got if v is not None], dtype=np.float32),
+                                  mats[1][has_second])
+
+
+def pc_where(mask: np.ndarray, values):
+    """`values` with nulls where `mask` is False (a view the entity has no row of)."""
+    import pyarrow as pa
+
+    return pa.array([v if m else None for v, m in zip(values.to_pylist(), mask)], values.type)
