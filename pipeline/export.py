@@ -20,7 +20,7 @@ from lakehouse.candidates import Candidate
 from lakehouse.locks import day_lock
 from lakehouse.releases import Release
 from lfm.config import LfmConfig
-from lfm.contract import EMBEDDING_TABLES
+from lfm.contract import EMBEDDING_TABLES, EVENTS
 from lfm.errors import LfmError
 from lfm.names import check_export_id, check_model_version, parse_ds
 from pipeline.spec import ResolvedExport
@@ -51,11 +51,13 @@ class DayRelease:
 
 
 def audit(spark: SparkSession, cfg: LfmConfig, candidate: Candidate, run_id: str | None = None) -> GateResult:
-    """The gate over exactly the candidate's versions; D-1's release pins the drift baseline."""
+    """The gate over exactly the candidate's versions and the events version its refresh read; D-1's release pins
+    the drift baseline."""
     prev = releases.release_of(cfg, candidate.ds - dt.timedelta(days=1), candidate.spec.id)
     return run_gate(spark, cfg, candidate.ds, candidate.spec, versions=candidate.table_versions,
                     tables=list(EMBEDDING_TABLES), run_id=run_id, refresh_run_id=candidate.run_id,
-                    previous_versions=prev.table_versions if prev else None)
+                    previous_versions=prev.table_versions if prev else None,
+                    events_version=candidate.input_versions.get(EVENTS))
 
 
 def publish(spark: SparkSession, cfg: LfmConfig, candidate: Candidate) -> Release:

@@ -102,11 +102,12 @@ class GateResult:
 def run_gate(spark: SparkSession, cfg: LfmConfig, ds: str | dt.date, spec: ExportSpec | None = None,
              versions: dict[str, int] | None = None, tables: list[str] | tuple[str, ...] | None = None,
              run_id: str | None = None, refresh_run_id: str | None = None,
-             previous_versions: dict[str, int] | None = None) -> GateResult:
+             previous_versions: dict[str, int] | None = None, events_version: int | None = None) -> GateResult:
     """Validate `tables` (default: the four embedding tables) of day `ds` and record one verdict per table.
 
     Embedding tables are validated for one export (`spec`: its id, model version, widths) at exactly the Delta
-    `versions` given (the candidate's); `previous_versions` pins D-1 (its release) for drift. Any exception while
+    `versions` given (the candidate's); `previous_versions` pins D-1 (its release) for drift and `events_version` the
+    events their coverage counts against (the version the candidate's refresh read; None: the latest). Any exception while
     validating a table is that table's verdict (failed, with the error): a crash never leaves an old pass standing.
     """
     t0 = time.perf_counter()
@@ -119,7 +120,8 @@ def run_gate(spark: SparkSession, cfg: LfmConfig, ds: str | dt.date, spec: Expor
                            f"pass the export spec and the versions of {[s.name for s in embedding]}")
     run_id = check_run_id(run_id or uuid.uuid4().hex[:12])
     try:
-        return _gate(spark, cfg, day, spec, versions, specs, run_id, refresh_run_id, previous_versions, t0)
+        return _gate(spark, cfg, day, spec, versions, specs, run_id, refresh_run_id, previous_versions,
+                     events_version, t0)
     except Exception as err:  # noqa: BLE001 - whatever broke, the day is recorded as failed, never left passed
         error = _one_line(err)
         log.debug("gate %s crash", day, exc_info=True)
@@ -146,12 +148,12 @@ def _verdict(day: dt.date, s: TableSpec, spec: ExportSpec | None, versions: dict
 
 def _gate(spark: SparkSession, cfg: LfmConfig, day: dt.date, spec: ExportSpec | None,
           versions: dict[str, int] | None, specs: list[TableSpec], run_id: str, refresh_run_id: str | None,
-          previous_versions: dict[str, int] | None, t0: float) -> GateResult:
+          previous_versions: dict[str, int] | None, events_version: int | None, t0: float) -> GateResult:
     ge_run = RunIdentifier(run_name=f"{day.isoformat()}_{run_id}")
     tables = [_table(tspec, day, spec, versions, previous_versions) for tspec in specs]
     with context.locked(cfg):
         ctx = context.get_context(cfg)
-        _measure_all(spark, cfg, day, tables)
+        _measure_all(spark, cfg, day, tables, events_version)
         for t in tables:  # GE, one table after the other (one context)
             _step(t, lambda t: _judge(spark, cfg, ctx, t, ge_run), after_crash=True)
             log.info("gate %s %s: %s in %.1fs", day, t.spec.name, "passed" if not t.failed
@@ -241,12 +243,13 @@ def _step(t: _Table, run: Callable[[_Table], None], after_crash: bool = False) -
         t.seconds += time.perf_counter() - t0
 
 
-def _measure_all(spark: SparkSession, cfg: LfmConfig, day: dt.date, tables: list[_Table]) -> None:
+def _measure_all(spark: SparkSession, cfg: LfmConfig, day: dt.date, tables: list[_Table],
+                 events_version: int | None) -> None:
     """Every table's Spark side, `quality.concurrent_tables` tables at a time: threads sharing the session, so one
     table's queries are planned and collected while another's run (a small table, a single task, would leave a
     core idle; a tiny one is mostly planning). Each thread sets its own job group (py4j gives each Python thread its
     own JVM thread); pyspark's `inheritable_thread_target` would hand them one shared properties object."""
-    day_keys = metrics.DayKeys(spark, cfg, day)  # the day's event keys, read once for all tables
+    day_keys = metrics.DayKeys(spark, cfg, day, events_version)  # the day's event keys, read once for all tables
 
     def measure(t: _Table) -> None:
         with _tagged_jobs(spark, job_group(t.day, t.spec.name)):

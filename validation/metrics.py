@@ -63,21 +63,27 @@ class DayKeys:
     """The day's distinct event keys, one cached frame per key column, shared by a gate run's tables: UR and CR(u)
     count their coverage against the same users, IR and CR(i) against the same items, so the day's events (several
     rows per entity) are scanned once per key, not once per table. Tables measured at once share the cache safely:
-    Spark computes each cached partition once and a second job waits for it."""
+    Spark computes each cached partition once and a second job waits for it.
 
-    def __init__(self, spark: SparkSession, cfg: LfmConfig, ds: dt.date):
-        self._spark, self._cfg, self._ds = spark, cfg, ds
+    `events_version` pins the events table to the version the candidate's refresh read, so coverage counts against
+    the events the tables were computed from, not a partition rewritten since (None: the latest version)."""
+
+    def __init__(self, spark: SparkSession, cfg: LfmConfig, ds: dt.date, events_version: int | None = None):
+        self._spark, self._cfg, self._ds, self._version = spark, cfg, ds, events_version
         self._frames: dict[str, DataFrame | None] = {}
+        self._events: DataFrame | None = None
         self._lock = threading.Lock()
 
     def of(self, key: str) -> DataFrame | None:
         """key, __active: each entity with an event on the day (None: no events table)."""
         with self._lock:
             if key not in self._frames:
-                events = self._cfg.table_path("events")
-                self._frames[key] = None if not table_exists(self._spark, events) else (
-                    self._spark.read.format("delta").load(events).where(ds_predicate([self._ds])).select(key)
-                    .distinct().withColumn("__active", F.lit(True)).persist())
+                if self._events is None and not self._frames:  # the first key: find the day's events once
+                    path = self._cfg.table_path("events")
+                    if self._version is not None or table_exists(self._spark, path):
+                        self._events = read_table(self._spark, path, self._version).where(ds_predicate([self._ds]))
+                self._frames[key] = None if self._events is None else (
+                    self._events.select(key).distinct().withColumn("__active", F.lit(True)).persist())
             return self._frames[key]
 
     def release(self) -> None:

@@ -150,6 +150,43 @@ def test_a_rewrite_behind_the_platforms_back_is_never_served(spark, lake):
     assert dict(newest_release(lake.cfg, D2, lake.export_id)["table_versions"]) == dict(release["table_versions"])
 
 
+def _active_users(cfg: LfmConfig, keys) -> int:
+    try:
+        return keys.of(cfg.schema.user_key).count()
+    finally:
+        keys.release()
+
+
+def test_the_gate_counts_coverage_against_the_events_its_candidate_read(spark, lake):
+    """Events of strangers appended to D2 with a plain Delta writer after D2's refresh: auditing D2's candidate
+    again counts its coverage against the events version that refresh read, as its first gate did, while the
+    events table's latest version does hold the strangers."""
+    import pyarrow.compute as pc
+    from deltalake import write_deltalake
+
+    from lakehouse import candidates
+    from pipeline.export import audit
+    from validation.metrics import DayKeys
+
+    cand = candidates.latest(lake.cfg, D2, lake.export_id)
+    first = audit(spark, lake.cfg, cand)
+    path, offset = lake.cfg.table_path("events"), 10**9
+    day = DeltaTable(path).to_pyarrow_table(partitions=[("ds", "=", str(D2))]).slice(0, 40)
+    strangers = day.set_column(day.column_names.index("user_id"), "user_id", pc.add(day["user_id"], offset))
+    write_deltalake(path, strangers, mode="append")
+    try:
+        latest, pinned = (_active_users(lake.cfg, DayKeys(spark, lake.cfg, D2, version))
+                          for version in (None, cand.input_versions["events"]))
+        assert latest == pinned + len(set(strangers["user_id"].to_pylist())) > pinned
+        again = audit(spark, lake.cfg, cand)
+        for table in ("ur", "cr_user"):
+            assert again.tables[table].metrics["active"] == first.tables[table].metrics["active"] == pinned
+            assert again.tables[table].metrics["coverage"] == first.tables[table].metrics["coverage"]
+        assert again.passed
+    finally:
+        DeltaTable(path).delete(f"ds = '{D2}' AND user_id >= {offset}")
+
+
 def test_a_platform_rewrite_is_withdrawn_until_the_gate_passes_it_again(spark, lake):
     from serving.materialize import Skip, materialize
     from tests.support.worlds import refresh
