@@ -9,7 +9,7 @@ from lfm.config import LfmConfig
 from tests.support.worlds import D2
 
 WRITING_ONLINE = "all four tables checked; writing the online store"  # materialize's log line before its write
-POLL_S = 0.002  # the ANN index of a tiny day is saved in a few milliseconds: a slower poll misses it more often
+POLL_S = 0.002  # the ANN index of a tiny day is staged for a few milliseconds: a slower poll misses it more often
 KILL_ATTEMPTS = 3  # a run that ended before its phase (the poll missed that window) is run again, up to this often
 
 
@@ -21,20 +21,33 @@ def _new_parquet(table_dir: Path, before: set) -> bool:
     return any(p not in before for p in table_dir.rglob("*.parquet") if "_delta_log" not in p.parts)
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(inode, mtime) of a file, None when absent: a file swapped in anew never keeps both."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
 def phase_signals(cfg: LfmConfig, export_id: str, out: Path) -> dict:
     """For each phase, the verb that reaches it and a probe that turns true once the phase has begun."""
     lake = Path(cfg.lakehouse)
     ur_files = set(p for p in (lake / "ur").rglob("*.parquet"))
     counts = {t: _commits(lake / t) for t in ("refresh_log", "gate_status")}
     ann = Path(cfg.feast.repo_path) / "data" / "ann" / export_id
+    # A tiny day's index is staged in `.<ds>.*` for milliseconds; once swapped in, the command still runs (its
+    # summary, Spark's stop) for a fraction of a second, so the probe also fires on the new index itself.
+    index_meta = ann / str(D2) / "meta.json"
+    saved = _identity(index_meta)
 
     def committed(table: str):
         return lambda: _commits(lake / table) > counts[table]
 
     return {  # materialize first: D2 is released and online, so its reload reaches both phases
         "materialize: writing the online store": ("materialize", lambda: WRITING_ONLINE in out.read_text()),
-        "materialize: building the ANN index": ("materialize", lambda: ann.is_dir() and any(
-            p.name.startswith(f".{D2}") for p in ann.iterdir())),
+        "materialize: saving the ANN index": ("materialize", lambda: ann.is_dir() and (any(
+            p.name.startswith(f".{D2}") for p in ann.iterdir()) or _identity(index_meta) != saved)),
         "refresh: writing the embedding tables": ("refresh", lambda: _new_parquet(lake / "ur", ur_files)),
         "candidate recorded: the gate is running": ("refresh", committed("refresh_log")),
         # the candidate recorded before the last kill, audited by `lfm validate`: the same audit and publish as
