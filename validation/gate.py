@@ -106,9 +106,10 @@ def run_gate(spark: SparkSession, cfg: LfmConfig, ds: str | dt.date, spec: Expor
     """Validate `tables` (default: the four embedding tables) of day `ds` and record one verdict per table.
 
     Embedding tables are validated for one export (`spec`: its id, model version, widths) at exactly the Delta
-    `versions` given (the candidate's); `previous_versions` pins D-1 (its release) for drift and `events_version` the
-    events their coverage counts against (the version the candidate's refresh read; None: the latest). Any exception while
-    validating a table is that table's verdict (failed, with the error): a crash never leaves an old pass standing.
+    `versions` given (the candidate's); `previous_versions` pins D-1 (its release) for drift and `events_version`
+    the events their coverage counts against (the version the candidate's refresh read; None: the latest). Any
+    exception while validating a table is that table's verdict (failed, with the error): a crash never leaves an
+    old pass standing.
     """
     t0 = time.perf_counter()
     day = parse_ds(ds)

@@ -18,6 +18,7 @@ and information abundance 0, which their expectations catch).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import threading
 from dataclasses import asdict, dataclass, field
 
@@ -28,6 +29,7 @@ from pyspark.sql import functions as F
 
 from inference.analysis import analyse
 from lfm.config import LfmConfig
+from lfm.contract import EVENTS
 from lakehouse.delta_io import ds_predicate, read_table, table_exists
 from validation.batch import day_rows, valid_condition
 from validation.tables import TableSpec
@@ -71,19 +73,23 @@ class DayKeys:
     def __init__(self, spark: SparkSession, cfg: LfmConfig, ds: dt.date, events_version: int | None = None):
         self._spark, self._cfg, self._ds, self._version = spark, cfg, ds, events_version
         self._frames: dict[str, DataFrame | None] = {}
-        self._events: DataFrame | None = None
         self._lock = threading.Lock()
+
+    @functools.cached_property
+    def _events(self) -> DataFrame | None:
+        """The day's events at the pinned version (None: no events table), looked up once per gate run."""
+        path = self._cfg.table_path(EVENTS)
+        if self._version is None and not table_exists(self._spark, path):
+            return None
+        return read_table(self._spark, path, self._version).where(ds_predicate([self._ds]))
 
     def of(self, key: str) -> DataFrame | None:
         """key, __active: each entity with an event on the day (None: no events table)."""
         with self._lock:
             if key not in self._frames:
-                if self._events is None and not self._frames:  # the first key: find the day's events once
-                    path = self._cfg.table_path("events")
-                    if self._version is not None or table_exists(self._spark, path):
-                        self._events = read_table(self._spark, path, self._version).where(ds_predicate([self._ds]))
-                self._frames[key] = None if self._events is None else (
-                    self._events.select(key).distinct().withColumn("__active", F.lit(True)).persist())
+                events = self._events
+                self._frames[key] = None if events is None else (
+                    events.select(key).distinct().withColumn("__active", F.lit(True)).persist())
             return self._frames[key]
 
     def release(self) -> None:

@@ -168,7 +168,7 @@ def test_redis_writer_sets_only_the_views_an_entity_has_and_counts_what_it_wrote
     second = matrix_to_list(mats[1])
     has_second = np.arange(len(ids)) % 3 != 0
     batch = pa.RecordBatch.from_pydict({"key": pa.array(ids, pa.int64()), "v0": matrix_to_list(mats[0]),
-                                        "v1": pc_where(has_second, second)})
+                                        "v1": pa.array(second.to_pylist(), second.type, mask=~has_second)})
 
     def run(day_ts: dt.datetime) -> list[int]:
         target = RedisTarget(cfg.feast.redis_connection, cfg.feast.project, None, int(day_ts.timestamp()))
@@ -184,10 +184,3 @@ def test_redis_writer_sets_only_the_views_an_entity_has_and_counts_what_it_wrote
     assert [v is not None for v in second_got] == has_second.tolist()
     np.testing.assert_array_equal(np.asarray([v for v in second_got if v is not None], dtype=np.float32),
                                   mats[1][has_second])
-
-
-def pc_where(mask: np.ndarray, values):
-    """`values` with nulls where `mask` is False (a view the entity has no row of)."""
-    import pyarrow as pa
-
-    return pa.array([v if m else None for v, m in zip(values.to_pylist(), mask)], values.type)
