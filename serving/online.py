@@ -21,6 +21,7 @@ from lfm.names import BadInput
 from lfm.contract import EMBEDDING_TABLES, ITEM_TABLES, USER_TABLES, ExportSpec
 
 from feature_repo.specs import CURRENT_SERVICE, service_name, view_name
+from serving import whole
 from serving.errors import MixedModelVersions, ServingError, UnknownModelVersion
 
 
@@ -40,6 +41,20 @@ class OnlineVectors:
         for t, m in self.vectors.items():
             out[t] = [m[i].tolist() if self.found[t][i] else None for i in range(len(self.ids))]
         return out
+
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def is_int64(value) -> bool:
+    """An id the int64 key type can hold (bools are not ids)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and INT64_MIN <= value <= INT64_MAX
+
+
+def int64_refusal(key: str, wrong: Sequence) -> str:
+    """The message for ids an int64 key cannot hold (text, floats, bools, beyond 64 bits)."""
+    return (f"entity key {key!r} takes integer ids within int64 (feast.entity_key_type is int64), got "
+            f"{list(wrong)[:3]!r}; send integers, e.g. {{\"{key}\": [42]}}")
 
 
 def decode_column(values: Sequence[bytes | None], dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -87,9 +102,9 @@ class OnlineReader:
         from serving.codec import entity_keys
 
         if self.int64:
-            bad = [i for i in ids if isinstance(i, bool) or not isinstance(i, (int, np.integer))]
+            bad = [i for i in ids if not is_int64(i)]
             if bad:
-                raise BadInput(f"{join_key} must be integers (feast.entity_key_type is int64), got {bad[:3]}")
+                raise BadInput(int64_refusal(join_key, bad))
         return entity_keys(join_key, list(ids), self.int64)
 
     def _groups(self, user_ids, item_ids, user_tables, item_tables):
@@ -190,7 +205,8 @@ def resolve_service(store, service: str | None = None, version: str | None = Non
 def get_online_features(cfg: LfmConfig, entity_rows: list[dict] | dict[str, list],
                         features: Sequence[str] | None = None, version: str | None = None,
                         service: str | None = None, store=None) -> dict[str, list]:
-    """Feast `get_online_features` (refs, a service, or the version's service); nulls for unknown ids."""
+    """Feast `get_online_features` (refs, a service, or the version's service); nulls for unknown ids. Each
+    entity's views come from one state of the store (`serving.whole`), even while a materialize commits."""
     from serving.register import registered
     from feature_repo.store import open_store
 
@@ -199,8 +215,22 @@ def get_online_features(cfg: LfmConfig, entity_rows: list[dict] | dict[str, list
         v = version_of_refs(store, features)
         if version and registered(store).require(version).id != v:
             raise MixedModelVersions(f"features of export {v} requested for {version}")
-        registered(store).require(v)
         target = list(features)
     else:
         target = resolve_service(store, service, version)
-    return store.get_online_features(features=target, entity_rows=entity_rows).to_dict()
+    asked = whole.plan(cfg, store, views_of(target), whole.columns(entity_rows))
+    reader = OnlineReader(cfg, asked.export_id, store)
+    try:
+        return whole.read_whole(asked, lambda: store.get_online_features(features=target,
+                                                                          entity_rows=entity_rows).to_dict(),
+                                lambda: whole.snapshot(asked, reader))
+    finally:
+        reader.close()
+
+
+def views_of(target) -> list[str]:
+    """The feature view names a request reads: a feature service's projections, or the views of `view:feature`
+    refs (Feast's reference form)."""
+    if isinstance(target, list):
+        return list(dict.fromkeys(str(ref).partition(":")[0] for ref in target))
+    return [p.name for p in target.feature_view_projections]

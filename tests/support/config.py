@@ -1,7 +1,10 @@
 """Configs for tests: every writable path under a temporary root."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+import yaml
 
 from lfm.config import LfmConfig, config_from_dict
 from lfm.config.platform import SparkSettings
@@ -25,3 +28,11 @@ def make_config(root: Path, **overrides) -> LfmConfig:
         **overrides,
     }
     return config_from_dict(data, "<test>", str(root))
+
+
+def write_yaml(cfg: LfmConfig, path: Path) -> Path:
+    """An `lfm.yaml` for the CLI holding the config's lakehouse, registry and Feast settings."""
+    data = {"lakehouse": cfg.lakehouse, "registry": {"path": cfg.registry.path},
+            "feast": json.loads(cfg.feast.model_dump_json())}
+    path.write_text(yaml.safe_dump(data))
+    return path

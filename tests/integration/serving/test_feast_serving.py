@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
 import time
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,7 +21,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-import yaml
 
 from cli.main import main
 from feature_repo.specs import service_name, view_name
@@ -32,7 +29,8 @@ from lfm.contract import USER_TABLES, ExportSpec
 from lfm.names import BadInput
 from serving.errors import BadEntityRows, MixedModelVersions, ServingError, UnknownModelVersion
 from serving.materialize import Skip
-from tests.support.config import make_config
+from tests.support.config import make_config, write_yaml
+from tests.support.http import http_server
 from tests.support.synthetic_vectors import NO_DRIFT, spec
 
 V1 = spec("a1b2c3d4e5f6a7b8c9d0", ur_dim=16, ir_dim=16, cr_dim=8, cr_layer="dnn_0")
@@ -80,13 +78,6 @@ def feast_config(lake: Lake, root: Path, kind: str = "sqlite", redis_connection:
     if redis_connection:
         feast["redis_connection"] = redis_connection
     return make_config(root, lakehouse=str(lake.root / "lakehouse"), feast=feast)
-
-
-def write_yaml(cfg, path: Path) -> Path:
-    data = {"lakehouse": cfg.lakehouse, "registry": {"path": cfg.registry.path},
-            "feast": json.loads(cfg.feast.model_dump_json())}
-    path.write_text(yaml.safe_dump(data))
-    return path
 
 
 def online_dump(cfg) -> dict:
@@ -268,27 +259,6 @@ def test_unknown_ids_are_null_and_bad_requests_are_refused(served):
 
 
 # --- HTTP feature server -----------------------------------------------------------------------------------
-
-
-@contextmanager
-def http_server(app):
-    import uvicorn
-
-    from tests.support.redis_local import free_port
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "feature server did not start"
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
 
 
 @pytest.mark.slow
