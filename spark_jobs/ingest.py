@@ -5,6 +5,8 @@ Everything is checked before anything is written: the declaration against the da
 unique, event times plausible for their unit, days parseable), in one Spark pass per source; each failure stops
 the run with one message that names the source, the column, the config key to change and a sample bad value.
 Re-ingesting a day replaces its partition atomically, so reruns never duplicate.
+The same pass counts the events' exact duplicates (rows equal in every declared column) by day;
+`sources.events.duplicates` keeps them (the default), drops all but one copy of each, or refuses the ingest.
 
 `users` and `items` keep their history (`lakehouse.features`): each ingest writes its snapshot as the partition
 `valid_from` = the first event day it ingests, unless the snapshot in force on that day already holds the same
@@ -18,10 +20,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import unquote
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -29,12 +33,15 @@ from pyspark.sql import functions as F
 from lakehouse.delta_io import history, overwrite_table, read_table, replace_partitions, table_exists
 from lakehouse.features import FeatureHistoryError, feature_history, snapshot_for
 from lfm.config import LfmConfig
-from lfm.config.sources import ColumnType, SourceFormat, SourceRole, TimeUnit, column_roles, mapping_problems
+from lfm.config.sources import (ColumnType, DuplicatePolicy, SourceFormat, SourceRole, TimeUnit, column_roles,
+                                mapping_problems)
 from lfm.contract import EVENTS, ITEMS, USERS, VALID_FROM
 from lfm.names import parse_ds
 from spark_jobs.raw_input import Checked, ColumnRules, IngestError, RawInput, check_values, locate, read_source
 
 __all__ = ["IngestError", "IngestResult", "MappedColumn", "ingest"]
+
+log = logging.getLogger("lfm.ingest")
 
 PLAUSIBLE_DAYS = (dt.date(1971, 1, 1), dt.date(2200, 1, 1))  # event days outside: the time unit is wrong
 SNAPSHOT_SOURCES = {USERS: (SourceRole.users,), ITEMS: (SourceRole.items, SourceRole.item_statistics)}
@@ -53,7 +60,7 @@ class MappedColumn:
 
 @dataclass(frozen=True)
 class IngestResult:
-    events_rows: int
+    events_rows: int  # rows written (on a dry run, that would be): without the duplicates dropped
     days: list[dt.date]  # the days written (or, on a dry run, that would be)
     users_rows: int  # rows of the users snapshot ingested
     items_rows: int
@@ -61,6 +68,8 @@ class IngestResult:
     days_found: list[dt.date] = field(default_factory=list)  # every day the events source holds
     snapshots: dict[str, dt.date | None] = field(default_factory=dict)  # table -> valid_from written (None: same)
     mapping: list[MappedColumn] = field(default_factory=list)
+    duplicate_rows: int = 0  # exact duplicate events in the days written (copies beyond the first of each row)
+    duplicates: DuplicatePolicy = DuplicatePolicy.keep  # what was done with them (sources.events.duplicates)
     dry_run: bool = False
 
 
@@ -69,6 +78,21 @@ class _Read:
     raw: RawInput
     frame: DataFrame  # the declared columns, typed (events: plus event_timestamp and ds)
     checked: Checked  # the checking pass's aggregates
+
+
+@dataclass(frozen=True)
+class _Events:
+    """The events to write, decided from the checking pass."""
+
+    frame: DataFrame
+    days: list[dt.date]  # the days asked for (all the source holds when none were)
+    present: list[dt.date]  # every day the source holds
+    rows: int  # rows to write
+    duplicates: dict[dt.date, int]  # exact duplicate rows by day (days with some), among the days asked for
+
+    @property
+    def duplicate_rows(self) -> int:
+        return sum(self.duplicates.values())
 
 
 def check_mapping(cfg: LfmConfig) -> None:
@@ -100,7 +124,9 @@ def read_checked(spark: SparkSession, cfg: LfmConfig, raw: RawInput) -> _Read:
         return _Read(raw, df.select(*keep), check_values(df, raw, rules, (_content_hash(keep),)))
     df = with_event_time(df, cfg)
     bad_ts = F.sum(F.when(F.col("event_timestamp").isNull(), 1).otherwise(0)).alias("__bad_ts")
-    checked = check_values(df, raw, rules, (bad_ts,), by=F.col("ds"))
+    # A struct, not the columns: COUNT(DISTINCT a, b) would skip every row holding a null.
+    distinct = F.count_distinct(F.struct(*keep)).alias("__distinct_rows")
+    checked = check_values(df, raw, rules, (bad_ts, distinct), by=F.col("ds"))
     return _Read(raw, df.select(*keep, "event_timestamp", "ds"), checked)
 
 
@@ -131,12 +157,11 @@ def with_event_time(events: DataFrame, cfg: LfmConfig) -> DataFrame:
     return events.withColumn("ds", ds)
 
 
-def build_events(read: _Read, cfg: LfmConfig, days: list[dt.date] | None
-                 ) -> tuple[DataFrame, list[dt.date], list[dt.date], int]:
+def build_events(read: _Read, cfg: LfmConfig, days: list[dt.date] | None) -> _Events:
     """Check the event times and days (from the checking pass, no further Spark job but for a sample); returns
-    (events of the asked days, those days, every day of the source, their rows)."""
+    the events of the asked days (all when none were) with their rows and exact duplicates."""
     s, src, events = cfg.schema, cfg.sources.events, read.frame
-    stats, per_day = read.checked.stats, dict(read.checked.groups or {})
+    stats, per_day = read.checked.stats, read.checked.per_group()
     label = read.raw.label
     if stats["__bad_ts"]:
         sample = events.filter(F.col("event_timestamp").isNull()).select(s.timestamp).first()[0]
@@ -155,14 +180,40 @@ def build_events(read: _Read, cfg: LfmConfig, days: list[dt.date] | None
                           f"{src.raw_name(s.timestamp)!r} is read in unit {src.time_unit.value}"
                           + ("" if s.date is None else f" and {src.raw_name(s.date)!r} as {src.date_format}")
                           + ": is sources.events.time_unit right (s, ms, us or timestamp)?")
-    if days is None:
-        return events, present, present, sum(per_day[d] for d in present)
-    wanted = sorted({parse_ds(d) for d in days})
+    wanted = present if days is None else sorted({parse_ds(d) for d in days})
     absent = [d for d in wanted if d not in per_day]
     if absent:
         raise IngestError(f"no events for ds {[d.isoformat() for d in absent]} in the source (it covers "
                           f"{present[0]}..{present[-1]}); pass days the log holds")
-    return events.filter(F.col("ds").isin(wanted)), wanted, present, sum(per_day[d] for d in wanted)
+    distinct = read.checked.per_group("__distinct_rows")
+    duplicates = {d: per_day[d] - distinct[d] for d in wanted if per_day[d] > distinct[d]}
+    frame = events if days is None else events.filter(F.col("ds").isin(wanted))
+    return _Events(frame, wanted, present, sum(per_day[d] for d in wanted), duplicates)
+
+
+def apply_duplicates(events: _Events, read: _Read, policy: DuplicatePolicy) -> _Events:
+    """sources.events.duplicates: keep the exact duplicates, write one copy of each, or refuse (nothing written)."""
+    found = events.duplicate_rows
+    if not found or policy == DuplicatePolicy.keep:
+        return events
+    if policy == DuplicatePolicy.refuse:
+        days = ", ".join(f"{d} ({n:,})" for d, n in sorted(events.duplicates.items()))
+        raise IngestError(f"sources.events: {found:,} exact duplicate event row(s) (equal to another row in every "
+                          f"declared column) on {days}, in {', '.join(duplicate_files(read, events))}; nothing was "
+                          "written: remove them from the files, or set sources.events.duplicates in lfm.yaml to "
+                          "drop (write one copy of each) or keep")
+    return replace(events, frame=events.frame.dropDuplicates(), rows=events.rows - found)
+
+
+def duplicate_files(read: _Read, events: _Events, most: int = 5) -> list[str]:
+    """The files holding the duplicated rows (a second pass over those days, taken only to refuse them)."""
+    days = sorted(events.duplicates)
+    frame = read.frame.where(F.col("ds").isin(days)).withColumn("__file", F.input_file_name())
+    repeated = (frame.groupBy(*read.raw.source.columns).agg(F.count(F.lit(1)).alias("__n"),
+                                                           F.collect_set("__file").alias("__files"))
+                .where(F.col("__n") > 1))
+    uris = repeated.select(F.explode("__files")).distinct().limit(most).collect()
+    return sorted(unquote(r[0].removeprefix("file://")) for r in uris) or [read.raw.label]
 
 
 # --- feature snapshots ------------------------------------------------------------------------------------------
@@ -296,22 +347,27 @@ def ingest(spark: SparkSession, cfg: LfmConfig, source: Path | str | None = None
     root = source_root(cfg, source)
     located = {role: locate(root, role, src) for role, src in cfg.sources.declared()}
     events_read = read_checked(spark, cfg, located[SourceRole.events])
-    events, written_days, present, events_rows = build_events(events_read, cfg, days)
+    policy = cfg.sources.events.duplicates
+    events = apply_duplicates(build_events(events_read, cfg, days), events_read, policy)
+    written_days = events.days
     start = written_days[0]
     snaps = [plan_snapshot(spark, cfg, table, [located[r] for r in roles if r in located], start)
              for table, roles in SNAPSHOT_SOURCES.items()]
     rows = {SourceRole.events.value: events_read.checked.rows}
     for snap in snaps:
         rows.update(snap.record["rows"])
-    result = dict(events_rows=events_rows, days=written_days, users_rows=rows["users"], items_rows=rows["items"],
-                  source_rows=rows, days_found=present, mapping=_mapping(cfg),
-                  snapshots={p.table: p.valid_from if p.write else None for p in snaps})
+    result = dict(events_rows=events.rows, days=written_days, users_rows=rows["users"], items_rows=rows["items"],
+                  source_rows=rows, days_found=events.present, mapping=_mapping(cfg),
+                  snapshots={p.table: p.valid_from if p.write else None for p in snaps},
+                  duplicate_rows=events.duplicate_rows, duplicates=policy)
     if dry_run:
         return IngestResult(dry_run=True, **result)
 
     run_id = run_id or uuid.uuid4().hex[:12]
     meta = {"job": "ingest", "run_id": run_id, "source": str(root.resolve()) if root else "sources in lfm.yaml"}
-    writes = [lambda: replace_partitions(events, cfg.table_path(EVENTS), written_days,
+    log.info("run_id=%s ingest events rows=%d days=%s duplicate_rows=%d duplicates=%s", run_id, events.rows,
+             ",".join(d.isoformat() for d in written_days), events.duplicate_rows, policy.value)
+    writes = [lambda: replace_partitions(events.frame, cfg.table_path(EVENTS), written_days,
                                          {**meta, "days": [d.isoformat() for d in written_days]})]
     writes += [lambda p=p: write_snapshot(spark, p, cfg.table_path(p.table), meta) for p in snaps if p.write]
     with ThreadPoolExecutor(max_workers=len(writes)) as pool:

@@ -212,14 +212,18 @@ def _check_header(raw: RawInput, path: str, header: list[str]) -> None:
 @dataclass(frozen=True)
 class Checked:
     """What the one checking pass over a source found: its aggregates (summed over groups) and, when grouped,
-    the rows per group (the events' days; None: rows whose day does not parse)."""
+    each group's own (the events' days; None: rows whose day does not parse)."""
 
     stats: dict
-    groups: dict | None = None
+    groups: dict | None = None  # group -> its aggregates
 
     @property
     def rows(self) -> int:
         return int(self.stats["__rows"] or 0)
+
+    def per_group(self, name: str = "__rows") -> dict:
+        """One aggregate by group (rows by default): what the days asked for add up from."""
+        return {g: int(agg[name] or 0) for g, agg in (self.groups or {}).items()}
 
 
 def check_values(df: DataFrame, raw: RawInput, rules: ColumnRules, extra: tuple[SparkColumn, ...] = (),
@@ -241,7 +245,7 @@ def check_values(df: DataFrame, raw: RawInput, rules: ColumnRules, extra: tuple[
             found, groups = [df.agg(*aggs).collect()[0].asDict()], None
         else:
             found = [r.asDict() for r in df.groupBy(by.alias("__by")).agg(*aggs).collect()]
-            groups = {r.pop("__by"): int(r["__rows"]) for r in found}
+            groups = {r.pop("__by"): dict(r) for r in found}
     except (PySparkException, Py4JJavaError) as err:
         text = str(err)
         match = re.search(r"Malformed (CSV|JSON) record[^\n]{0,200}|Malformed records[^\n]{0,200}", text)

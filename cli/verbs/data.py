@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from lfm.config import LfmConfig
+from lfm.config.sources import DuplicatePolicy
 from lfm.names import parse_ds
 
 
@@ -53,7 +54,17 @@ def run_ingest(args: argparse.Namespace, cfg: LfmConfig) -> int:
     print(f"ingest: events {result.events_rows:,} rows in {len(result.days)} ds partitions "
           f"({result.days[0]}..{result.days[-1]}), users {result.users_rows:,}, items {result.items_rows:,} "
           f"-> {cfg.resolve(cfg.lakehouse)} in {time.perf_counter() - t0:.1f}s")
+    print(f"ingest: {duplicates_line(result)}")
     return 0
+
+
+def duplicates_line(result) -> str:
+    """The exact duplicate events found in the days ingested and what `sources.events.duplicates` did with them."""
+    if not result.duplicate_rows:
+        return "no exact duplicate events"
+    done = "dropped (one copy of each written)" if result.duplicates == DuplicatePolicy.drop else "kept"
+    return (f"{result.duplicate_rows:,} exact duplicate event rows {'would be ' if result.dry_run else ''}{done} "
+            f"(sources.events.duplicates: {result.duplicates.value})")
 
 
 def dry_run_lines(result) -> list[str]:
@@ -69,6 +80,7 @@ def dry_run_lines(result) -> list[str]:
     lines.append(f"days found: {len(found)} ({found[0]}..{found[-1]})" if found else "days found: none")
     lines.append(f"would write: events {result.events_rows:,} rows in {len(result.days)} ds partitions "
                  f"({result.days[0]}..{result.days[-1]})")
+    lines.append(f"duplicates: {duplicates_line(result)}")
     for table, start in result.snapshots.items():
         lines.append(f"would write: {table} snapshot valid from {start}" if start else
                      f"{table}: the snapshot in force on {result.days[0]} already holds these rows (nothing to write)")

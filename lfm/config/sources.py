@@ -64,6 +64,15 @@ class TimeUnit(str, Enum):
     timestamp = "timestamp"  # a timestamp (text without an offset is a wall-clock time in schema.timezone)
 
 
+class DuplicatePolicy(str, Enum):
+    """What ingest does with exact duplicate events: rows equal in every declared column, in the days it writes
+    (a log may hold true repeats, e.g. KuaiRand's, or a drop may hold a file appended twice)."""
+
+    keep = "keep"  # write them as they are (counted and reported)
+    drop = "drop"  # write one copy of each
+    refuse = "refuse"  # stop the ingest naming the files, days and count; nothing is written
+
+
 NUMERIC = (ColumnType.int, ColumnType.bigint, ColumnType.double)
 KEY_TYPES = (ColumnType.int, ColumnType.bigint, ColumnType.string)
 TASK_TYPES = (ColumnType.int, ColumnType.bigint, ColumnType.boolean, ColumnType.string)  # 0/1 or true/false
@@ -126,10 +135,20 @@ class Source(Strict):
 class EventSource(Source):
     time_unit: TimeUnit = TimeUnit.ms  # of the schema.timestamp column
     date_format: str = "yyyyMMdd"  # of the schema.date column when it is not of type date (Spark pattern)
+    duplicates: DuplicatePolicy = DuplicatePolicy.keep  # exact duplicate events in the days ingested
+
+
+EVENT_POLICIES = ("duplicates",)  # keys of sources.events that set a policy, not the layout
+
+
+def _policies_only(events: object) -> bool:
+    """sources.events absent or holding policies only: `events: {duplicates: drop}` keeps the KuaiRand layout."""
+    return events is None or (isinstance(events, dict) and set(events) <= set(EVENT_POLICIES))
 
 
 class Sources(Strict):
-    """Declaring none of the four sources means the KuaiRand-Pure release layout (`lfm.config.kuairand`)."""
+    """Declaring none of the four sources means the KuaiRand-Pure release layout (`lfm.config.kuairand`); its
+    events' policies (`EVENT_POLICIES`) may still be set."""
 
     root: str | None = None  # folder that relative source paths resolve against; `--source DIR` overrides it
     events: EventSource
@@ -140,8 +159,10 @@ class Sources(Strict):
     @model_validator(mode="before")
     @classmethod
     def _kuairand_by_default(cls, data: object) -> object:
-        if isinstance(data, dict) and not any(r.value in data for r in SourceRole):
-            return {**KUAIRAND_SOURCES, **data}
+        others = [r.value for r in SourceRole if r != SourceRole.events]
+        if isinstance(data, dict) and not any(r in data for r in others) and _policies_only(data.get("events")):
+            events = {**KUAIRAND_SOURCES["events"], **(data.get("events") or {})}
+            return {**KUAIRAND_SOURCES, **data, "events": events}
         return data
 
     def declared(self) -> list[tuple[SourceRole, Source]]:
