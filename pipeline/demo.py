@@ -74,7 +74,7 @@ def run_demo(cfg: LfmConfig, opts: DemoOptions, say: Say = print) -> DemoResult:
                                   timezone=cfg.schema.timezone), source)
     else:
         say(f"[1/6] using the raw data in {source}")
-    say(f"[2/6] ingesting {source} into the Delta lakehouse {cfg.resolve(cfg.lakehouse)} "
+    say(f"[2/6] ingesting {source} into the Delta lakehouse {cfg.location(cfg.lakehouse).uri} "
         "(the first Spark start fetches the Delta jars)")
     spark = get_spark(cfg)
     t = time.perf_counter()

@@ -25,7 +25,6 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from urllib.parse import unquote
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -37,6 +36,7 @@ from lfm.config.sources import (ColumnType, DuplicatePolicy, SourceFormat, Sourc
                                 mapping_problems)
 from lfm.contract import EVENTS, ITEMS, USERS, VALID_FROM
 from lfm.names import parse_ds
+from lfm.storage import is_local, location
 from spark_jobs.raw_input import Checked, ColumnRules, IngestError, RawInput, check_values, locate, read_source
 
 __all__ = ["IngestError", "IngestResult", "MappedColumn", "ingest"]
@@ -213,7 +213,7 @@ def duplicate_files(read: _Read, events: _Events, most: int = 5) -> list[str]:
                                                            F.collect_set("__file").alias("__files"))
                 .where(F.col("__n") > 1))
     uris = repeated.select(F.explode("__files")).distinct().limit(most).collect()
-    return sorted(unquote(r[0].removeprefix("file://")) for r in uris) or [read.raw.label]
+    return sorted(str(location(r[0]).path()) if is_local(r[0]) else r[0] for r in uris) or [read.raw.label]
 
 
 # --- feature snapshots ------------------------------------------------------------------------------------------
@@ -223,7 +223,7 @@ def signature(raws: list[RawInput]) -> str | None:
     source that is not plain local files (a Delta table, an object store): those are always read."""
     h = hashlib.sha256()
     for raw in raws:
-        if raw.source.format == SourceFormat.delta or any("://" in f for f in raw.files):
+        if raw.source.format == SourceFormat.delta or not all(is_local(f) for f in raw.files):
             return None
         h.update(raw.source.model_dump_json().encode())
         for f in raw.files:

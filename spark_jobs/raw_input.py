@@ -22,6 +22,7 @@ from pyspark.sql import types as T
 
 from lfm.config.sources import ColumnType, Source, SourceFormat, SourceRole, config_key
 from lfm.names import BadInput
+from lfm.storage import is_local, location
 from lakehouse.delta_io import table_exists
 
 
@@ -55,8 +56,8 @@ class ColumnRules:
 
 def locate(root: Path | None, role: SourceRole, src: Source) -> RawInput:
     """The files of a source: its path (a file, a glob or a folder) under `root` unless absolute or a URI."""
-    if "://" in src.path:
-        return RawInput(role, src, [src.path])  # an object store: Spark lists it
+    if not is_local(src.path):
+        return RawInput(role, src, [location(src.path).for_spark()])  # an object store: Spark lists it
     path = Path(src.path).expanduser()
     if not path.is_absolute():
         if root is None:
@@ -169,7 +170,7 @@ def _check_native(raw: RawInput, name: str, native: T.DataType) -> None:
 
 def _read_csv(spark: SparkSession, raw: RawInput) -> DataFrame:
     """Every column as text under the source's own header (one header for all files, checked first)."""
-    if "://" in raw.files[0]:
+    if not is_local(raw.files[0]):
         headers = {raw.files[0]: spark.read.option("header", "true").csv(raw.files).columns}
     else:
         headers = {f: _header(Path(f)) for f in raw.files}

@@ -47,7 +47,8 @@ def get_spark(cfg: LfmConfig) -> SparkSession:
             builder = builder.config(key, value)
     for key, value in DELTA.items():
         builder = builder.config(key, value)
-    target = cfg.resolve(cfg.spark.log_file) if cfg.spark.log_file and "://" not in cfg.spark.log_file else None
+    log_file = cfg.spark.log_file
+    target = cfg.resolve(log_file) if log_file and cfg.location(log_file).local else None
     with _jvm_output_to(target):
         spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")

@@ -44,10 +44,10 @@ _contexts: dict[Path, FileDataContext] = {}
 def quality_root(cfg: LfmConfig) -> Path:
     """Where the GE context and the PNG reports live: `quality.context_dir`, else `<lakehouse>/_quality`."""
     if cfg.quality.context_dir:
-        if "://" in cfg.quality.context_dir:
+        if not cfg.location(cfg.quality.context_dir).local:
             raise QualityError(f"quality.context_dir {cfg.quality.context_dir!r} must be a local folder")
         return cfg.resolve(cfg.quality.context_dir)
-    if "://" in cfg.lakehouse:
+    if not cfg.location(cfg.lakehouse).local:
         raise QualityError(f"the lakehouse {cfg.lakehouse} is not a local folder and GE file stores are local: "
                            "set quality.context_dir to a local folder for results and Data Docs")
     return cfg.resolve(cfg.lakehouse) / "_quality"

@@ -53,7 +53,7 @@ def run_ingest(args: argparse.Namespace, cfg: LfmConfig) -> int:
         return 0
     print(f"ingest: events {result.events_rows:,} rows in {len(result.days)} ds partitions "
           f"({result.days[0]}..{result.days[-1]}), users {result.users_rows:,}, items {result.items_rows:,} "
-          f"-> {cfg.resolve(cfg.lakehouse)} in {time.perf_counter() - t0:.1f}s")
+          f"-> {cfg.location(cfg.lakehouse).uri} in {time.perf_counter() - t0:.1f}s")
     print(f"ingest: {duplicates_line(result)}")
     return 0
 

@@ -14,13 +14,14 @@ from pydantic import Field, ValidationError
 
 from lfm.config.downstream import DownstreamSettings
 from lfm.config.model import ModelSettings, TrainSettings
-from lfm.config.platform import RegistrySettings, SparkSettings
+from lfm.config.platform import RegistrySettings, SparkSettings, StorageSettings
 from lfm.config.refresh import RefreshSettings
 from lfm.config.schema import DataSchema, FeatureField, FieldKind, Strict
 from lfm.config.serving import FeastSettings
 from lfm.config.sources import Sources, default_sources
 from lfm.config.quality import QualitySettings
 from lfm.errors import LfmError
+from lfm.storage import Location, location
 
 __all__ = ["LfmConfig", "ConfigError", "load_config", "DataSchema", "FeatureField", "FieldKind"]
 
@@ -33,6 +34,7 @@ class LfmConfig(Strict):
     lakehouse: str = "./data/lakehouse"
     spark: SparkSettings = Field(default_factory=SparkSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
     schema_: DataSchema = Field(default_factory=DataSchema, alias="schema")
     sources: Sources = Field(default_factory=default_sources)  # raw inputs -> schema; KuaiRand-Pure by default
     model: ModelSettings = Field(default_factory=ModelSettings)
@@ -47,21 +49,23 @@ class LfmConfig(Strict):
     def schema(self) -> DataSchema:  # type: ignore[override]
         return self.schema_
 
+    def location(self, path: str) -> Location:
+        """Where a config path lives (`lfm.storage`): relative local paths resolve against the config's folder."""
+        return location(path, self.base_dir)
+
     def resolve(self, path: str) -> Path:
-        """An absolute path for a config path (URIs such as s3a:// are returned as given)."""
-        if "://" in path:
-            return Path(path)
-        p = Path(path).expanduser()
-        return p if p.is_absolute() else (Path(self.base_dir) / p).resolve()
+        """The absolute local path of a config path; an object-store URI is refused (it has no local path)."""
+        where = self.location(path)
+        if not where.local:
+            raise LfmError(f"{path} is on an object store; this needs a local folder")
+        return where.path()
 
     def table_path(self, name: str) -> str:
         """Location of one Delta table under the lakehouse (a local path or an object-store URI)."""
         from lfm.names import check_table_name
 
         check_table_name(name)
-        if "://" in self.lakehouse:
-            return self.lakehouse.rstrip("/") + "/" + name
-        return str(self.resolve(self.lakehouse) / name)
+        return self.location(self.lakehouse).child(name).uri
 
 
 def _format_errors(err: ValidationError, source: str) -> str:

@@ -34,3 +34,28 @@ class RegistrySettings(Strict):
     """The model registry: one folder per model version (weights, config, vocabularies, metrics)."""
 
     path: str = "./data/model_registry"
+
+
+class StorageSettings(Strict):
+    """How the platform reaches the object store its URIs name (`s3://` / `s3a://`: the lakehouse, the record
+    tables, leases). Credentials never live here: the standard AWS variables (AWS_ACCESS_KEY_ID,
+    AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_PROFILE) or files (~/.aws/credentials) supply them."""
+
+    endpoint: str | None = None  # an S3-API server other than AWS (MinIO, SeaweedFS, Ceph): http(s)://host:port
+    region: str = "us-east-1"
+    allow_http: bool = False  # true only for a plain-http endpoint (a server on loopback)
+    virtual_hosted_style: bool = False  # bucket in the host name (AWS's default); path style suits MinIO, Ceph
+    # A lease (day, export, table) held on the object store lasts this long unless renewed (every third of it);
+    # a holder killed without releasing it blocks others at most this long.
+    lease_seconds: float = Field(120.0, ge=3.0)
+
+    def object_store_options(self) -> dict[str, str]:
+        """Options of delta-rs and obstore (both Rust `object_store`): commits and leases use conditional writes
+        (`If-None-Match` / `If-Match` on the ETag), so concurrent writers need no DynamoDB."""
+        out = {"aws_region": self.region, "aws_conditional_put": "etag",
+               "aws_virtual_hosted_style_request": str(self.virtual_hosted_style).lower()}
+        if self.endpoint:
+            out["aws_endpoint"] = self.endpoint
+        if self.allow_http:
+            out["aws_allow_http"] = "true"
+        return out

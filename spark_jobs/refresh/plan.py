@@ -65,7 +65,8 @@ def check_tables(spark: SparkSession, cfg: LfmConfig, versions: dict[str, int | 
     s = cfg.schema
     missing_tables = [t for t in INPUT_TABLES if versions.get(t) is None]
     if missing_tables:
-        raise TableMismatch(f"lakehouse tables {missing_tables} are missing under {cfg.resolve(cfg.lakehouse)}: "
+        raise TableMismatch(f"lakehouse tables {missing_tables} are missing under "
+                            f"{cfg.location(cfg.lakehouse).uri}: "
                             "run `lfm ingest --source DIR` first")
     schemas = {t: read_table(spark, cfg.table_path(t), versions[t]).schema for t in INPUT_TABLES}
     need = {EVENTS: [s.user_key, s.item_key, s.scenario, "event_timestamp", "ds"],
