@@ -4,21 +4,31 @@ restore, commit metadata.
 Readers of exported data read the exact versions a release names (`read_table(..., version)`), so a partition
 rewritten after its release, by the platform or by anyone else, is invisible to them until it is released again.
 Time travel needs the commit log of those versions: new tables keep it for `LOG_RETENTION` (set as table
-properties at creation; the platform never VACUUMs).
+properties at creation; the platform never VACUUMs). A pinned version whose data files are gone (a VACUUM below
+the retention) or damaged (a truncated copy) is refused as `DataFilesLost`, naming the table, the version, the
+day and the fix: `read_days` checks the files against their commit before Spark reads them, and `to_arrow`
+translates the read error Spark raises lazily, at collection, for damage the check cannot see.
 """
 from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import deltalake
 import pyarrow as pa
 import pyarrow.compute as pc
 from delta.tables import DeltaTable
+from py4j.protocol import Py4JJavaError
+from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 
+from lfm.errors import DataFilesLost
 from lfm.names import check_export_id, parse_ds
+from lfm.storage import is_local
 
 # Kept for as long as a release may be read (training sets reach back months); Delta's default is 30 days.
 LOG_RETENTION = "interval 3650 days"
@@ -30,7 +40,7 @@ def _local(path: str) -> bool:
     """A table on this machine's file system: its log is read with delta-rs, in milliseconds and without a Spark
     job (a Spark `DeltaTable` loads the table's snapshot first: seconds on a busy machine). Object-store URIs go
     through Spark, which holds their credentials."""
-    return "://" not in path or path.startswith("file://")
+    return is_local(path)
 
 
 def table_exists(spark: SparkSession, path: str) -> bool:
@@ -151,6 +161,66 @@ def read_table(spark: SparkSession, path: str, version: int | None = None) -> Da
     if version is not None:
         reader = reader.option("versionAsOf", int(version))
     return reader.load(path)
+
+
+def read_days(spark: SparkSession, path: str, version: int, days: list[dt.date], export_id: str) -> DataFrame:
+    """The (days, export) partitions of `version`, once every file of them is there at its logged size (a local
+    table; Spark would otherwise fail on a lost file only when the rows are collected, in a JVM trace)."""
+    if _local(path):
+        _check_files(path, int(version), days, export_id)
+    return read_table(spark, path, version).where(export_predicate(days, export_id))
+
+
+def _check_files(path: str, version: int, days: list[dt.date], export_id: str) -> None:
+    """Raise `DataFilesLost` for the first file of (days, export) at `version` that is gone or not its logged size."""
+    actions = pa.table(deltalake.DeltaTable(path, version=version).get_add_actions(flatten=True)).to_pylist()
+    wanted = {parse_ds(d) for d in days}
+    for a in actions:
+        if a.get("partition.ds") in wanted and a.get("partition.export_id") == export_id:
+            file = Path(path, unquote(a["path"]))
+            size = file.stat().st_size if file.is_file() else None
+            if size != a["size_bytes"]:
+                damage = "is gone" if size is None else f"has {size} bytes where its commit logged {a['size_bytes']}"
+                raise _lost(path, f"version {version}", file, damage)
+
+
+_READ_FAULT = re.compile(r"\[FAILED_READ_FILE\.(\w+)\] Encountered error while reading file (\S+?)\.?\s")
+
+
+def to_arrow(df: DataFrame) -> pa.Table:
+    """`df.toArrow()`, with a data file Spark cannot read raised as `DataFilesLost` (table, the version that
+    wrote the file, day, fix) instead of a JVM trace: Spark reads lazily, so a pinned read fails here."""
+    try:
+        return df.toArrow()
+    except (PySparkException, Py4JJavaError) as err:
+        fault = _READ_FAULT.search(str(err))
+        if fault is None:
+            raise
+        file = Path(unquote(urlparse(fault.group(2)).path))
+        root = next((d for d in file.parents if (d / "_delta_log").is_dir()), file.parent)
+        damage = "is gone" if fault.group(1) == "FILE_NOT_EXIST" else f"cannot be read ({fault.group(1)})"
+        raise _lost(str(root), _writer_version(root, file), file, damage) from None
+
+
+def _writer_version(root: Path, file: Path) -> str:
+    """'version N' for the commit that added `file` to the table at `root` (from its JSON log)."""
+    needle = f'"path":"{file.relative_to(root).as_posix()}"'
+    for commit in sorted((root / "_delta_log").glob("*.json")):
+        if any(needle in line and line.startswith('{"add"') for line in commit.read_text().splitlines()):
+            return f"version {int(commit.stem)}"
+    return "a version"
+
+
+def _lost(path: str, version: str, file: Path, damage: str) -> DataFilesLost:
+    """The message of a lost or damaged data file: what it was, where, and how to get the day back."""
+    day = next((part.split("=", 1)[1] for part in file.parts if part.startswith("ds=")), "D")
+    export = next((f" of export {part.split('=', 1)[1]}" for part in file.parts if part.startswith("export_id=")), "")
+    return DataFilesLost(
+        f"table {Path(path).name} {version} cannot be read: its file {file} (day {day}{export}) {damage}. A VACUUM "
+        f"below the tables' retention removes files that releases name, and a damaged copy cannot be read; nothing "
+        f"of this version is served. Re-run the day to write, gate and release it again: `lfm refresh --ds {day}` (or `lfm run-daily "
+        f"--ds {day} --force`), and never VACUUM these tables below their retention (delta.deletedFileRetentionDuration"
+        f" = {LOG_RETENTION})")
 
 
 def history(spark: SparkSession, path: str, limit: int | None = None) -> list[dict]:

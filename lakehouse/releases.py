@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from lakehouse.delta_io import export_predicate, read_table
+from lakehouse.delta_io import read_days
 from lakehouse.records import newest, rows, write_record
 from lfm.config import LfmConfig
 from lfm.contract import RELEASES, ExportSpec
@@ -136,9 +136,10 @@ def released_bytes(cfg: LfmConfig, table: str, export_id: str, released_days: di
 def released_frame(spark, cfg: LfmConfig, table: str, export_id: str, released_days: dict[dt.date, Release]):
     """The rows of `table` of the released days of one export, each day read at the version its release names.
 
-    Days released at the same table version share one scan; None when there is no released day.
+    Days released at the same table version share one scan; None when there is no released day. A released
+    version whose files are gone or damaged raises `DataFilesLost` here, before any Spark job.
     """
-    frames = [read_table(spark, cfg.table_path(table), version).where(export_predicate(days, export_id))
+    frames = [read_days(spark, cfg.table_path(table), version, days, export_id)
               for version, days in _by_version(table, export_id, released_days).items()]
     if not frames:
         return None

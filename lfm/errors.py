@@ -3,3 +3,23 @@
 
 class LfmError(Exception):
     """A failure a user can fix; the message names the thing and the fix."""
+
+
+class StorageFault(LfmError):
+    """Stored data the platform relies on is missing or unreadable; every reader and writer stops (fails closed)."""
+
+
+class RecordTableMissing(StorageFault):
+    """A record table that was written is gone (its folder was deleted), so its history is unknown."""
+
+
+class RecordTableCorrupt(StorageFault):
+    """A record table's commit log or files cannot be read."""
+
+
+class DataFilesLost(StorageFault):
+    """Data files of a pinned (released) table version are gone or damaged: that version cannot be read again."""
+
+
+class RollbackFailed(LfmError):
+    """A failed multi-table write could not be undone: some tables' latest versions hold the failed run's rows."""

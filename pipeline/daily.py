@@ -1,12 +1,15 @@
-"""`lfm run-daily --ds D`: ingest -> refresh -> validate -> publish -> materialize, each step recorded in `runs`.
+"""`lfm run-daily --ds D`: ingest -> refresh -> withdraw -> validate -> publish -> materialize, each attempt in `runs`.
 
 The export (model version, CR layer, decay: `pipeline.spec`) is resolved once per invocation and passed to every
-step and every day. refresh writes a candidate; validate gates exactly its versions; publish releases it when every
-table passed; materialize loads the release online (all tables or none). A crash or a failed step leaves the
-earlier steps' results in place; rerunning the same command resumes at the failed step (pipeline.steps), and
-rerunning a finished day does nothing unless forced; a second run of a day that is running fails at once
-(lakehouse.locks), so two runs never interleave their writes. A quarantined day is never released, so it never
-reaches the online store, a training set or the ANN index (they keep the previous release).
+step and every day. refresh writes a candidate (withdrawing a release of the day it rewrites); withdraw takes such
+a withdrawn release out of the online store and the ANN index (the previous release takes its place); validate
+gates exactly the candidate's versions; publish releases it when every table passed; materialize loads the
+release online (all tables or none). What is done is read from the day's records, not from the attempts
+(`pipeline.daystate`): a crash or a failed step leaves the earlier steps' results in place and the same command
+resumes at the first step not done, a day rewritten or killed during its gate is gated again, and a finished day
+(released and online) does nothing, without Spark, unless forced; a second run of a day that is running fails at
+once (lakehouse.locks), so two runs never interleave their writes. A quarantined day is never released, so it
+never reaches the online store, a training set or the ANN index (they keep the previous release).
 A range of days runs in order (the CR state is a chain): `--cold-start` applies to its first day only.
 """
 from __future__ import annotations
@@ -18,7 +21,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from lakehouse import candidates
 from lakehouse.locks import day_lock
@@ -27,6 +30,7 @@ from lfm.contract import ExportSpec
 from lfm.errors import LfmError
 from lfm.names import check_model_version, check_run_id, parse_ds
 from pipeline import runs
+from pipeline.daystate import STEP_NAMES, DayState, day_state, ingested
 from pipeline.spec import ResolvedExport
 from pipeline.steps import DayContext, Step, StepFailed, run_steps
 
@@ -35,15 +39,15 @@ if TYPE_CHECKING:  # Spark, GE and Feast are imported by the steps that use them
 
 log = logging.getLogger("lfm.daily")
 
-STEP_NAMES = ("ingest", "refresh", "validate", "publish", "materialize")
 Say = Callable[[str], None]
+T = TypeVar("T")
 
 
 class OnlineStoreDown(LfmError):
     """The online store did not answer during materialize; Delta, verdicts and releases are untouched."""
 
 
-# --- the five steps ---------------------------------------------------------------------------------------------
+# --- the six steps ---------------------------------------------------------------------------------------------
 
 def _ingest(source: Path | None) -> Callable[[DayContext], int]:
     def run(ctx: DayContext) -> int:
@@ -92,6 +96,13 @@ def _validate(ctx: DayContext) -> int:
     return sum(r.rows for r in gate.tables.values())
 
 
+def _withdraw(ctx: DayContext) -> int:
+    from serving.materialize import withdraw
+
+    done = _touching_online(ctx, lambda: withdraw(ctx.spark, ctx.cfg, ctx.export.spec, ctx.ds))
+    return done.removed if done else 0
+
+
 def _publish(ctx: DayContext) -> int:
     from pipeline.export import publish
 
@@ -104,19 +115,26 @@ def _materialize(ctx: DayContext) -> int:
     from serving.materialize import materialize
     from serving.register import register
 
-    # Idempotent and additive: the run's export gets its views beside the others; `lfm_current` only moves
-    # when nothing is current yet (switching serving to another export is an explicit `lfm register --current`).
-    try:
+    def load():
+        # Idempotent and additive: the run's export gets its views beside the others; `lfm_current` only moves
+        # when nothing is current yet (switching serving to another export is an explicit `lfm register --current`).
         store = open_store(ctx.cfg)  # one Feast store (and registry connection) for both
         register(ctx.cfg, [ctx.export.spec], store=store)
-        result = materialize(ctx.spark, ctx.cfg, ctx.ds, ctx.export.spec.id, store=store)
+        return materialize(ctx.spark, ctx.cfg, ctx.ds, ctx.export.spec.id, store=store)
+
+    return _touching_online(ctx, load).rows
+
+
+def _touching_online(ctx: DayContext, work: Callable[[], T]) -> T:
+    """`work()`, with the online store's refusal turned into OnlineStoreDown (the step resumes once it is back)."""
+    try:
+        return work()
     except Exception as err:
         if _is_connection_error(err):
             raise OnlineStoreDown(f"the online store ({_store_address(ctx.cfg)}) is unreachable: {err}; nothing "
                                   "else changed (Delta tables, verdicts and releases stand): bring it back and rerun "
-                                  "the same command, it resumes at materialize") from err
+                                  "the same command, it resumes at this step") from err
         raise
-    return result.rows
 
 
 def _is_connection_error(err: BaseException) -> bool:
@@ -138,11 +156,20 @@ def _store_address(cfg: LfmConfig) -> str:
     return f"redis {f.redis_connection}" if f.online_store == OnlineStoreKind.redis else "sqlite"
 
 
-def daily_steps(source: Path | None = None, cold_start: bool = False, say: Say | None = None) -> list[Step]:
-    """The five steps, each wrapped to report progress through `say` (the demo prints it) when given."""
-    steps = [Step("ingest", _ingest(source)), Step("refresh", _refresh(cold_start)), Step("validate", _validate),
-             Step("publish", _publish), Step("materialize", _materialize)]
+def daily_steps(source: Path | None = None, cold_start: bool = False, say: Say | None = None,
+                state: Callable[[DayContext], DayState] | None = None) -> list[Step]:
+    """The six steps, each wrapped to report progress through `say` (the demo prints it) when given; with `state`
+    (the day's records), each step is done when they say so, else when its latest attempt succeeded."""
+    runs_of = {"ingest": _ingest(source), "refresh": _refresh(cold_start), "withdraw": _withdraw,
+               "validate": _validate, "publish": _publish, "materialize": _materialize}
+    steps = [Step(name, runs_of[name], _done_by(state, name) if state else None) for name in STEP_NAMES]
     return [_with_progress(s, say) for s in steps] if say else steps
+
+
+def _done_by(state: Callable[[DayContext], DayState], name: str) -> Callable[[DayContext], bool]:
+    if name == "ingest":  # of the day, not of the export: a day is ingested before any model is resolved
+        return lambda ctx: ingested(ctx.cfg, ctx.ds)
+    return lambda ctx: state(ctx).done(name)
 
 
 def _with_progress(step: Step, say: Say) -> Step:
@@ -156,7 +183,7 @@ def _with_progress(step: Step, say: Say) -> Step:
             raise
         say(f"  {ctx.ds} {step.name:<11} done: {rows or 0:,} rows in {time.perf_counter() - t0:.1f}s")
         return rows
-    return Step(step.name, run)
+    return Step(step.name, run, step.done)
 
 
 # --- one day, a range of days -------------------------------------------------------------------------------
@@ -182,18 +209,25 @@ def run_daily(cfg: LfmConfig, resolve: Callable[[], ResolvedExport], ds: str | d
     """Run (or resume) day `ds` of one export; raises `StepFailed` (recorded in `runs`) on a failure.
 
     `resolve` gives the export (called once, when a step first needs it); `resolve_spec` its spec alone, from the
-    model card. A day whose every step succeeded for this export is skipped without starting Spark, importing
-    torch or reading the weights.
+    model card. The steps to run are read from the day's records for this export, under the day's lock, once: a
+    day released and online is skipped without starting Spark, importing torch or reading the weights.
     """
     day = parse_ds(ds)
     ctx = DayContext(cfg, day, resolve, spark_factory=spark_factory, resolve_spec=resolve_spec)
     if run_id:
         ctx.run_id = check_run_id(run_id)
-    steps = daily_steps(Path(source) if source is not None else None, cold_start, say)
+    records: list[DayState] = []
+
+    def state(c: DayContext) -> DayState:  # read once, when the first step asks; the spec alone, from the card
+        if not records:
+            records.append(day_state(cfg, day, resolve_spec().id if resolve_spec else c.export.spec.id))
+        return records[0]
+
+    steps = daily_steps(Path(source) if source is not None else None, cold_start, say, state)
     with day_lock(cfg, "daily", day, ctx.run_id):  # a second run of this day fails here, before any work
         attempts = run_steps(ctx, steps, force=force)
     if not attempts and say:
-        say(f"  {day} already complete (every step succeeded): nothing to do; --force reruns it")
+        say(f"  {day} already complete (released and online): nothing to do; --force reruns it")
     return DayRun(day, ctx.run_id, ctx.model_version, attempts)
 
 
@@ -232,7 +266,7 @@ def run_days(cfg: LfmConfig, days: Sequence[dt.date], spark_factory: Callable[[]
                                 force=force, run_id=base if len(days) == 1 else f"{base}-{day:%Y%m%d}", say=say,
                                 resolve_spec=resolve_spec)
         except StepFailed as err:
-            raise DailyFailed(err, _hint(cfg, err), done=out) from err
+            raise DailyFailed(err, _hint(cfg, err, resolve_spec), done=out) from err
         out.append(day_run)
     return out
 
@@ -245,19 +279,18 @@ class DailyFailed(LfmError):
         super().__init__(f"{failed}" + (f"\n  hint: {hint}" if hint else ""))
 
 
-def _hint(cfg: LfmConfig, err: StepFailed) -> str:
+def _hint(cfg: LfmConfig, err: StepFailed, spec: Callable[[], ExportSpec]) -> str:
     """The next command to type, for the failures whose fix is a different command rather than a repair."""
     from spark_jobs.refresh import MissingState
 
     if isinstance(err.cause, MissingState) and "another export spec" not in str(err.cause):
         prev = err.ds - dt.timedelta(days=1)
-        before = runs.latest_by_step(cfg, prev)
-        if not before:
+        before = day_state(cfg, prev, spec().id)  # where D-1 of this export stands
+        if before.candidate is None and not before.ingested:
             return (f"no run of {prev} is recorded, so {err.ds} looks like the first day of a chain: begin it with "
                     f"`lfm run-daily --ds {err.ds} --cold-start`")
-        failed = [s for s in STEP_NAMES if s in before and before[s].status != "succeeded"]
-        return (f"finish {prev} first (`lfm run-daily --ds {prev}`{', its ' + failed[0] + ' step failed' if failed else ''})"
-                f", or begin a new chain at {err.ds} with --cold-start")
+        return (f"finish {prev} first (`lfm run-daily --ds {prev}` resumes at its {before.next_step or 'first'} "
+                f"step), or begin a new chain at {err.ds} with --cold-start")
     if isinstance(err.cause, OnlineStoreDown):
         return "the earlier steps are recorded as succeeded; once the online store is back, rerun the same command"
     if err.step in ("validate", "publish"):

@@ -5,7 +5,9 @@
   release. Every verdict names the export, the table version and the candidate's run.
 - PUBLISH: under the day's export lock, and only if the candidate is still the newest one of (ds, export) and
   every embedding table's newest verdict passed at the candidate's version, a `releases` row names the versions.
-Readers (training sets, materialize, the ANN index) read released days only (`lakehouse.releases`).
+Readers (training sets, materialize, the ANN index) read released days only (`lakehouse.releases`); a release
+that a refresh withdrew is taken out of the online store and the ANN index right after it (`serving.materialize.
+withdraw`; `run-daily` redoes that after a crash, from the receipt left behind).
 """
 from __future__ import annotations
 
@@ -23,7 +25,9 @@ from lfm.config import LfmConfig
 from lfm.contract import EMBEDDING_TABLES, EVENTS
 from lfm.errors import LfmError
 from lfm.names import check_export_id, check_model_version, parse_ds
+from pipeline.daystate import unpassed
 from pipeline.spec import ResolvedExport
+from serving.materialize import withdraw
 from spark_jobs.backfill import backfill_days
 from spark_jobs.refresh import EXPORT_LOCK, RefreshResult, refresh
 from validation.errors import QualityGateFailed
@@ -69,8 +73,7 @@ def publish(spark: SparkSession, cfg: LfmConfig, candidate: Candidate) -> Releas
                                f"longer the newest candidate ({newest.run_id if newest else 'none'} is); validate "
                                "that one (`lfm validate --ds ...`)")
         found = verdicts(cfg, candidate.ds, candidate.spec.id)
-        passed = {t for t, v in found.items() if v.passed and v.table_version == candidate.table_versions.get(t)}
-        missing = [t for t in EMBEDDING_TABLES if t not in passed]
+        missing = unpassed(candidate, found)
         if missing:
             raise NotPublished(f"{candidate.ds} of export {candidate.spec.id} is not released: {missing} have no "
                                f"passed verdict at the candidate's versions "
@@ -93,8 +96,9 @@ def audit_and_publish(spark: SparkSession, cfg: LfmConfig, candidate: Candidate,
 
 def write_and_release(spark: SparkSession, cfg: LfmConfig, export: ResolvedExport, ds: str | dt.date,
                       cold_start: bool = False, run_id: str | None = None, gate: bool = True) -> DayRelease:
-    """Refresh one day, then (unless `gate` is False) audit and publish it."""
+    """Refresh one day, take a release it withdrew out of serving, then (unless `gate` is False) audit and publish."""
     result = refresh(spark, cfg, export.spec, export.model_dir, ds, cold_start, run_id)
+    withdraw(spark, cfg, export.spec, result.candidate.ds)
     if not gate:
         return DayRelease(result.candidate, None, None)
     return audit_and_publish(spark, cfg, result.candidate, result.run_id)
@@ -107,6 +111,7 @@ def backfill_and_release(spark: SparkSession, cfg: LfmConfig, export: ResolvedEx
     done: list[DayRelease] = []
 
     def after(result: RefreshResult) -> None:
+        withdraw(spark, cfg, export.spec, result.candidate.ds)
         done.append(audit_and_publish(spark, cfg, result.candidate, result.run_id) if gate
                     else DayRelease(result.candidate, None, None))
 

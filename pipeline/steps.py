@@ -1,7 +1,10 @@
 """A resumable chain of named steps for one day, each attempt recorded in the `runs` table.
 
-A rerun skips the steps whose latest attempt succeeded and resumes at the first one that did not; a rerun of a
-finished day does nothing unless forced. A failed step records its error and stops the chain.
+Whether a step is done is the step's own question (`Step.done`), answered from the day's records when the run
+begins: run-daily asks the candidate, verdicts, release and online receipt of the day (`pipeline.daystate`), so a
+day withdrawn by a later rewrite is redone even though every attempt once succeeded. A step that has no record of
+its own falls back to its latest attempt. A rerun resumes at the first step that is not done; a finished day does
+nothing unless forced. A failed step records its error and stops the chain.
 """
 from __future__ import annotations
 
@@ -82,6 +85,9 @@ class DayContext:
 class Step:
     name: str
     run: Callable[[DayContext], int | None]  # returns the rows it produced (None when that means nothing)
+    # Whether the day already holds what this step makes (asked before the run starts); None: its latest attempt
+    # in `runs` succeeded.
+    done: Callable[[DayContext], bool] | None = None
 
 
 class StepFailed(LfmError):
@@ -92,17 +98,17 @@ class StepFailed(LfmError):
 
 
 def pending_steps(ctx: DayContext, steps: Sequence[Step], force: bool) -> list[Step]:
-    """Steps still to run: all when forced, else from the first one whose latest attempt did not succeed."""
+    """Steps still to run: all when forced, else from the first one that is not done."""
     if force:
         return list(steps)
-    latest = runs.latest_by_step(ctx.cfg, ctx.ds)
+    latest: dict[str, runs.StepRun] | None = None
     for i, step in enumerate(steps):
-        last = latest.get(step.name)
-        if last is None or last.status != "succeeded":
-            return list(steps[i:])
-        if last.export_id is not None and ctx.resolve is not None and last.export_id != ctx.export_id:
-            log.info("run_id=%s ds=%s step %s ran for export %s, this run is %s: rerunning from there", ctx.run_id,
-                     ctx.ds, step.name, last.export_id, ctx.export_id)
+        if step.done is not None:
+            finished = step.done(ctx)
+        else:
+            latest = runs.latest_by_step(ctx.cfg, ctx.ds) if latest is None else latest
+            finished = step.name in latest and latest[step.name].status == "succeeded"
+        if not finished:
             return list(steps[i:])
     return []
 
@@ -110,7 +116,7 @@ def pending_steps(ctx: DayContext, steps: Sequence[Step], force: bool) -> list[S
 def run_steps(ctx: DayContext, steps: Sequence[Step], force: bool = False) -> list[runs.StepRun]:
     todo = pending_steps(ctx, steps, force)
     if not todo:
-        log.info("run_id=%s ds=%s nothing to do: every step succeeded (use --force to rerun)", ctx.run_id, ctx.ds)
+        log.info("run_id=%s ds=%s nothing to do: every step is done (use --force to rerun)", ctx.run_id, ctx.ds)
     done = []
     for step in todo:
         started = dt.datetime.now(dt.timezone.utc)

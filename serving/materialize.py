@@ -3,8 +3,11 @@
 For each export asked for (or every registered one):
 - skipped unless (D, export) is released (`lakehouse.releases`): a quarantined, withdrawn or never-validated day
   changes nothing online;
-- skipped if the online store already holds a newer snapshot of every view (a backfill in any order never rolls
-  the online store back; per key, a newer stored snapshot is kept too);
+- skipped if the online store already holds a later day's release of the export (its receipt,
+  `serving.receipts`): a backfill in any order never rolls the online store back; per key, a newer stored snapshot
+  is kept too;
+- a release of the day that is no longer current (withdrawn: the day was rewritten) is first taken out
+  (`withdraw`): its rows and its ANN index go, the previous release of the export takes their place;
 - else each table is read at exactly the version its release names and *all four are checked before the first
   write* (no null key or vector, one width = the export's, every value finite, one snapshot time = the end of D),
   then written under the store's lock and recorded in the Feast registry (materialization interval, so Feast
@@ -15,7 +18,8 @@ Two writers, one per medium:
 - Redis (the store of a deployment): Spark tasks check and write, each partition pipelining its own rows, so the
   driver's memory does not grow with the day (`serving.online_spark`, which says exactly what holds there: one
   HSET per entity with all its views, per-entity atomic; a failure part-way is completed by the rerun).
-When IR is loaded, the day's FAISS index for standalone retrieval is built from the same released vectors.
+When IR is loaded, the day's FAISS index for standalone retrieval is built from the same released vectors; the
+day's receipt, written last, names the release the online store now holds.
 Feast's own `materialize` reads by event-time window and converts every vector to a protobuf in Python; reading
 exactly the released partition and writing Feast's bytes in bulk is what makes this path fast (bench/serving.py).
 """
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,13 +38,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lakehouse import releases
-from lakehouse.delta_io import export_predicate, read_table
+from lakehouse.delta_io import read_days, to_arrow
 from lfm.config import LfmConfig
 from lfm.config.serving import EntityKeyType, OnlineStoreKind
 from lfm.contract import EMBEDDING_TABLES, ExportSpec, day_end, day_start
 from lfm.names import parse_ds
 
 from feature_repo.specs import key_of, view_name
+from serving import receipts
 from serving.errors import ServingError
 
 log = logging.getLogger("lfm.feast")
@@ -88,13 +94,6 @@ def day_bounds(cfg: LfmConfig, ds: dt.date) -> tuple[dt.datetime, dt.datetime]:
     return day_start(ds, cfg.schema.timezone), day_end(ds, cfg.schema.timezone)
 
 
-def _newest_loaded(fv) -> dt.datetime | None:
-    ends = [end for _, end in (fv.materialization_intervals or [])]
-    if not ends:
-        return None
-    return max(e if e.tzinfo else e.replace(tzinfo=dt.timezone.utc) for e in ends)
-
-
 def read_release(spark, cfg: LfmConfig, table: str, release: releases.Release) -> pa.Table:
     """One table of a release: its (ds, export) rows at the version the release names, as Arrow."""
     from pyspark.errors import PySparkException
@@ -102,11 +101,9 @@ def read_release(spark, cfg: LfmConfig, table: str, release: releases.Release) -
 
     key_type = "bigint" if cfg.feast.entity_key_type == EntityKeyType.int64 else "string"
     try:
-        df = read_table(spark, cfg.table_path(table), release.table_versions[table])
-        return (df.where(export_predicate([release.ds], release.export_id))
-                .select(F.col(key_of(cfg, table)).cast(key_type).alias("key"),
-                        F.col(table).cast("array<float>").alias("vector"), F.col("event_timestamp"))
-                .toArrow())
+        df = read_days(spark, cfg.table_path(table), release.table_versions[table], [release.ds], release.export_id)
+        return to_arrow(df.select(F.col(key_of(cfg, table)).cast(key_type).alias("key"),
+                                  F.col(table).cast("array<float>").alias("vector"), F.col("event_timestamp")))
     except PySparkException as err:
         raise ServingError(f"reading {table} of {release.ds} (export {release.export_id}, version "
                            f"{release.table_versions[table]}) failed, nothing was loaded: "
@@ -157,8 +154,11 @@ def _writes(cfg: LfmConfig, spec: ExportSpec, day: dt.date, checked: dict):
 
 
 def materialize(spark, cfg: LfmConfig, ds: str | dt.date, export_ref: str | None = None, store=None,
-                build_index: bool = True) -> MaterializeResult:
-    """Load day `ds` of one export (an export id or a model version; default every registered one)."""
+                build_index: bool = True, restore: bool = False) -> MaterializeResult:
+    """Load day `ds` of one export (an export id or a model version; default every registered one).
+
+    `restore` loads it even when a later day of the export is online: a withdrawal puts the previous release back
+    under the keys it emptied (the writers' per-key rule still keeps every newer stored snapshot)."""
     from feature_repo.store import open_store
     from serving.register import registered
 
@@ -173,17 +173,17 @@ def materialize(spark, cfg: LfmConfig, ds: str | dt.date, export_ref: str | None
     result = MaterializeResult(ds=day)
     for spec in specs:
         release = releases.release_of(cfg, day, spec.id)
+        withdraw(spark, cfg, spec, day, store)  # a release of the day other than this one leaves first
         if release is None:
             result.loads += [TableLoad(spec.id, t, False, skip=Skip.unreleased, reason=f"{day} of export {spec.id} "
                                        "is not released (never validated, quarantined or withdrawn)")
                              for t in EMBEDDING_TABLES]
             continue
-        views = {t: store.get_feature_view(view_name(t, spec.id)) for t in EMBEDDING_TABLES}
-        newest = {t: _newest_loaded(views[t]) for t in EMBEDDING_TABLES}
-        if all(n is not None and n > end for n in newest.values()):
+        later = [d for d in receipts.days(cfg, spec.id) if d > day]
+        if later and not restore:
             result.loads += [TableLoad(spec.id, t, False, skip=Skip.newer_online, reason="online store already "
-                                       f"holds the newer snapshot ending {newest[t].isoformat()}")
-                             for t in EMBEDDING_TABLES]
+                                       f"holds the newer release of {later[-1]}") for t in EMBEDDING_TABLES]
+            receipts.write(cfg, release)  # the day is as online as it gets: a withdrawal of the later day restores it
             continue
         t0 = time.perf_counter()
         if cfg.feast.online_store == OnlineStoreKind.redis:
@@ -191,6 +191,7 @@ def materialize(spark, cfg: LfmConfig, ds: str | dt.date, export_ref: str | None
             if build_index:
                 result.index_items = _index(cfg, spec, release, *_checked(cfg, release, {
                     "ir": read_release(spark, cfg, "ir", release)})["ir"])
+            receipts.write(cfg, release)
             continue
         with ThreadPoolExecutor(max_workers=len(EMBEDDING_TABLES)) as pool:
             tables = dict(zip(EMBEDDING_TABLES, pool.map(lambda t: read_release(spark, cfg, t, release),
@@ -203,6 +204,7 @@ def materialize(spark, cfg: LfmConfig, ds: str | dt.date, export_ref: str | None
         result.loads += _write_release(cfg, store, spec, day, checked, start, end, time.perf_counter() - t0)
         if build_index:
             result.index_items = _index(cfg, spec, release, *checked["ir"])
+        receipts.write(cfg, release)
     result.seconds = time.perf_counter() - t_all
     return result
 
@@ -267,3 +269,41 @@ def _index(cfg: LfmConfig, spec: ExportSpec, release: releases.Release, keys: np
             "ir_version": release.table_versions["ir"], "release_run_id": release.run_id}
     ItemIndex.build(keys, mat, cfg.feast.retrieval, meta=meta).save(index_dir(cfg, spec.id, release.ds))
     return len(keys)
+
+
+# --- withdrawal: a release that is no longer current leaves the online store and the ANN index ----------------------
+
+@dataclass(frozen=True)
+class Withdrawal:
+    """What taking a withdrawn release of (ds, export) out of serving did."""
+
+    ds: dt.date
+    export_id: str
+    removed: int  # view values deleted from the online store
+    restored: dt.date | None  # the previous release loaded back in its place (None: its keys are simply gone)
+
+
+def withdraw(spark, cfg: LfmConfig, spec: ExportSpec, ds: dt.date, store=None) -> Withdrawal | None:
+    """Take the online release of (ds, export) out when it is no longer the day's current release; None when the
+    online store holds the current release or none. Safe to repeat: a failure part-way is finished by the next call.
+
+    Order: the day's rows (by their snapshot time) and its ANN index go, the previous released day of the export
+    is loaded back under the emptied keys, and only then is the receipt removed, so a crash anywhere leaves a
+    receipt that makes the next `run-daily` or `materialize` of the day redo it.
+    """
+    from serving.online_withdraw import retract_views
+    from serving.retrieval import index_dir
+
+    held = receipts.read(cfg, spec.id, ds)
+    if held is None or held.names(releases.release_of(cfg, ds, spec.id)):
+        return None
+    _, end = day_bounds(cfg, ds)
+    removed = retract_views(cfg, [(view_name(t, spec.id), t) for t in EMBEDDING_TABLES], end)
+    shutil.rmtree(index_dir(cfg, spec.id, ds), ignore_errors=True)
+    earlier = [d for d in releases.released(cfg, spec.id) if d < ds]
+    if earlier:
+        materialize(spark, cfg, earlier[-1], spec.id, store=store, restore=True)
+    receipts.remove(cfg, spec.id, ds)
+    log.info("withdrew %s of export %s from the online store: %d values removed, %s", ds, spec.id, removed,
+             f"the release of {earlier[-1]} restored" if earlier else "no earlier release to restore")
+    return Withdrawal(ds, spec.id, removed, earlier[-1] if earlier else None)

@@ -239,6 +239,7 @@ def local_join(spark, cfg: LfmConfig, entities, plans: list[ViewPlan], full_feat
     that found out is the price of not counting the rows first)."""
     import pyarrow.compute as pc
 
+    from lakehouse.delta_io import to_arrow
     from serving.asof_local import asof_take
 
     limit_rows, limit_bytes = cfg.feast.offline_local_rows, cfg.feast.offline_local_mb * 1024 * 1024
@@ -256,7 +257,7 @@ def local_join(spark, cfg: LfmConfig, entities, plans: list[ViewPlan], full_feat
         snaps = list(pool.map(lambda p: pruned_snapshots(spark, cfg, p, lo, hi), plans))
         if any(size > limit_bytes for _, size in snaps):
             return None
-        tables = list(pool.map(lambda s: s[0].toArrow(), snaps))
+        tables = list(pool.map(lambda s: to_arrow(s[0]), snaps))
     for plan, name, snap in zip(plans, names, tables):
         rows = rows.append_column(name, asof_take(rows.column(plan.key), rows.column(TS), snap.column("__k"),
                                                   snap.column("t"), snap.column("v"), plan.ttl_seconds))

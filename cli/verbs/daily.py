@@ -9,12 +9,15 @@ from lfm.names import check_model_version, check_run_id, parse_days, parse_ds
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run-daily", help="ingest -> refresh -> validate -> publish -> materialize one day (or a "
-                       "range), resumable", description="Run the daily chain for --ds, each step recorded in the "
-                       "`runs` table: refresh writes a candidate, validate gates exactly its versions, publish "
-                       "releases it, materialize loads the release online. A rerun after a failure resumes at the "
-                       "failed step; a rerun of a finished day does nothing (no Spark) unless --force. A range "
-                       "FIRST..LAST runs the days in order and stops at a failure.")
+    p = sub.add_parser("run-daily", help="ingest -> refresh -> withdraw -> validate -> publish -> materialize one "
+                       "day (or a range), resumable", description="Run the daily chain for --ds, each attempt "
+                       "recorded in the `runs` table: refresh writes a candidate, withdraw takes a release it "
+                       "replaced out of the online store, validate gates exactly its versions, publish releases it, "
+                       "materialize loads the release online. What is left to do is read from the day's candidate, "
+                       "verdicts, release and online receipt: a rerun resumes at the first step not done (a failed "
+                       "step, or a day rewritten or killed during its gate: gated again); a day released and online "
+                       "does nothing (no Spark) unless --force. A range FIRST..LAST runs the days in order and stops "
+                       "at a failure.")
     p.add_argument("--ds", required=True, type=parse_days, help="the day YYYY-MM-DD, a range FIRST..LAST or a,b,c")
     p.add_argument("--source", type=Path, help="raw folder (holding the sources of lfm.yaml) to ingest the day "
                    "from; default: the day must already be in the lakehouse")
@@ -26,8 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run-id", type=check_run_id, help="recorded in `runs`, commits and logs (default: random)")
     p.set_defaults(run=run_daily)
 
-    p = sub.add_parser("status", help="the last days per pipeline step (runs), per table (quality gate) and per "
-                                      "export (releases); starts no Spark")
+    p = sub.add_parser("status", help="the last days per export (candidate, gate, release, online, the next "
+                                      "step) and step, per table (quality gate) and per export (releases); "
+                                      "starts no Spark")
     p.add_argument("--days", type=int, default=7, help="how many of the most recent days to show (default 7)")
     p.add_argument("--ds", nargs="*", type=parse_ds, help="only these days (YYYY-MM-DD)")
     p.add_argument("--model", type=check_model_version, help="only this model version")
@@ -47,7 +51,7 @@ def run_daily(args: argparse.Namespace, cfg: LfmConfig) -> int:
     done = run_days(cfg, args.ds, lambda: _spark(cfg), source=args.source, model_version=args.model,
                     cr_layer=args.layer, cold_start=args.cold_start, force=args.force, run_id=args.run_id, say=print)
     for day in done:
-        state = "already complete, nothing to do (--force reruns it)" if day.skipped else \
+        state = "already complete (released and online), nothing to do (--force reruns it)" if day.skipped else \
             ", ".join(f"{r.step} {r.rows or 0:,} rows {r.seconds:.1f}s" for r in day.steps)
         print(f"run-daily {day.ds}: {state} (model {day.model_version or '-'}, run {day.run_id})")
     return 0

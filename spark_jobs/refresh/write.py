@@ -3,9 +3,11 @@
 The four embedding tables go out concurrently, then the two CR states, each an atomic Delta replace of the
 (ds, export_id) partition (a metadata-only swap of one folder; other days and exports are never touched), each
 commit's userMetadata holding job, run id, export id, model version, CR layer, ds and the input versions. If any
-write fails, the tables already written in this run are restored to their previous contents (time travel). Only
-once all six committed is the candidate appended to `refresh_log` (lakehouse.candidates), naming the version of
-each table; a release of the same (ds, export) is then withdrawn, because it no longer names the day's newest data.
+write fails, the tables already written in this run are restored to their previous contents (time travel); if a
+restore fails too (a full disk), `RollbackFailed` names each table and the version that still holds the run's rows.
+Only once all six committed is the candidate appended to `refresh_log` (lakehouse.candidates), naming the version
+of each table; a release of the same (ds, export) is then withdrawn, because it no longer names the day's newest
+data.
 Readers read releases at their pinned versions, so a refresh killed at any moment leaves every reader on the last
 complete release.
 """
@@ -23,6 +25,7 @@ from lakehouse.candidates import Candidate
 from lakehouse.delta_io import export_predicate, replace_partitions, restore_partitions, table_version
 from lfm.config import LfmConfig
 from lfm.contract import EMBEDDING_TABLES, EXPORT_TABLES, PARTITION_BY, STATE_TABLES
+from lfm.errors import RollbackFailed
 from spark_jobs.refresh.compute import DayOutputs
 from spark_jobs.refresh.errors import PublishError, worker_message
 from spark_jobs.refresh.plan import RefreshPlan
@@ -62,26 +65,45 @@ def write_tables(spark: SparkSession, cfg: LfmConfig, plan: RefreshPlan, outputs
                 except Exception as err:  # noqa: BLE001 - collected, rolled back and re-raised below
                     errors[name] = err
             if errors:
-                _rollback(spark, cfg, plan, list(written), before, predicate)
+                unrestored = _rollback(spark, cfg, plan, list(written), before, predicate)
                 err = next(iter(errors.values()))
-                detail = worker_message(err) if isinstance(err, (PySparkException, Py4JJavaError)) else str(err)[:500]
-                raise PublishError(f"writing {sorted(errors)} for ds {plan.ds} failed ({detail}); the tables written "
-                                   f"in this run ({sorted(written) or 'none'}) were restored to their previous "
-                                   "versions") from err
+                failed = f"writing {sorted(errors)} for ds {plan.ds} failed ({_detail(err)})"
+                if unrestored:
+                    raise _rollback_failed(plan, failed, {n: written[n] for n in unrestored}, unrestored) from err
+                raise PublishError(f"{failed}; the tables written in this run ({sorted(written) or 'none'}) were "
+                                   "restored to their previous versions") from err
     return written
 
 
+def _detail(err: Exception) -> str:
+    return worker_message(err) if isinstance(err, (PySparkException, Py4JJavaError)) else str(err)[:500]
+
+
 def _rollback(spark: SparkSession, cfg: LfmConfig, plan: RefreshPlan, names: list[str],
-              before: dict[str, int | None], predicate: str) -> None:
+              before: dict[str, int | None], predicate: str) -> dict[str, str]:
+    """Restore each written table; returns the tables whose restore failed, with why (the others are restored)."""
+    unrestored = {}
     for name in reversed(names):
         try:
             restore_partitions(spark, cfg.table_path(name), [plan.ds], before[name],
                                {"job": "refresh-rollback", "run_id": plan.run_id, "export_id": plan.spec.id,
                                 "ds": plan.ds.isoformat(), "restored_version": before[name]},
                                extra_predicate=f"export_id = '{plan.spec.id}'")
-        except Exception:  # noqa: BLE001 - keep restoring the others; the log names what is left to fix
+        except Exception as err:  # noqa: BLE001 - keep restoring the others; the error names what is left
             log.exception("rollback of %s for ds %s failed: restore it from version %s (%s)", name, plan.ds,
                           before[name], predicate)
+            unrestored[name] = _detail(err)
+    return unrestored
+
+
+def _rollback_failed(plan: RefreshPlan, failed: str, versions: dict[str, int], why: dict[str, str]) -> RollbackFailed:
+    """Say that the rollback failed, which tables' latest versions hold the failed run's rows, and the fix."""
+    held = "; ".join(f"{n} at version {v} (restore failed: {why[n][:200]})" for n, v in sorted(versions.items()))
+    return RollbackFailed(
+        f"{failed}; rolling back failed too, so these tables' latest versions hold this failed run's rows (run "
+        f"{plan.run_id}, ds {plan.ds}, export {plan.spec.id}): {held}. Nothing was published: no candidate was "
+        f"recorded, so readers stay on the released versions. Fix the cause (disk space, permissions), then re-run "
+        f"the day, which replaces those partitions: `lfm refresh --ds {plan.ds}` (or `lfm run-daily --ds {plan.ds}`)")
 
 
 def record_candidate(cfg: LfmConfig, plan: RefreshPlan, written: dict[str, int], outputs: DayOutputs) -> Candidate:

@@ -3,6 +3,7 @@ readers of what the platform wrote that go around it (delta-rs straight from the
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 
 from lfm.config import LfmConfig
+from tests.support.cli import Cli, cli
 from tests.support.config import make_config
 from tests.support.worlds import D2, SMALL_MODEL, SMALL_TRAIN
 
@@ -42,6 +44,30 @@ def write_conf(cfg: LfmConfig, path: Path) -> Path:
 
 
 # --- independent evidence ---------------------------------------------------------------------------------------
+
+@dataclass
+class Lake:
+    """A lakehouse whose days were run through `run-daily` (released and online), with its config as a file."""
+
+    cfg: LfmConfig
+    conf: Path  # the same config as a file, for `lfm` verbs and subprocesses
+    model: str
+    export_id: str
+
+    def lfm(self, *argv: str) -> Cli:
+        return cli("--config", str(self.conf), *argv)
+
+
+def released_lake(spark, world, name: str, days: list[dt.date]) -> Lake:
+    """A lake of its own (`name`) with `days` run by `run-daily` for the world's model A, from a cold start."""
+    from lakehouse import candidates
+    from pipeline.daily import run_days
+
+    cfg = lake_config(world, name)
+    assert [d.ds for d in run_days(cfg, days, lambda: spark, model_version=world.model_a, cold_start=True)] == days
+    export_id = candidates.latest_per_export(cfg, days[-1:])[0].spec.id
+    return Lake(cfg, write_conf(cfg, Path(cfg.lakehouse).parent / "lfm.yaml"), world.model_a, export_id)
+
 
 def newest_release(cfg: LfmConfig, ds: dt.date, export_id: str) -> dict | None:
     """The deciding `releases` row, read with delta-rs straight from the table (not through lakehouse.releases)."""

@@ -235,6 +235,11 @@ def test_status_shows_steps_rows_errors_and_gate_verdicts(chain):
     assert lines[failed + 1].strip().startswith("error: QualityGateFailed")
     assert "QUARANTINED expect_drift_mean_cosine" in line(f"{D2}  ur ")
     assert " passed " in line(f"{D1}  ur ") and " passed " in line(f"{D1}  cr_user ")
+    # one story per day, from its records: what the plain rerun would do next
+    assert line(f"{D1}  export ").endswith("gate passed, RELEASED, online, complete")
+    d2 = line(f"{D2}  export ")
+    assert "QUARANTINED " in d2 and " ur, " in d2
+    assert d2.endswith("not released, not online, next: run-daily resumes at validate")
 
 
 def test_logs_are_structured_and_carry_the_run_id(spark, chain):

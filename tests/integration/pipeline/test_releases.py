@@ -11,7 +11,6 @@ reader, the ANN index) and against the Delta versions the release names.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,31 +21,16 @@ from deltalake import DeltaTable
 from lfm.config import LfmConfig
 from tests.support.cli import cli
 from tests.support.kills import KILL_ATTEMPTS, lfm_command, phase_signals, run_and_kill
-from tests.support.releases import (D3, EMBEDDING, QUALITY, joined, lake_config, newest_release, online, partition,
-                                    tamper, training_rows, vectors, write_conf)
+from tests.support.releases import (D3, EMBEDDING, QUALITY, Lake, joined, lake_config, newest_release, online,
+                                    partition, released_lake, tamper, training_rows, vectors, write_conf)
 from tests.support.worlds import D1, D2
 
 pytestmark = pytest.mark.slow
 
-@dataclass
-class Lake:
-    cfg: LfmConfig
-    conf: Path  # the same config as a file, for `lfm` subprocesses
-    model: str
-    export_id: str
-
 
 @pytest.fixture(scope="module")
 def lake(spark, world) -> Lake:
-    from pipeline.daily import run_days
-
-    cfg = lake_config(world, "releases")
-    days = run_days(cfg, [D1, D2], lambda: spark, model_version=world.model_a, cold_start=True)
-    assert [d.ds for d in days] == [D1, D2]
-    from lakehouse import candidates
-
-    export_id = candidates.latest_per_export(cfg, [D2])[0].spec.id
-    return Lake(cfg, write_conf(cfg, Path(cfg.lakehouse).parent / "lfm.yaml"), world.model_a, export_id)
+    return released_lake(spark, world, "releases", [D1, D2])
 
 
 # --- the guarantees ---------------------------------------------------------------------------------------------

@@ -44,3 +44,15 @@ def test_the_config_places_tables_through_the_seam(tmp_path):
 
     with pytest.raises(LfmError, match="object store"):
         remote.resolve(remote.lakehouse)
+
+
+def test_no_package_tests_for_a_scheme_but_the_seam():
+    """Only `lfm.storage` looks at `://`; every other place asks it (a new backend is config, never another test)."""
+    from tests.support.config import REPO
+
+    packages = ("lfm", "lakehouse", "models", "inference", "spark_jobs", "validation", "feature_repo", "serving",
+                "pipeline", "cli")
+    offenders = [f"{path.relative_to(REPO)}:{n}" for pkg in packages for path in sorted((REPO / pkg).rglob("*.py"))
+                 if path != REPO / "lfm" / "storage.py"
+                 for n, line in enumerate(path.read_text().splitlines(), 1) if '"://"' in line or "'://'" in line]
+    assert not offenders, offenders
