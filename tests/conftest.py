@@ -75,3 +75,17 @@ def redis_server():
         pytest.skip(f"Redis online store not tested: {err}")
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    """A real S3-API server (SeaweedFS `weed server -s3`) on free loopback ports for the module, one bucket created
+    (tests.support.s3_local; the binary is built by `bash scripts/seaweedfs.sh build`, which scripts/test.sh runs)."""
+    from tests.support.s3_local import NoS3, start_s3
+
+    try:
+        server = start_s3()
+    except NoS3 as err:
+        pytest.skip(f"S3 object store not tested: {err}")
+    yield server
+    server.stop()
