@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from serving.materialize import day_bounds, materialize
     from serving.offline import training_set, training_table, write_training_set
-    from serving.online import OnlineReader, get_online_features
+    from serving.online import OnlineReader
     from serving.register import register
     from serving.retrieval import ItemIndex, measure
     from feature_repo.store import open_store, quiet_feast_warnings
@@ -432,9 +432,6 @@ def main(argv: list[str] | None = None) -> int:
             "lfm": ("lfm OnlineReader.request", lambda uid, items: reader.request(uid, items)),
             "feast": ("Feast get_online_features(service).to_dict()", lambda uid, items: store.get_online_features(
                 features=svc, entity_rows=[{"user_id": uid, "video_id": i} for i in items]).to_dict()),
-            "whole": ("lfm get_online_features(service): Feast's answer between two one-step reads",
-                      lambda uid, items: get_online_features(
-                          c, [{"user_id": uid, "video_id": i} for i in items], service=svc.name, store=store)),
         }
         lat: dict[str, list[float]] = {p: [] for p in paths}
         order = list(paths)

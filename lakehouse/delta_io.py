@@ -8,12 +8,25 @@ properties at creation; the platform never VACUUMs). A pinned version whose data
 the retention) or damaged (a truncated copy) is refused as `DataFilesLost`, naming the table, the version, the
 day and the fix: `read_days` checks the files against their commit before Spark reads them, and `to_arrow`
 translates the read error Spark raises lazily, at collection, for damage the check cannot see.
+
+Tables on this machine's disk are read with delta-rs (milliseconds) and written by Spark, whose Delta log store
+commits with a rename that refuses an existing version: two writers can never both commit version N. A table on
+an S3-API store (`lfm.storage`) is read and written by Spark through `s3a://` (`Location.for_spark()`), and there
+Delta-Spark's log store (S3SingleDriverLogStore) is safe for one driver only: two drivers committing version N at
+once can silently overwrite each other's commit. So every Spark commit to such a table is made while holding the
+table's lease (`TableLeases`: `<lakehouse>/_locks/table-<name>.lease`, `lakehouse.leases`), with the fence checked
+right before the commit; a write function refuses an S3 table when it is given no `TableLeases`.
 """
 from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
+import random
 import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -26,9 +39,14 @@ from py4j.protocol import Py4JJavaError
 from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 
-from lfm.errors import DataFilesLost
+from lakehouse.leases import Lease, LeaseBusy, holder_text
+from lakehouse.objects import Objects, ObjectStoreError
+from lfm.config import LfmConfig
+from lfm.errors import DataFilesLost, LfmError
 from lfm.names import check_export_id, parse_ds
-from lfm.storage import is_local
+from lfm.storage import Location, StorageKind, is_local, location
+
+log = logging.getLogger(__name__)
 
 # Kept for as long as a release may be read (training sets reach back months); Delta's default is 30 days.
 LOG_RETENTION = "interval 3650 days"
@@ -43,10 +61,96 @@ def _local(path: str) -> bool:
     return is_local(path)
 
 
+def _spark(path: str) -> str:
+    """The text Spark reads `path` by: `s3a://` for an S3-API store (delta-rs and the config spell it `s3://`)."""
+    return location(path).for_spark()
+
+
+# Stores whose Delta-Spark log store lets two drivers overwrite each other's commit: commits there hold a lease.
+# (Local disk commits with a rename that refuses an existing file; Delta's GCS and Azure log stores are safe for
+# several drivers by their own conditional writes.)
+LEASED_COMMITS = frozenset({StorageKind.s3})
+
+
+class _Unfenced:
+    """The fence of a table whose store itself refuses a second commit of one version: nothing to check."""
+
+    def check(self) -> None:
+        return None
+
+
+class TableLeases:
+    """Who commits to object-store tables, and how: each Spark commit to a table on an S3-API store holds that
+    table's lease, `<lakehouse>/_locks/table-<name>.lease` (a table outside the lakehouse: `_locks` beside it),
+    waiting up to `wait_seconds` for another driver's commit to finish (or for a dead holder's lease to expire).
+
+    Pass one to the write functions (`replace_partitions`, `append_rows`, `overwrite_table`, `restore_partitions`)
+    for tables that may be on an object store; local tables ignore it."""
+
+    def __init__(self, cfg: LfmConfig, run_id: str, wait_seconds: float = 600.0) -> None:
+        self.cfg, self.run_id, self.wait_seconds = cfg, run_id, wait_seconds
+        self._stores: dict[str, Objects] = {}
+
+    def place(self, path: str) -> tuple[Location, str]:
+        """The folder and key of the lease of the table at `path`."""
+        table = location(path)
+        lakehouse = self.cfg.location(self.cfg.lakehouse)
+        if lakehouse.kind == table.kind:
+            root, mine = lakehouse.for_delta_rs().rstrip("/") + "/", table.for_delta_rs().rstrip("/")
+            if mine.startswith(root) and mine != root.rstrip("/"):
+                return lakehouse.child("_locks"), f"table-{mine[len(root):].replace('/', '.')}.lease"
+        parent, _, name = table.uri.rstrip("/").rpartition("/")
+        return location(parent).child("_locks"), f"table-{name}.lease"
+
+    def _objects(self, folder: Location) -> Objects:
+        if folder.uri not in self._stores:
+            self._stores[folder.uri] = Objects(self.cfg, folder)
+        return self._stores[folder.uri]
+
+    @contextmanager
+    def held(self, path: str) -> Iterator[Lease]:
+        """Hold the lease of the table at `path` for the block (renewed meanwhile); yields it as the fence whose
+        `check()` the writer calls right before it commits."""
+        folder, key = self.place(path)
+        objects = self._objects(folder)
+        deadline, pause = time.monotonic() + self.wait_seconds, 0.1
+        while True:
+            lease = Lease(objects, key, holder_text(self.run_id), self.cfg.storage.lease_seconds)
+            try:
+                lease.acquire()
+                break
+            except LeaseBusy as err:
+                if time.monotonic() >= deadline:
+                    raise LeaseBusy(f"no commit to {path} for {self.wait_seconds:.0f}s: {err}") from None
+            time.sleep(pause * random.uniform(0.5, 1.5))  # jittered: two waiting drivers do not poll in step
+            pause = min(pause * 2, 1.0)
+        try:
+            yield lease
+        finally:
+            try:
+                lease.release()
+            except ObjectStoreError as err:  # the commit stands; the lease frees itself at its expiry
+                log.warning("releasing %s failed (it expires by itself): %s", key, err)
+
+
+@contextmanager
+def _committing(path: str, leases: TableLeases | None) -> Iterator[_Unfenced | Lease]:
+    """The block in which one Spark commit to `path` is made: under the table's lease on a store that needs one."""
+    if location(path).kind not in LEASED_COMMITS:
+        yield _Unfenced()
+        return
+    if leases is None:
+        raise LfmError(f"{path} is on an S3 object store, where two Spark drivers can overwrite each other's "
+                       "commit: a Delta write there must hold the table's lease (pass "
+                       "leases=lakehouse.delta_io.TableLeases(cfg, run_id))")
+    with leases.held(path) as lease:
+        yield lease
+
+
 def table_exists(spark: SparkSession, path: str) -> bool:
     if _local(path):
         return deltalake.DeltaTable.is_deltatable(path)
-    return DeltaTable.isDeltaTable(spark, path)
+    return DeltaTable.isDeltaTable(spark, _spark(path))
 
 
 def ds_predicate(days: list[dt.date], column: str = "ds") -> str:
@@ -64,7 +168,7 @@ def export_predicate(days: list[dt.date], export_id: str) -> str:
 
 def replace_partitions(df: DataFrame, path: str, days: list[dt.date], metadata: dict,
                        extra_predicate: str = "", partition_by: tuple[str, ...] = ("ds",), column: str = "ds",
-                       merge_schema: bool = False) -> int | None:
+                       merge_schema: bool = False, leases: TableLeases | None = None) -> int | None:
     """Replace the `ds` partitions `days` of the Delta table at `path` with `df` in one atomic commit.
 
     Readers see either the old partitions or the new ones, never a mix; rerunning replaces, never duplicates.
@@ -72,8 +176,9 @@ def replace_partitions(df: DataFrame, path: str, days: list[dt.date], metadata: 
     `partition_by` applies when the table is created: partitioning by the columns of `extra_predicate` too (e.g.
     ("ds", "model_version")) makes the replace a metadata-only swap of whole folders instead of a file rewrite.
     `column` is the date column the days are of (`valid_from` for feature snapshots); `merge_schema` lets the
-    write add columns the table lacks.
-    Returns the table version after the write (the commit just made, unless another writer committed since).
+    write add columns the table lacks. `leases`: how to commit to a table on an object store (`TableLeases`).
+    Returns the table version after the write (the commit just made, unless another writer committed since; on an
+    object store, where the commit holds the table's lease, always the commit just made).
     """
     predicate = ds_predicate(days, column)
     if extra_predicate:
@@ -82,31 +187,40 @@ def replace_partitions(df: DataFrame, path: str, days: list[dt.date], metadata: 
     writer = df.write.format("delta").option("userMetadata", json.dumps(metadata, sort_keys=True))
     if merge_schema:
         writer = writer.option("mergeSchema", "true")
-    if table_exists(spark, path):
-        writer.mode("overwrite").option("replaceWhere", predicate).save(path)
-    else:
-        for key, value in _TABLE_PROPERTIES.items():
-            writer = writer.option(key, value)
-        writer.mode("overwrite").partitionBy(*partition_by).save(path)
-    return table_version(spark, path)
+    with _committing(path, leases) as fence:
+        if table_exists(spark, path):
+            writer = writer.mode("overwrite").option("replaceWhere", predicate)
+        else:
+            for key, value in _TABLE_PROPERTIES.items():
+                writer = writer.option(key, value)
+            writer = writer.mode("overwrite").partitionBy(*partition_by)
+        fence.check()
+        writer.save(_spark(path))
+        return table_version(spark, path)
 
 
-def append_rows(df: DataFrame, path: str, metadata: dict) -> int | None:
+def append_rows(df: DataFrame, path: str, metadata: dict, leases: TableLeases | None = None) -> int | None:
     """Append `df` in one commit (the record tables: runs, verdicts, candidates, releases); returns its version."""
     writer = df.write.format("delta").mode("append").option("userMetadata", json.dumps(metadata, sort_keys=True))
-    if not table_exists(df.sparkSession, path):
-        for key, value in _TABLE_PROPERTIES.items():
-            writer = writer.option(key, value)
-    writer.save(path)
-    return table_version(df.sparkSession, path)
+    with _committing(path, leases) as fence:
+        if not table_exists(df.sparkSession, path):
+            for key, value in _TABLE_PROPERTIES.items():
+                writer = writer.option(key, value)
+        fence.check()
+        writer.save(_spark(path))
+        return table_version(df.sparkSession, path)
 
 
-def overwrite_table(df: DataFrame, path: str, metadata: dict, partition_by: tuple[str, ...] = ()) -> None:
+def overwrite_table(df: DataFrame, path: str, metadata: dict, partition_by: tuple[str, ...] = (),
+                    leases: TableLeases | None = None) -> None:
     """Replace a whole table (schema and partitioning too) in one commit; the previous version stays in the
     time-travel log."""
-    (df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
-     .option("partitionOverwriteMode", "static")  # the whole table, whatever the session's dynamic default
-     .partitionBy(*partition_by).option("userMetadata", json.dumps(metadata, sort_keys=True)).save(path))
+    writer = (df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+              .option("partitionOverwriteMode", "static")  # the whole table, whatever the session's dynamic default
+              .partitionBy(*partition_by).option("userMetadata", json.dumps(metadata, sort_keys=True)))
+    with _committing(path, leases) as fence:
+        fence.check()
+        writer.save(_spark(path))
 
 
 def table_version(spark: SparkSession, path: str) -> int | None:
@@ -115,7 +229,7 @@ def table_version(spark: SparkSession, path: str) -> int | None:
         return None
     if _local(path):
         return int(deltalake.DeltaTable(path).version())
-    return int(DeltaTable.forPath(spark, path).history(1).collect()[0]["version"])
+    return int(DeltaTable.forPath(spark, _spark(path)).history(1).collect()[0]["version"])
 
 
 @dataclass(frozen=True)
@@ -160,7 +274,7 @@ def read_table(spark: SparkSession, path: str, version: int | None = None) -> Da
     reader = spark.read.format("delta")
     if version is not None:
         reader = reader.option("versionAsOf", int(version))
-    return reader.load(path)
+    return reader.load(_spark(path))
 
 
 def read_days(spark: SparkSession, path: str, version: int, days: list[dt.date], export_id: str) -> DataFrame:
@@ -229,7 +343,8 @@ def history(spark: SparkSession, path: str, limit: int | None = None) -> list[di
         rows = [(c.get("version"), c.get("operation"), c.get("userMetadata"))
                 for c in deltalake.DeltaTable(path).history(limit)]
     else:
-        hist = DeltaTable.forPath(spark, path).history(limit) if limit else DeltaTable.forPath(spark, path).history()
+        table = DeltaTable.forPath(spark, _spark(path))
+        hist = table.history(limit) if limit else table.history()
         rows = [(r["version"], r["operation"], r["userMetadata"])
                 for r in hist.select("version", "operation", "userMetadata").collect()]
     out = [{"version": int(v), "operation": op, "userMetadata": json.loads(meta) if meta else {}}
@@ -249,7 +364,7 @@ def commit_info(spark: SparkSession, path: str, version: int | None = None) -> d
 
 
 def restore_partitions(spark: SparkSession, path: str, days: list[dt.date], version_before: int | None,
-                       metadata: dict, extra_predicate: str = "") -> int | None:
+                       metadata: dict, extra_predicate: str = "", leases: TableLeases | None = None) -> int | None:
     """Undo a replace of (`days`, `extra_predicate`): put back those rows as they were at `version_before`.
 
     Used to roll back the tables a multi-table job already committed when a later step fails. The rows come
@@ -261,13 +376,16 @@ def restore_partitions(spark: SparkSession, path: str, days: list[dt.date], vers
     if extra_predicate:
         predicate = f"({predicate}) AND ({extra_predicate})"
     if version_before is None:
-        DeltaTable.forPath(spark, path).delete(predicate)
-        return table_version(spark, path)
+        with _committing(path, leases) as fence:
+            table = DeltaTable.forPath(spark, _spark(path))
+            fence.check()
+            table.delete(predicate)
+            return table_version(spark, path)
     old = read_table(spark, path, version_before).where(predicate)
     return replace_partitions(old, path, days, metadata, extra_predicate,
-                              partition_by=tuple(partition_columns(spark, path)) or ("ds",))
+                              partition_by=tuple(partition_columns(spark, path)) or ("ds",), leases=leases)
 
 
 def partition_columns(spark: SparkSession, path: str) -> list[str]:
     """The partition columns of an existing Delta table."""
-    return list(DeltaTable.forPath(spark, path).detail().first()["partitionColumns"])
+    return list(DeltaTable.forPath(spark, _spark(path)).detail().first()["partitionColumns"])

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from lakehouse import candidates
 from lakehouse.locks import day_lock
@@ -33,6 +33,8 @@ from pipeline import runs
 from pipeline.daystate import STEP_NAMES, DayState, day_state, ingested
 from pipeline.spec import ResolvedExport
 from pipeline.steps import DayContext, Step, StepFailed, run_steps
+from serving.errors import OnlineStoreDown
+from serving.online_io import reaching_online
 
 if TYPE_CHECKING:  # Spark, GE and Feast are imported by the steps that use them: a finished day needs none
     from pyspark.sql import SparkSession
@@ -40,11 +42,6 @@ if TYPE_CHECKING:  # Spark, GE and Feast are imported by the steps that use them
 log = logging.getLogger("lfm.daily")
 
 Say = Callable[[str], None]
-T = TypeVar("T")
-
-
-class OnlineStoreDown(LfmError):
-    """The online store did not answer during materialize; Delta, verdicts and releases are untouched."""
 
 
 # --- the six steps ---------------------------------------------------------------------------------------------
@@ -99,7 +96,7 @@ def _validate(ctx: DayContext) -> int:
 def _withdraw(ctx: DayContext) -> int:
     from serving.materialize import withdraw
 
-    done = _touching_online(ctx, lambda: withdraw(ctx.spark, ctx.cfg, ctx.export.spec, ctx.ds))
+    done = withdraw(ctx.spark, ctx.cfg, ctx.export.spec, ctx.ds)
     return done.removed if done else 0
 
 
@@ -122,38 +119,8 @@ def _materialize(ctx: DayContext) -> int:
         register(ctx.cfg, [ctx.export.spec], store=store)
         return materialize(ctx.spark, ctx.cfg, ctx.ds, ctx.export.spec.id, store=store)
 
-    return _touching_online(ctx, load).rows
-
-
-def _touching_online(ctx: DayContext, work: Callable[[], T]) -> T:
-    """`work()`, with the online store's refusal turned into OnlineStoreDown (the step resumes once it is back)."""
-    try:
-        return work()
-    except Exception as err:
-        if _is_connection_error(err):
-            raise OnlineStoreDown(f"the online store ({_store_address(ctx.cfg)}) is unreachable: {err}; nothing "
-                                  "else changed (Delta tables, verdicts and releases stand): bring it back and rerun "
-                                  "the same command, it resumes at this step") from err
-        raise
-
-
-def _is_connection_error(err: BaseException) -> bool:
-    """Redis' (or a socket's) refusal, however deep in the cause chain."""
-    import redis
-
-    seen: BaseException | None = err
-    while seen is not None:
-        if isinstance(seen, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, ConnectionError)):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
-def _store_address(cfg: LfmConfig) -> str:
-    from lfm.config.serving import OnlineStoreKind
-
-    f = cfg.feast
-    return f"redis {f.redis_connection}" if f.online_store == OnlineStoreKind.redis else "sqlite"
+    with reaching_online(ctx.cfg):  # register reads the store's Feast registry too
+        return load().rows
 
 
 def daily_steps(source: Path | None = None, cold_start: bool = False, say: Say | None = None,

@@ -28,5 +28,9 @@ class SpecConflict(ServingError):
     """A version registered again with other dims or another CR layer than its views declare."""
 
 
+class OnlineStoreDown(ServingError):
+    """The online store did not answer; Delta tables, verdicts and releases are untouched."""
+
+
 class NoIndex(ServingError):
     """No ANN index (or no item vectors) for the requested model version and day."""

@@ -47,6 +47,7 @@ from lfm.names import parse_ds
 from feature_repo.specs import key_of, view_name
 from serving import receipts
 from serving.errors import ServingError
+from serving.online_io import reaching_online
 
 log = logging.getLogger("lfm.feast")
 
@@ -158,7 +159,14 @@ def materialize(spark, cfg: LfmConfig, ds: str | dt.date, export_ref: str | None
     """Load day `ds` of one export (an export id or a model version; default every registered one).
 
     `restore` loads it even when a later day of the export is online: a withdrawal puts the previous release back
-    under the keys it emptied (the writers' per-key rule still keeps every newer stored snapshot)."""
+    under the keys it emptied (the writers' per-key rule still keeps every newer stored snapshot). An online store
+    that does not answer is `OnlineStoreDown`."""
+    with reaching_online(cfg):
+        return _materialize(spark, cfg, ds, export_ref, store, build_index, restore)
+
+
+def _materialize(spark, cfg: LfmConfig, ds: str | dt.date, export_ref: str | None, store, build_index: bool,
+                 restore: bool) -> MaterializeResult:
     from feature_repo.store import open_store
     from serving.register import registered
 
@@ -291,6 +299,11 @@ def withdraw(spark, cfg: LfmConfig, spec: ExportSpec, ds: dt.date, store=None) -
     is loaded back under the emptied keys, and only then is the receipt removed, so a crash anywhere leaves a
     receipt that makes the next `run-daily` or `materialize` of the day redo it.
     """
+    with reaching_online(cfg):
+        return _withdraw(spark, cfg, spec, ds, store)
+
+
+def _withdraw(spark, cfg: LfmConfig, spec: ExportSpec, ds: dt.date, store) -> Withdrawal | None:
     from serving.online_withdraw import retract_views
     from serving.retrieval import index_dir
 

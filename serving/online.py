@@ -23,6 +23,7 @@ from lfm.contract import EMBEDDING_TABLES, ITEM_TABLES, USER_TABLES, ExportSpec
 from feature_repo.specs import CURRENT_SERVICE, service_name, view_name
 from serving import whole
 from serving.errors import MixedModelVersions, ServingError, UnknownModelVersion
+from serving.online_io import reaching_online
 
 
 @dataclass
@@ -84,15 +85,16 @@ def decode_column(values: Sequence[bytes | None], dim: int) -> tuple[np.ndarray,
 
 
 class OnlineReader:
-    """Lookups of one registered model version (None = the current one)."""
+    """Lookups of one registered model version (None = the current one), or of `spec` as the caller read it from
+    the registry (no registry read here)."""
 
-    def __init__(self, cfg: LfmConfig, version: str | None = None, store=None) -> None:
+    def __init__(self, cfg: LfmConfig, version: str | None = None, store=None,
+                 spec: ExportSpec | None = None) -> None:
         from serving.online_io import open_online
         from serving.register import registered
         from feature_repo.store import open_store
 
-        store = store or open_store(cfg)
-        self.spec: ExportSpec = registered(store).require(version)
+        self.spec: ExportSpec = spec or registered(store or open_store(cfg)).require(version)
         self.cfg = cfg
         self.int64 = cfg.feast.entity_key_type == EntityKeyType.int64
         self.backend = open_online(cfg)
@@ -130,7 +132,8 @@ class OnlineReader:
             if t not in EMBEDDING_TABLES:
                 raise BadInput(f"unknown table {t!r}: use {list(EMBEDDING_TABLES)}")
         groups, sides = self._groups(user_ids, item_ids, user_tables, item_tables)
-        raw = self.backend.read(groups)
+        with reaching_online(self.cfg):
+            raw = self.backend.read(groups)
         out = []
         for (ids, tables), per_view in zip(sides, raw):
             vecs, found = {}, {}
@@ -219,7 +222,7 @@ def get_online_features(cfg: LfmConfig, entity_rows: list[dict] | dict[str, list
     else:
         target = resolve_service(store, service, version)
     asked = whole.plan(cfg, store, views_of(target), whole.columns(entity_rows))
-    reader = OnlineReader(cfg, asked.export_id, store)
+    reader = OnlineReader(cfg, spec=asked.spec)
     try:
         return whole.read_whole(asked, lambda: store.get_online_features(features=target,
                                                                           entity_rows=entity_rows).to_dict(),

@@ -209,6 +209,40 @@ class RedisOnline:
         self.client.close()
 
 
+def store_address(cfg: LfmConfig) -> str:
+    f = cfg.feast
+    return f"redis {f.redis_connection}" if f.online_store == OnlineStoreKind.redis else "sqlite"
+
+
+def is_connection_error(err: BaseException) -> bool:
+    """Redis' (or a socket's) refusal, however deep in the cause chain."""
+    import redis
+
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, ConnectionError)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+@contextlib.contextmanager
+def reaching_online(cfg: LfmConfig) -> Iterator[None]:
+    """Turn the online store's refusal inside the block into `OnlineStoreDown` naming the store and the fix."""
+    from serving.errors import OnlineStoreDown
+
+    try:
+        yield
+    except OnlineStoreDown:
+        raise
+    except Exception as err:
+        if not is_connection_error(err):
+            raise
+        raise OnlineStoreDown(f"the online store ({store_address(cfg)}) is unreachable: {err}; nothing else changed "
+                              "(Delta tables, verdicts and releases stand): bring it back and rerun the same "
+                              "command (run-daily resumes at this step)") from err
+
+
 def open_online(cfg: LfmConfig) -> SqliteOnline | RedisOnline:
     from feature_repo.store import online_file
 

@@ -32,7 +32,7 @@ class PlatformRules:
         from serving.whole import Readers
 
         self.app, self.cfg, self.store, self.int_keys = app, cfg, store, int_keys
-        self.readers = Readers(lambda export_id: OnlineReader(cfg, export_id, store))
+        self.readers = Readers(lambda spec: OnlineReader(cfg, spec=spec))
 
     async def _reply(self, send, status: int, detail: str) -> None:
         body = json.dumps({"detail": detail}).encode()

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lfm.config import LfmConfig
-from lfm.contract import EMBEDDING_TABLES, ITEM_TABLES, USER_TABLES, side_of
+from lfm.contract import EMBEDDING_TABLES, ITEM_TABLES, USER_TABLES, ExportSpec, side_of
 from serving.errors import BadEntityRows, ServingError
 
 ATTEMPTS = 20
@@ -34,21 +34,22 @@ class OnlineChanging(ServingError):
 class Asked:
     """What one online request reads: one export's tables and, per side that has tables, the ids."""
 
-    export_id: str
+    spec: ExportSpec  # the export of the asked views (from their tags)
     tables: tuple[str, ...]
     names: Mapping[str, str]  # answer column name (short or `view__feature`) -> table
     user_ids: list | None
     item_ids: list | None
 
 
-def asked_views(store, views: Sequence[str]) -> tuple[str, dict[str, str]]:
-    """(export id, view name -> table) of the requested views, from the views' tags in the Feast registry."""
+def asked_views(store, views: Sequence[str]) -> tuple[ExportSpec, dict[str, str]]:
+    """(export spec, view name -> table) of the requested views, from the views' tags in the (cached) Feast
+    registry: a lookup reads no registry file."""
     by_name = {fv.name: fv for fv in store.list_feature_views(allow_cache=True)}
     tags = [by_name[v].tags or {} for v in views if v in by_name]
-    exports = {t.get("export_id") for t in tags}
-    if len(tags) != len(views) or len(exports) != 1 or any(t.get("table") not in EMBEDDING_TABLES for t in tags):
+    specs = {t.get("export_spec") for t in tags}
+    if len(tags) != len(views) or len(specs) != 1 or any(t.get("table") not in EMBEDDING_TABLES for t in tags):
         raise ServingError(f"views {list(views)} are not one registered export's embedding views")
-    return exports.pop(), {v: t["table"] for v, t in zip(views, tags)}
+    return ExportSpec.from_json(specs.pop()), {v: t["table"] for v, t in zip(views, tags)}
 
 
 def entity_ids(cfg: LfmConfig, tables: Sequence[str], entities: Mapping[str, Sequence]) -> tuple[list | None, list | None]:
@@ -88,11 +89,11 @@ def columns(rows: Sequence[Mapping] | Mapping[str, Sequence]) -> dict[str, list]
 
 def plan(cfg: LfmConfig, store, views: Sequence[str], entities: Mapping[str, Sequence]) -> Asked:
     """What a request for `views` with `entities` (a dict of lists) reads, its keys checked."""
-    export_id, table_of = asked_views(store, views)
+    spec, table_of = asked_views(store, views)
     tables = tuple(table_of.values())
     names = {**{t: t for t in tables}, **{f"{v}__{t}": t for v, t in table_of.items()}}
     users, items = entity_ids(cfg, tables, entities)
-    return Asked(export_id, tables, names, users, items)
+    return Asked(spec, tables, names, users, items)
 
 
 Snapshot = dict[str, tuple[np.ndarray, np.ndarray]]  # table -> ((n, dim) vectors, (n,) found), one-step read
@@ -109,13 +110,17 @@ def snapshot(asked: Asked, reader) -> Snapshot:
 
 
 def _equal_rows(values: Sequence, vectors: np.ndarray, found: np.ndarray) -> np.ndarray:
-    """Per row: does the answer's value (None where missing) equal the snapshot's?"""
+    """Per row: does the answer's value (None where missing) equal the snapshot's? One array compare per column."""
     out = np.zeros(len(found), dtype=bool)
     if len(values) != len(found):
         return out
-    for i, value in enumerate(values):
-        out[i] = (not found[i]) if value is None else bool(
-            found[i] and np.array_equal(np.asarray(value, dtype=np.float32), vectors[i]))
+    present = np.array([v is not None for v in values], dtype=bool)
+    out[~present] = ~found[~present]
+    rows = np.flatnonzero(present & found)
+    if rows.size:
+        got = [values[i] for i in rows]
+        if all(len(v) == vectors.shape[1] for v in got):
+            out[rows] = (np.asarray(got, dtype=np.float32) == vectors[rows]).all(axis=1)
     return out
 
 
@@ -173,18 +178,18 @@ def http_columns(data: Mapping) -> dict[str, list]:
 
 
 class Readers:
-    """One reader per export for a long-lived server (`open_reader(export_id)`, an `OnlineReader`), each used
-    under its own lock: a reader holds one store connection."""
+    """One reader per export for a long-lived server (`open_reader(spec)`, an `OnlineReader`), each used under its
+    own lock: a reader holds one store connection."""
 
-    def __init__(self, open_reader: Callable[[str], object]) -> None:
+    def __init__(self, open_reader: Callable[[ExportSpec], object]) -> None:
         self.open_reader = open_reader
         self._readers: dict[str, tuple] = {}
         self._lock = threading.Lock()
 
     def snapshot(self, asked: Asked) -> Snapshot:
         with self._lock:
-            if asked.export_id not in self._readers:
-                self._readers[asked.export_id] = (self.open_reader(asked.export_id), threading.Lock())
-            reader, lock = self._readers[asked.export_id]
+            if asked.spec.id not in self._readers:
+                self._readers[asked.spec.id] = (self.open_reader(asked.spec), threading.Lock())
+            reader, lock = self._readers[asked.spec.id]
         with lock:
             return snapshot(asked, reader)

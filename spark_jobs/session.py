@@ -3,6 +3,12 @@
 Under `spark-submit` the master, packages and conf that spark-submit passed win over the config's (only settings
 spark-submit left unset are taken from `lfm.yaml`); an already active session is reused after checking that Delta
 is enabled. So the same job code runs locally and on a cluster.
+
+A config with a path on an S3-API store (`lfm.storage.location(path).kind == StorageKind.s3`: the lakehouse, a
+source) also gets Spark's S3A connector (`spark.s3_packages`, beside Delta) and the S3A settings of `storage:`
+(endpoint, region, path-style access, plain http); credentials come from the AWS SDK's default chain (the standard
+AWS variables, ~/.aws files, instance roles), never from `lfm.yaml`. Spark reads such a path as `s3a://`
+(`Location.for_spark()`). A config on local disk starts exactly the session it always did.
 """
 from __future__ import annotations
 
@@ -17,7 +23,9 @@ from pyspark import SparkConf
 from pyspark.sql import SparkSession
 
 from lfm.config import LfmConfig
+from lfm.config.platform import StorageSettings
 from lfm.errors import LfmError
+from lfm.storage import StorageKind
 
 log = logging.getLogger(__name__)
 DELTA = {"spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
@@ -27,20 +35,24 @@ DELTA = {"spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
 def get_spark(cfg: LfmConfig) -> SparkSession:
     """Return the active Delta-enabled SparkSession, creating it from `cfg.spark` if there is none."""
     active = SparkSession.getActiveSession()
+    s3 = needs_s3(cfg)
     if active is not None:
         _check_delta(active)
+        if s3:
+            _check_s3a(active, cfg)
         return active
     # Python workers must run the interpreter (and venv) of the driver, locally and in the cluster test.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     given = SparkConf()  # what spark-submit passed (empty when run directly)
-    wanted = {"spark.app.name": cfg.spark.app_name, **cfg.spark.conf}
+    # the config's own conf wins over the S3A settings derived from `storage:` (e.g. another credentials provider)
+    wanted = {"spark.app.name": cfg.spark.app_name, **(s3a_conf(cfg.storage) if s3 else {}), **cfg.spark.conf}
     if not _under_spark_submit():
         # spark-submit's JVM is reached only when the context starts, so `given` cannot show its master or
         # packages yet: under spark-submit they are left to it entirely.
         wanted["spark.master"] = cfg.spark.master
         if not given.contains("spark.jars"):
-            wanted["spark.jars.packages"] = cfg.spark.delta_package
+            wanted["spark.jars.packages"] = packages(cfg)
     builder = SparkSession.builder
     for key, value in wanted.items():
         if not given.contains(key):
@@ -56,6 +68,48 @@ def get_spark(cfg: LfmConfig) -> SparkSession:
     if target is not None:
         log.info("Spark started (%s); the JVM's own output goes to %s", spark.sparkContext.master, target)
     return spark
+
+
+def needs_s3(cfg: LfmConfig) -> bool:
+    """True when a path of the config (the lakehouse, the sources' root or a source) is on an S3-API store."""
+    paths = [cfg.lakehouse, cfg.sources.root, *(source.path for _, source in cfg.sources.declared())]
+    return any(cfg.location(p).kind == StorageKind.s3 for p in paths if p)
+
+
+def packages(cfg: LfmConfig) -> str:
+    """`spark.jars.packages`: Delta, plus the S3A connector when the config reaches an S3-API store."""
+    wanted = [cfg.spark.delta_package] + ([cfg.spark.s3_packages] if needs_s3(cfg) else [])
+    return ",".join(p.strip() for p in wanted if p and p.strip())
+
+
+# The AWS SDK v2's default chain: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY(/AWS_SESSION_TOKEN), AWS_PROFILE and the
+# ~/.aws files, web identity, container and instance roles (the chain delta-rs and obstore follow too).
+DEFAULT_CREDENTIALS = "software.amazon.awssdk.auth.credentials.DefaultCredentialsProvider"
+
+
+def s3a_conf(storage: StorageSettings) -> dict[str, str]:
+    """The S3A connector's settings (`spark.hadoop.fs.s3a.*`) for the store `storage:` names; no credentials."""
+    conf = {
+        "spark.hadoop.fs.s3a.endpoint.region": storage.region,
+        "spark.hadoop.fs.s3a.path.style.access": str(not storage.virtual_hosted_style).lower(),
+        "spark.hadoop.fs.s3a.connection.ssl.enabled": str(not storage.allow_http).lower(),
+        "spark.hadoop.fs.s3a.aws.credentials.provider": DEFAULT_CREDENTIALS,
+    }
+    if storage.endpoint:
+        conf["spark.hadoop.fs.s3a.endpoint"] = storage.endpoint
+    return conf
+
+
+def _check_s3a(spark: SparkSession, cfg: LfmConfig) -> None:
+    """An already running session must have been started with the S3A connector (jars cannot be added later);
+    read from its conf (public API): `spark.jars.packages` or `spark.jars` naming hadoop-aws."""
+    conf = spark.sparkContext.getConf()
+    named = ",".join(conf.get(key, "") or "" for key in ("spark.jars.packages", "spark.jars"))
+    if "hadoop-aws" not in named:
+        raise LfmError(
+            "the config names an S3 object store but the active SparkSession was started without the S3A "
+            "connector: start Spark with spark_jobs.session.get_spark(cfg) before any other session, or pass "
+            f"--packages {cfg.spark.s3_packages} (and the fs.s3a.* settings) to spark-submit")
 
 
 def _under_spark_submit() -> bool:

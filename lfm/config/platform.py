@@ -15,6 +15,10 @@ class SparkSettings(Strict):
     # shows the platform's progress; relative to the config's folder. Empty: the terminal.
     log_file: str = "./data/logs/spark.log"
     delta_package: str = "io.delta:delta-spark_2.13:4.0.1"  # resolved from Maven Central on first start
+    # Spark's S3A connector, added beside Delta only when a path of the config is on an S3-API store: the
+    # hadoop-aws of the Hadoop pyspark 4.0.1 ships (hadoop-client-api-3.4.1). It pulls in the AWS SDK v2 bundle
+    # (software.amazon.awssdk:bundle:2.24.6, 558 MB), resolved once into ~/.ivy2.5.2 like the Delta jars.
+    s3_packages: str = "org.apache.hadoop:hadoop-aws:3.4.1"
     conf: dict[str, str] = Field(default_factory=lambda: {
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.shuffle.partitions": "4",

@@ -104,7 +104,7 @@ def test_entity_ids_never_reach_sql_as_text(spark, tmp_path):
     cfg = make_config(tmp_path / "int", feast={"repo_path": str(tmp_path / "int" / "repo")})
     register(cfg, [spec])
     reader = OnlineReader(cfg, V)
-    with pytest.raises(BadInput, match="must be integers"):
+    with pytest.raises(BadInput, match="takes integer ids within int64"):
         reader.user_vectors(["1 OR 1=1"])
     reader.close()
 

@@ -196,6 +196,26 @@ def test_redis_load_of_a_faulty_release_is_refused_in_spark_before_any_write(spa
 
 
 @pytest.mark.slow
+def test_an_unreachable_redis_is_a_message_for_materialize_and_lookups(spark, lake, tmp_path):
+    """Redis stopped after `lfm register`: `lfm materialize` and `lfm retrieve` exit 2 naming the store and the
+    fix, no traceback; the Delta release is untouched."""
+    from serving.register import register
+    from tests.support.cli import cli
+    from tests.support.redis_local import start_redis
+
+    server = start_redis()
+    cfg = feast_config(lake, tmp_path, "redis", server.connection)
+    register(cfg, [V1], current=V1.id)
+    server.stop()
+    conf = write_yaml(cfg, tmp_path / "lfm.yaml")
+    for argv in (["materialize", "--ds", str(DAYS[0])], ["retrieve", "--user", "3"]):
+        run = cli("--config", str(conf), *argv)
+        assert run.code == 2, (argv, run.out, run.err)
+        assert f"the online store (redis {server.connection}) is unreachable" in run.err, run.err
+        assert "bring it back and rerun" in run.err and "Traceback" not in run.err
+
+
+@pytest.mark.slow
 def test_online_store_returns_exactly_the_latest_materialized_delta_rows(served, spark, lake):
     from serving.online import OnlineReader, get_online_features
 
