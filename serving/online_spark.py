@@ -191,10 +191,11 @@ def _released(spark, cfg: LfmConfig, release: Release, table: str):
     from pyspark.sql import functions as F
 
     from feature_repo.specs import key_of
-    from lakehouse.delta_io import export_predicate, read_table
+    from lakehouse.delta_io import read_days
 
-    df = read_table(spark, cfg.table_path(table), release.table_versions[table])
-    return df.where(export_predicate([release.ds], release.export_id)).select(
+    # read_days: a released file vacuumed or truncated is refused naming the table, version and fix
+    df = read_days(spark, cfg.table_path(table), release.table_versions[table], [release.ds], release.export_id)
+    return df.select(
         F.col(key_of(cfg, table)).cast(_key_type(cfg)).alias("key"), F.col(table).cast("array<float>").alias("vector"),
         "event_timestamp")
 

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
-from tests.support.cli import Cli
+from tests.support.cli import Cli, cli
 from tests.support.releases import Lake, newest_release, partition, released_lake, tamper, training_rows
 from tests.support.worlds import D1, D2
 
@@ -113,15 +113,26 @@ def test_a_vacuumed_release_is_refused_naming_table_version_and_fix_and_the_reru
     assert lake.lfm("materialize", "--ds", str(D1)).code == 0
 
 
-def test_a_truncated_released_file_is_refused_before_spark_reads_it(lake, tmp_path):
+def test_a_truncated_released_file_is_refused_before_spark_reads_it(lake, tmp_path, redis_server):
+    """Training sets and a Redis materialize (whose Spark tasks read the release) refuse it alike."""
+    import yaml
+
+    conf = yaml.safe_load(lake.conf.read_text())
+    conf["feast"] = {"repo_path": str(tmp_path / "repo"), "online_store": "redis",
+                     "redis_connection": redis_server.connection}
+    redis_conf = tmp_path / "redis.yaml"
+    redis_conf.write_text(yaml.safe_dump(conf))
+    assert cli("--config", str(redis_conf), "register").code == 0
     version, files = _released_files(lake, "ir")
     entities, saved = _entities(lake, tmp_path), files[0].read_bytes()
     with files[0].open("r+b") as fh:
         fh.truncate(len(saved) // 2)
     try:
-        _refused(lake.lfm("training-set", "--entities", entities, "--out", str(tmp_path / "ts"), "--model", lake.model),
-                 f"table ir version {version} cannot be read: its file {files[0]}",
-                 f"has {len(saved) // 2} bytes where its commit logged {len(saved)}", f"lfm refresh --ds {D1}")
+        for run in (lake.lfm("training-set", "--entities", entities, "--out", str(tmp_path / "ts"), "--model",
+                             lake.model),
+                    cli("--config", str(redis_conf), "materialize", "--ds", str(D1))):
+            _refused(run, f"table ir version {version} cannot be read: its file {files[0]}",
+                     f"has {len(saved) // 2} bytes where its commit logged {len(saved)}", f"lfm refresh --ds {D1}")
     finally:
         files[0].write_bytes(saved)
 
