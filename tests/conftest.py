@@ -64,17 +64,22 @@ def world(spark, synth_source, tmp_path_factory):
         return build_world(spark, synth_source, base)
 
 
+def _for_the_module(start, missing: type[Exception], what: str):
+    """A server started for one test module and stopped after it; skipped, naming why, when it cannot be had."""
+    try:
+        server = start()
+    except missing as err:
+        pytest.skip(f"{what} not tested: {err}")
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="module")
 def redis_server():
     """A real redis-server on a free loopback port for the module (tests.support.redis_local)."""
     from tests.support.redis_local import NoRedis, start_redis
 
-    try:
-        server = start_redis()
-    except NoRedis as err:
-        pytest.skip(f"Redis online store not tested: {err}")
-    yield server
-    server.stop()
+    yield from _for_the_module(start_redis, NoRedis, "Redis online store")
 
 
 @pytest.fixture(scope="module")
@@ -83,9 +88,4 @@ def s3_server():
     (tests.support.s3_local; the binary is built by `bash scripts/seaweedfs.sh build`, which scripts/test.sh runs)."""
     from tests.support.s3_local import NoS3, start_s3
 
-    try:
-        server = start_s3()
-    except NoS3 as err:
-        pytest.skip(f"S3 object store not tested: {err}")
-    yield server
-    server.stop()
+    yield from _for_the_module(start_s3, NoS3, "S3 object store")
