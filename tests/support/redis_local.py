@@ -26,13 +26,18 @@ class LocalRedis:
         return f"127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        terminate(self.process, grace_s=10)
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def terminate(process: subprocess.Popen, grace_s: float) -> None:
+    """SIGTERM, then SIGKILL once `grace_s` has passed: a test server never outlives its test."""
+    process.terminate()
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
 
 
 def free_port() -> int:

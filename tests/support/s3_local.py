@@ -25,6 +25,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from lfm.errors import LfmError
+from tests.support.redis_local import terminate
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "seaweedfs.sh"
@@ -160,12 +161,7 @@ class LocalS3:
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after 3 s: a graceful `weed server` stop takes ~15 s and the data is thrown away."""
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        terminate(self.process, grace_s=3)
         if self._log is not None:
             self._log.close()
         for sock in self._sockets:  # weed's gRPC Unix sockets sit in /tmp; a killed weed leaves them behind
