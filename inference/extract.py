@@ -1,23 +1,27 @@
 """Extraction of UR / IR / CR from a frozen LFM over Arrow record batches, in the driver or a Spark worker.
 
-`Extractor` only holds a path and settings, so it pickles into Spark closures; the verified model is loaded
-lazily once per process (a per-process cache keyed by folder and pid, so a forked child never uses a parent's
-half-initialised state) and reused by every task that process runs. Torch's thread count is set on every call,
-because Spark reuses Python workers and a previous task may have changed it.
+`Extractor` only holds a path or object-store URI, the store's non-secret options and settings, so it pickles into
+Spark closures and an executor that shares no disk with the driver reads the checkpoint from the store itself
+(credentials from its own environment); the verified model is loaded lazily once per process (a per-process cache
+keyed by folder and pid, so a forked child never uses a parent's half-initialised state) and reused by every task
+that process runs. Torch's thread count is set on every call, because Spark reuses Python workers and a previous
+task may have changed it.
 """
 from __future__ import annotations
 
 import os
 import threading
-from pathlib import Path
+from collections.abc import Mapping
 
 import numpy as np
 import pyarrow as pa
 import torch
 
+from lakehouse.artifacts import without_secrets
 from lfm.config import DataSchema
 from lfm.config.model import EmbeddingVariant
 from lfm.names import BadInput
+from lfm.storage import location
 from models.encoders import require_columns
 from models.registry import Checkpoint, ModelCard, check_schema, load_checkpoint
 
@@ -28,11 +32,11 @@ _MIN_ROWS = 4  # smallest matmul height computed as is (see Extractor._run)
 Batch = pa.RecordBatch | pa.Table
 
 
-def _checkpoint(model_dir: str, schema: DataSchema | None) -> Checkpoint:
+def _checkpoint(model_dir: str, schema: DataSchema | None, storage: Mapping[str, str]) -> Checkpoint:
     key = (model_dir, os.getpid())
     with _LOCK:
         if key not in _CACHE:
-            _CACHE[key] = load_checkpoint(model_dir)
+            _CACHE[key] = load_checkpoint(model_dir, storage=storage)
         ck = _CACHE[key]
     if schema is not None:  # checked per call: the cache is shared by extractors with and without a schema
         check_schema(ck.card, schema)
@@ -43,10 +47,14 @@ class Extractor:
     """UR per user, IR per item, CR at a named point per sample; float32 arrays, deterministic, no autograd."""
 
     def __init__(self, model_dir: str | os.PathLike, threads: int = 1, batch_rows: int = 8192,
-                 schema: DataSchema | None = None) -> None:
+                 schema: DataSchema | None = None, storage: Mapping[str, str] | None = None) -> None:
+        """`model_dir`: a checkpoint folder or object-store URI (`Registry.path`); `storage`: the store's
+        non-secret options (`cfg.storage.object_store_options()`), refused if they hold credentials."""
         if threads < 1 or batch_rows < 1:
             raise BadInput(f"threads ({threads}) and batch_rows ({batch_rows}) must be at least 1")
-        self.model_dir = str(Path(model_dir).resolve())
+        where = location(os.fspath(model_dir))
+        self.model_dir = str(where.path().resolve()) if where.local else where.uri
+        self.storage = without_secrets(storage)  # pickled with the closure: no credentials
         self.threads = threads
         self.batch_rows = batch_rows
         self.schema = schema  # when given, a checkpoint trained on another schema is refused
@@ -54,7 +62,7 @@ class Extractor:
     # ---- what the model offers ----
     @property
     def checkpoint(self) -> Checkpoint:
-        return _checkpoint(self.model_dir, self.schema)
+        return _checkpoint(self.model_dir, self.schema, self.storage)
 
     @property
     def card(self) -> ModelCard:

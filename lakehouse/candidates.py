@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from lakehouse.records import newest, rows, write_record
+from lakehouse.records import append_to, newest, rows_of
 from lfm.config import LfmConfig
 from lfm.contract import REFRESH_LOG, ExportSpec
 from lfm.names import check_export_id, parse_ds
@@ -59,7 +59,7 @@ def append(cfg: LfmConfig, c: Candidate) -> None:
               "warmup_days": c.warmup_days, "committed_at": c.committed_at, "table_versions": dict(c.table_versions),
               "input_versions": dict(c.input_versions), "rows": dict(c.rows),
               "future_events_dropped": int(c.future_events_dropped)}
-    write_record(cfg.table_path(REFRESH_LOG), [record], SCHEMA,
+    append_to(cfg, REFRESH_LOG, [record], SCHEMA,
                  {"job": "refresh", "run_id": c.run_id, "ds": c.ds.isoformat(), "export_id": c.spec.id})
 
 
@@ -75,7 +75,7 @@ def latest_per_export(cfg: LfmConfig, days: list[dt.date] | None = None,
                       model_version: str | None = None) -> list[Candidate]:
     """The newest candidate of each (ds, export), optionally of some days or one model version, by day."""
     wanted = {parse_ds(d) for d in days} if days else None
-    found = [r for r in rows(cfg.table_path(REFRESH_LOG))
+    found = [r for r in rows_of(cfg, REFRESH_LOG)
              if (wanted is None or r["ds"] in wanted) and (model_version is None or r["model_version"] == model_version)]
     best = newest(found, lambda r: (r["ds"], r["export_id"]), "committed_at")
     return [_candidate(r) for r in sorted(best, key=lambda r: (r["ds"], r["export_id"]))]

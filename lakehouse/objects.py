@@ -38,14 +38,12 @@ class Objects:
     """Conditional reads and writes of the objects under one object-store prefix (`Location`)."""
 
     def __init__(self, cfg: LfmConfig, where: Location) -> None:
-        from obstore.store import from_url
+        from lakehouse.artifacts import open_store
 
         if where.local:
             raise ObjectStoreError(f"{where.uri} is a local path: local files need no object store")
         self.where = where
-        options = cfg.storage.object_store_options()
-        allow_http = options.pop("aws_allow_http", "false") == "true"  # a client option in obstore
-        self.store = from_url(where.for_delta_rs(), config=options, client_options={"allow_http": allow_http})
+        self.store = open_store(where, cfg.storage.object_store_options())
 
     def _name(self, key: str) -> str:
         return f"{self.where.uri.rstrip('/')}/{key}"

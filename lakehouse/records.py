@@ -28,11 +28,14 @@ import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, QueryBuilder, write_deltalake
 from deltalake.exceptions import DeltaError, TableNotFoundError
 
+from lfm.config import LfmConfig
 from lfm.contract import GATE_STATUS, REFRESH_LOG, RELEASES, RUNS
 from lfm.errors import RecordTableCorrupt, RecordTableMissing
 from lfm.storage import is_local, location
 
 log = logging.getLogger(__name__)
+
+Options = dict[str, str] | None  # delta-rs storage options of an object-store table (None: local or defaults)
 
 COMPACT_EVERY = 20  # commits between compactions of the small append files
 CHECKPOINT_EVERY = "10"  # a Delta checkpoint every 10 commits: a reader replays at most 10 JSON entries
@@ -121,11 +124,11 @@ def _none_deleted(path: str) -> None:
             raise _missing(str(table), other)
 
 
-def _open(path: str) -> DeltaTable | None:
+def _open(path: str, options: Options = None) -> DeltaTable | None:
     """The record table at `path`, or None when it was never written; a deleted or unreadable one raises."""
     _none_deleted(path)
     try:
-        table = DeltaTable(path)
+        table = DeltaTable(location(path).for_delta_rs(), storage_options=options)
     except TableNotFoundError:
         marker = _marker(path)
         if marker is not None and marker.exists():
@@ -137,7 +140,7 @@ def _open(path: str) -> DeltaTable | None:
     return table
 
 
-def read_records(path: str) -> pa.Table | None:
+def read_records(path: str, options: Options = None) -> pa.Table | None:
     """The whole table as Arrow, or None when it was never written (see the module's rule).
 
     Read by delta-rs's own engine (`QueryBuilder`), not `to_pyarrow_table`: that one scans through a pyarrow
@@ -145,7 +148,7 @@ def read_records(path: str) -> pa.Table | None:
     exits, and then the process dies of SIGABRT ("terminate called without an active exception", apache/arrow
     #34314) after its work is done.
     """
-    table = _open(path)
+    table = _open(path, options)
     if table is None:
         return None
     try:
@@ -154,9 +157,10 @@ def read_records(path: str) -> pa.Table | None:
         raise _corrupt(path, err, _lost_files(table)) from None
 
 
-def rows(path: str) -> list[dict]:
-    """The table's rows as dicts (maps become dicts); [] when it was never written."""
-    table = read_records(path)
+def rows(path: str, options: Options = None) -> list[dict]:
+    """The table's rows as dicts (maps become dicts); [] when it was never written. `options`: how delta-rs reaches
+    an object store (`LfmConfig.delta_rs_options`)."""
+    table = read_records(path, options)
     if table is None:
         return []
     maps = [f.name for f in table.schema if pa.types.is_map(f.type)]
@@ -178,20 +182,32 @@ def newest(records: Iterable[dict], key: Callable[[dict], object], order: str) -
     return list(best.values())
 
 
-def write_record(path: str, records: list[dict], schema: pa.Schema, metadata: dict) -> None:
+def write_record(path: str, records: list[dict], schema: pa.Schema, metadata: dict,
+                 options: Options = None) -> None:
     """Append `records` in one Delta commit, with `metadata` in the commit info.
 
     Every append adds one small file; every `COMPACT_EVERY` commits they are compacted (a commit of its own that
     rewrites no row), so reading a year of records stays one or two file reads. A deleted or unreadable table
     is refused, never appended to: an append would start its history anew.
     """
-    _open(path)
+    _open(path, options)
     maps = [f.name for f in schema if pa.types.is_map(f.type)]
     records = [{**r, **{m: list(r[m].items()) for m in maps if isinstance(r.get(m), dict)}} for r in records]
-    write_deltalake(path, pa.Table.from_pylist(records, schema), mode="append",
+    uri = location(path).for_delta_rs()
+    write_deltalake(uri, pa.Table.from_pylist(records, schema), mode="append", storage_options=options,
                     configuration={"delta.checkpointInterval": CHECKPOINT_EVERY},
                     commit_properties=CommitProperties(custom_metadata={"userMetadata": json.dumps(metadata)}))
     _mark(path)
-    table = DeltaTable(path)
+    table = DeltaTable(uri, storage_options=options)
     if table.version() % COMPACT_EVERY == 0:
         table.optimize.compact()
+
+
+def rows_of(cfg: LfmConfig, name: str) -> list[dict]:
+    """The rows of the lakehouse's record table `name` (on local disk or the object store)."""
+    return rows(cfg.table_path(name), cfg.delta_rs_options(cfg.lakehouse))
+
+
+def append_to(cfg: LfmConfig, name: str, records: list[dict], schema: pa.Schema, metadata: dict) -> None:
+    """Append `records` to the lakehouse's record table `name` in one commit (`write_record`)."""
+    write_record(cfg.table_path(name), records, schema, metadata, cfg.delta_rs_options(cfg.lakehouse))

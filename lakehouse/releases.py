@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from lakehouse.delta_io import read_days
-from lakehouse.records import newest, rows, write_record
+from lakehouse.records import append_to, newest, rows_of
 from lfm.config import LfmConfig
 from lfm.contract import RELEASES, ExportSpec
 from lfm.names import check_export_id, parse_ds
@@ -62,7 +62,7 @@ def _append(cfg: LfmConfig, ds: dt.date, spec: ExportSpec, status: str, run_id: 
               "run_id": run_id, "gate_run_id": gate_run_id,
               "table_versions": None if versions is None else {k: int(v) for k, v in versions.items()},
               "spec": spec.to_json(), "at": at, "reason": reason}
-    write_record(cfg.table_path(RELEASES), [record], SCHEMA,
+    append_to(cfg, RELEASES, [record], SCHEMA,
                  {"job": "publish" if status == RELEASED else "withdraw", "ds": parse_ds(ds).isoformat(),
                   "export_id": spec.id, "run_id": run_id})
     return Release(parse_ds(ds), spec, status, run_id, gate_run_id, dict(versions or {}), at, reason)
@@ -91,7 +91,7 @@ def latest(cfg: LfmConfig, export_id: str | None = None, days: list[dt.date] | N
     if export_id is not None:
         check_export_id(export_id)
     wanted = {parse_ds(d) for d in days} if days else None
-    found = [r for r in rows(cfg.table_path(RELEASES))
+    found = [r for r in rows_of(cfg, RELEASES)
              if (export_id is None or r["export_id"] == export_id) and (wanted is None or r["ds"] in wanted)
              and (model_version is None or r["model_version"] == model_version)]
     best = newest(found, lambda r: (r["ds"], r["export_id"]), "at")

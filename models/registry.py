@@ -1,4 +1,5 @@
-"""The model registry: one folder per model version, named by a content hash.
+"""The model registry: one folder per model version, named by a content hash, on this machine's disk or on an
+object store (`registry.path: s3://bucket/models`; `lakehouse.artifacts`), chosen by the path alone.
 
 A version folder holds
 - `weights.pt`: a plain `state_dict` (tensors only), read back with `torch.load(weights_only=True)`, which
@@ -9,6 +10,9 @@ A version folder holds
 `model_version` = sha256 over the tensors' bytes and the canonical JSON of the content (first 20 hex chars), so
 the same weights, config and vocabularies always get the same version. Every load re-checks the file hash, the
 tensor hash and the version, and refuses a checkpoint trained on another data schema than the config's.
+On disk a version folder appears whole (written aside, renamed into place); on an object store `weights.pt` is
+written first and `card.json` last and create-only, so a version exists once its card does and a writer that died
+half-way leaves nothing a reader sees.
 Format 1 checkpoints named the mixing tower's DNN layers `mixing.dnn.{i}`; format 2 names them as the shared
 `Mlp` block does (`mixing.dnn.{2i}`, activations between); format 1 weights are renamed on load.
 """
@@ -16,20 +20,22 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import json
 import logging
 import os
 import re
-import shutil
-import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lakehouse.artifacts import Artifacts
 from lfm.config import DataSchema, LfmConfig
 from lfm.config.model import ModelSettings
 from lfm.errors import LfmError
 from lfm.names import BadInput, check_model_version
+from lfm.storage import location
 
 if TYPE_CHECKING:  # torch is imported where weights are read or written: reading cards stays light
     import torch
@@ -99,14 +105,6 @@ def tensor_hash(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def _file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def content_of(model: Lfm, encoders: FeatureEncoders, schema: DataSchema) -> dict:
     """The hash-bound description of a model: everything needed to rebuild it besides the weights."""
     return {
@@ -141,16 +139,26 @@ def _card_from_json(data: dict, selection: dict) -> ModelCard:
         probe_table=selection.get("probe_table"), encoders=c["encoders"])
 
 
-def read_card(model_dir: Path) -> tuple[dict, ModelCard]:
-    """Parse card.json (and selection.json); refuse a card whose content does not hash to its version."""
-    model_dir = Path(model_dir)
-    path = model_dir / CARD
-    if not path.is_file():
-        raise CheckpointError(f"{model_dir} is not a model checkpoint: {CARD} is missing")
+def _folder_at(model_dir: str | os.PathLike, storage: Mapping[str, str] | None) -> Artifacts:
+    """A checkpoint folder by its path or object-store URI; `storage`: the store's non-secret options."""
+    return Artifacts.at(location(os.fspath(model_dir)), storage)
+
+
+def read_card(model_dir: str | os.PathLike, storage: Mapping[str, str] | None = None) -> tuple[dict, ModelCard]:
+    """Parse card.json (and selection.json) of a folder or object-store URI; refuse a card whose content does not
+    hash to its version."""
+    return _read_card(_folder_at(model_dir, storage))
+
+
+def _read_card(folder: Artifacts) -> tuple[dict, ModelCard]:
+    raw = folder.read(CARD)
+    if raw is None:
+        raise CheckpointError(f"{folder.uri()} is not a model checkpoint: {CARD} is missing")
+    path = folder.uri(CARD)
     try:
-        data = json.loads(path.read_text())
-        sel_path = model_dir / SELECTION
-        selection = json.loads(sel_path.read_text()) if sel_path.is_file() else {}
+        data = json.loads(raw)
+        sel = folder.read(SELECTION)
+        selection = json.loads(sel) if sel is not None else {}
         card = _card_from_json(data, selection)
         expected = version_of(data["weights_tensor_sha256"], data["content"])
     except (ValueError, KeyError, TypeError) as err:
@@ -164,25 +172,32 @@ def read_card(model_dir: Path) -> tuple[dict, ModelCard]:
     return data, card
 
 
-def load_checkpoint(model_dir: str | os.PathLike, schema: DataSchema | None = None) -> Checkpoint:
-    """Verify and load a checkpoint folder into a frozen eval-mode model; `schema` (if given) must match."""
+def load_checkpoint(model_dir: str | os.PathLike, schema: DataSchema | None = None,
+                    storage: Mapping[str, str] | None = None) -> Checkpoint:
+    """Verify and load a checkpoint folder (a path, or an object-store URI reached with the non-secret options
+    `storage`) into a frozen eval-mode model; `schema` (if given) must match."""
+    return _load(_folder_at(model_dir, storage), schema)
+
+
+def _load(folder: Artifacts, schema: DataSchema | None) -> Checkpoint:
+    """Every check runs on the bytes read once, so the weights verified are the weights loaded."""
     import torch
 
     from models.encoders import FeatureEncoders
     from models.lfm import build_lfm
 
-    model_dir = Path(model_dir)
-    data, card = read_card(model_dir)
+    data, card = _read_card(folder)
     if schema is not None:
         check_schema(card, schema)
-    wpath = model_dir / WEIGHTS
-    if not wpath.is_file():
-        raise CheckpointError(f"{model_dir}: {WEIGHTS} is missing; the checkpoint is incomplete")
-    if _file_hash(wpath) != data["weights_file_sha256"]:
+    wpath = folder.uri(WEIGHTS)
+    weights = folder.read(WEIGHTS)
+    if weights is None:
+        raise CheckpointError(f"{folder.uri()}: {WEIGHTS} is missing; the checkpoint is incomplete")
+    if hashlib.sha256(weights).hexdigest() != data["weights_file_sha256"]:
         raise CheckpointError(f"{wpath} does not match the sha256 recorded in {CARD}: the weights file is "
                               "corrupt, truncated or was replaced; restore it or re-register the model")
     try:
-        state = torch.load(wpath, map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means an unusable file
         raise CheckpointError(f"{wpath} cannot be read as tensor-only weights ({type(err).__name__}); "
                               "restore it or re-register the model") from None
@@ -223,11 +238,13 @@ def check_schema(card: ModelCard, schema: DataSchema) -> None:
 
 
 class Registry:
-    """Model versions under `cfg.registry.path`."""
+    """Model versions under `cfg.registry.path`: a local folder, or an object-store URI reached with
+    `cfg.storage` (credentials from the AWS environment variables)."""
 
     def __init__(self, cfg: LfmConfig) -> None:
         self.cfg = cfg
-        self.root = cfg.resolve(cfg.registry.path)
+        self.files = Artifacts.at(cfg.location(cfg.registry.path), cfg.storage.object_store_options())
+        self.root: Path | str = self.files.address()  # a local folder's Path, or the object-store URI
 
     # ---- writing ----
     def register(self, model: Lfm, encoders: FeatureEncoders, metrics: dict) -> ModelCard:
@@ -238,22 +255,16 @@ class Registry:
         content = content_of(model, encoders, self.cfg.schema)
         wh = tensor_hash(state)
         version = version_of(wh, content)
-        target = self.root / version
-        if target.exists():
-            return self.card(version)
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=self.root))
-        try:
-            torch.save(state, tmp / WEIGHTS)
+        if not self.files.published(version, CARD):
+            buffer = io.BytesIO()
+            torch.save(state, buffer)
+            weights = buffer.getvalue()
             data = {"format": FORMAT, "model_version": version, "weights_tensor_sha256": wh,
-                    "weights_file_sha256": _file_hash(tmp / WEIGHTS), "content": content,
+                    "weights_file_sha256": hashlib.sha256(weights).hexdigest(), "content": content,
                     "metrics": json.loads(json.dumps(metrics, allow_nan=False)),
                     "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")}
-            (tmp / CARD).write_text(json.dumps(data, indent=1, sort_keys=True))
-            os.replace(tmp, target)  # atomic: readers see no half-written version
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+            card = json.dumps(data, indent=1, sort_keys=True).encode()
+            self.files.publish(version, {WEIGHTS: weights, CARD: card}, marker=CARD)
         return self.card(version)
 
     def set_selected_layer(self, version: str, layer: str, probe_table: list | dict | None = None) -> ModelCard:
@@ -262,39 +273,33 @@ class Registry:
         if layer not in card.cr_points:
             raise BadInput(f"layer {layer!r} is not a CR point of model {version}; choose one of "
                            f"{list(card.cr_points)}")
-        path = self._dir(version) / SELECTION
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"selected_cr_layer": layer, "probe_table": probe_table}, indent=1,
-                                  sort_keys=True, default=str))
-        os.replace(tmp, path)
+        selection = {"selected_cr_layer": layer, "probe_table": probe_table}
+        self._folder(version).put(SELECTION, json.dumps(selection, indent=1, sort_keys=True, default=str).encode())
         return self.card(version)
 
     # ---- reading ----
-    def _dir(self, version: str) -> Path:
+    def _folder(self, version: str) -> Artifacts:
         check_model_version(version)
-        d = self.root / version
-        if not d.is_dir():
+        if not self.files.published(version, CARD):
             raise NoModel(f"model version {version} is not in the registry {self.root}; see `lfm models list`")
-        return d
+        return self.files.child(version)
 
     def list(self) -> list[ModelCard]:
         """Every readable version, oldest first (unreadable folders are skipped; `card` explains them)."""
-        if not self.root.is_dir():
-            return []
         cards = []
-        for d in sorted(self.root.iterdir()):
-            if d.is_dir() and not d.name.startswith("."):
-                try:
-                    cards.append(read_card(d)[1])
-                except CheckpointError as err:
-                    log.warning("skipping %s: %s", d, err)
+        for name in self.files.folders(CARD):
+            try:
+                cards.append(_read_card(self.files.child(name))[1])
+            except CheckpointError as err:
+                log.warning("skipping %s: %s", self.files.uri(name), err)
         return sorted(cards, key=lambda c: (c.created_at, c.model_version))
 
     def card(self, version: str) -> ModelCard:
-        d = self._dir(version)
-        card = read_card(d)[1]
+        folder = self._folder(version)
+        card = _read_card(folder)[1]
         if card.model_version != version:
-            raise CheckpointError(f"{d} holds model {card.model_version}, not {version}: the folder was renamed")
+            raise CheckpointError(f"{folder.uri()} holds model {card.model_version}, not {version}: the folder was "
+                                  "renamed")
         return card
 
     def latest(self) -> ModelCard:
@@ -313,12 +318,13 @@ class Registry:
         check_schema(card, self.cfg.schema)
         return card
 
-    def path(self, version: str) -> Path:
-        """The verified folder of a version, for `Extractor(path)`: integrity and schema are checked here."""
+    def path(self, version: str) -> Path | str:
+        """The verified folder of a version for `Extractor(path, storage=cfg.storage.object_store_options())`: a
+        local Path, or the object-store URI (str); integrity and schema are checked here."""
         self.load(version)
-        return self._dir(version)
+        return self._folder(version).address()
 
     def load(self, version: str) -> Checkpoint:
         """Load a verified model; refuses tampering and a schema other than this config's."""
         card = self.card(version)
-        return load_checkpoint(self._dir(card.model_version), self.cfg.schema)
+        return _load(self._folder(card.model_version), self.cfg.schema)

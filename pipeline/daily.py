@@ -46,7 +46,7 @@ Say = Callable[[str], None]
 
 # --- the six steps ---------------------------------------------------------------------------------------------
 
-def _ingest(source: Path | None) -> Callable[[DayContext], int]:
+def _ingest(source: Path | str | None) -> Callable[[DayContext], int]:
     def run(ctx: DayContext) -> int:
         if source is not None:
             from spark_jobs.ingest import ingest
@@ -54,10 +54,10 @@ def _ingest(source: Path | None) -> Callable[[DayContext], int]:
             return ingest(ctx.spark, ctx.cfg, source, [ctx.ds], run_id=ctx.run_id).events_rows
         from pyspark.sql import functions as F
 
-        from lakehouse.delta_io import table_exists
+        from lakehouse.delta_io import read_table, table_exists
 
         path = ctx.cfg.table_path("events")
-        rows = (ctx.spark.read.format("delta").load(path).where(F.col("ds") == F.lit(ctx.ds)).count()
+        rows = (read_table(ctx.spark, path).where(F.col("ds") == F.lit(ctx.ds)).count()
                 if table_exists(ctx.spark, path) else 0)
         if rows == 0:
             raise LfmError(f"no events ingested for ds {ctx.ds} and no raw folder given: pass --source DIR "
@@ -123,7 +123,7 @@ def _materialize(ctx: DayContext) -> int:
         return load().rows
 
 
-def daily_steps(source: Path | None = None, cold_start: bool = False, say: Say | None = None,
+def daily_steps(source: Path | str | None = None, cold_start: bool = False, say: Say | None = None,
                 state: Callable[[DayContext], DayState] | None = None) -> list[Step]:
     """The six steps, each wrapped to report progress through `say` (the demo prints it) when given; with `state`
     (the day's records), each step is done when they say so, else when its latest attempt succeeded."""
@@ -170,7 +170,7 @@ class DayRun:
 
 
 def run_daily(cfg: LfmConfig, resolve: Callable[[], ResolvedExport], ds: str | dt.date,
-              spark_factory: Callable[[], SparkSession], source: Path | None = None, cold_start: bool = False,
+              spark_factory: Callable[[], SparkSession], source: Path | str | None = None, cold_start: bool = False,
               force: bool = False, run_id: str | None = None, say: Say | None = None,
               resolve_spec: Callable[[], ExportSpec] | None = None) -> DayRun:
     """Run (or resume) day `ds` of one export; raises `StepFailed` (recorded in `runs`) on a failure.
@@ -190,8 +190,8 @@ def run_daily(cfg: LfmConfig, resolve: Callable[[], ResolvedExport], ds: str | d
             records.append(day_state(cfg, day, resolve_spec().id if resolve_spec else c.export.spec.id))
         return records[0]
 
-    steps = daily_steps(Path(source) if source is not None else None, cold_start, say, state)
-    with day_lock(cfg, "daily", day, ctx.run_id):  # a second run of this day fails here, before any work
+    steps = daily_steps(source, cold_start, say, state)
+    with day_lock(cfg, "daily", day, ctx.run_id) as ctx.fence:  # a second run of this day fails here, at once
         attempts = run_steps(ctx, steps, force=force)
     if not attempts and say:
         say(f"  {day} already complete (released and online): nothing to do; --force reruns it")
@@ -199,7 +199,7 @@ def run_daily(cfg: LfmConfig, resolve: Callable[[], ResolvedExport], ds: str | d
 
 
 def run_days(cfg: LfmConfig, days: Sequence[dt.date], spark_factory: Callable[[], SparkSession],
-             source: Path | None = None, model_version: str | None = None, cr_layer: str | None = None,
+             source: Path | str | None = None, model_version: str | None = None, cr_layer: str | None = None,
              cold_start: bool = False, force: bool = False, run_id: str | None = None,
              say: Say | None = None, export: ResolvedExport | None = None) -> list[DayRun]:
     """Days in order, stopping at the first failure (later days need its CR state). The export is resolved once

@@ -142,7 +142,7 @@ def _ensure_layer(spark, cfg: LfmConfig, card, days: dict[str, list[dt.date]], s
 
 def summary_lines(spark, cfg: LfmConfig, result: DemoResult) -> list[str]:
     """Tables and row counts, the runs and gate verdicts of the daily days, Data Docs, one online lookup."""
-    from lakehouse.delta_io import ds_predicate, table_exists
+    from lakehouse.delta_io import ds_predicate, read_table, table_exists
     from pipeline.status import status_text
     from validation.context import docs_index
 
@@ -153,7 +153,7 @@ def summary_lines(spark, cfg: LfmConfig, result: DemoResult) -> list[str]:
         if not table_exists(spark, path):
             lines.append(f"    {name:<14} (not written)")
             continue
-        df = spark.read.format("delta").load(path)
+        df = read_table(spark, path)
         total = df.count()
         day = f", {df.where(ds_predicate([last])).count():,} on {last}" if "ds" in df.columns else ""
         lines.append(f"    {name:<14} {total:>10,}{day}")
@@ -168,13 +168,14 @@ def _lookup_lines(spark, cfg: LfmConfig, version: str, last: dt.date) -> list[st
     """One user's and one item's vectors read back from the online store (first numbers of each)."""
     from pyspark.sql import functions as F
 
+    from lakehouse.delta_io import read_table
     from serving.online import OnlineReader
 
     s = cfg.schema
     try:
-        user = spark.read.format("delta").load(cfg.table_path("cr_user")).where(F.col("ds") == F.lit(last)) \
+        user = read_table(spark, cfg.table_path("cr_user")).where(F.col("ds") == F.lit(last)) \
             .select(s.user_key).orderBy(s.user_key).first()
-        item = spark.read.format("delta").load(cfg.table_path("cr_item")).where(F.col("ds") == F.lit(last)) \
+        item = read_table(spark, cfg.table_path("cr_item")).where(F.col("ds") == F.lit(last)) \
             .select(s.item_key).orderBy(s.item_key).first()
         if user is None or item is None:
             return ["", f"  online lookup: no CR rows on {last}"]

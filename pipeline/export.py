@@ -66,7 +66,7 @@ def audit(spark: SparkSession, cfg: LfmConfig, candidate: Candidate, run_id: str
 
 def publish(spark: SparkSession, cfg: LfmConfig, candidate: Candidate) -> Release:
     """Release the candidate if it is still the newest and every embedding table passed at its version."""
-    with day_lock(cfg, EXPORT_LOCK, candidate.ds, candidate.run_id):  # no refresh of the day can interleave
+    with day_lock(cfg, EXPORT_LOCK, candidate.ds, candidate.run_id) as fence:  # no refresh of the day interleaves
         newest = candidates.latest(cfg, candidate.ds, candidate.spec.id)
         if newest is None or newest.run_id != candidate.run_id:
             raise NotPublished(f"{candidate.ds} of export {candidate.spec.id}: refresh run {candidate.run_id} is no "
@@ -79,6 +79,7 @@ def publish(spark: SparkSession, cfg: LfmConfig, candidate: Candidate) -> Releas
                                f"passed verdict at the candidate's versions "
                                f"{ {t: candidate.table_versions[t] for t in missing} } (see `lfm status`)")
         gate_runs = ",".join(sorted({found[t].run_id for t in EMBEDDING_TABLES}))
+        fence.check()  # a run whose lease expired (paused past it) must not release over the one that took it
         release = releases.publish(cfg, candidate.ds, candidate.spec, candidate.run_id, gate_runs,
                                    candidate.table_versions)
     log.info("run_id=%s ds=%s export %s released at %s", candidate.run_id, candidate.ds, candidate.spec.id,

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields
 
 import pyarrow as pa
 
-from lakehouse.records import newest, rows, write_record
+from lakehouse.records import append_to, newest, rows_of
 from lfm.config import LfmConfig
 from lfm.contract import RUNS
 
@@ -51,12 +51,12 @@ class StepRun:
 
 
 def append(cfg: LfmConfig, run: StepRun) -> None:
-    write_record(cfg.table_path(RUNS), [asdict(run)], SCHEMA,
+    append_to(cfg, RUNS, [asdict(run)], SCHEMA,
                  {"job": "runs", "run_id": run.run_id, "ds": run.ds.isoformat(), "step": run.step})
 
 
 def _all(cfg: LfmConfig) -> list[dict]:
-    return rows(cfg.table_path(RUNS))
+    return rows_of(cfg, RUNS)
 
 
 def _step_run(r: dict) -> StepRun:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 
 from lakehouse import candidates
-from lakehouse.records import newest, rows
+from lakehouse.records import newest, rows_of
 from lfm.config import LfmConfig
 from lfm.contract import GATE_STATUS, RELEASES
 from lfm.names import BadInput, check_model_version
@@ -75,7 +75,7 @@ def status_text(cfg: LfmConfig, days: int = 7, only_days: list[dt.date] | None =
         raise BadInput(f"--days must be 1 or more, got {days}")
     lines = [f"lakehouse {cfg.location(cfg.lakehouse).uri}", ""]
     lines += _days_text(cfg, days, only_days, model_version)
-    verdicts = newest(rows(cfg.table_path(GATE_STATUS)), lambda r: (r["ds"], r["table"], r["export_id"]), "checked_at")
+    verdicts = newest(rows_of(cfg, GATE_STATUS), lambda r: (r["ds"], r["table"], r["export_id"]), "checked_at")
     if model_version:
         verdicts = [v for v in verdicts if v["model_version"] == model_version]
     shown = _shown_days(verdicts, days, only_days)
@@ -93,7 +93,7 @@ def status_text(cfg: LfmConfig, days: int = 7, only_days: list[dt.date] | None =
     else:
         lines.append("quality gate: no gate runs recorded")
 
-    rel = newest(rows(cfg.table_path(RELEASES)), lambda r: (r["ds"], r["export_id"]), "at")
+    rel = newest(rows_of(cfg, RELEASES), lambda r: (r["ds"], r["export_id"]), "at")
     if model_version:
         rel = [r for r in rel if r["model_version"] == model_version]
     shown = _shown_days(rel, days, only_days)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from lakehouse.locks import Fence
 from lfm.config import LfmConfig
 from lfm.contract import ExportSpec
 from lfm.errors import LfmError
@@ -43,6 +44,7 @@ class DayContext:
     spark_factory: Callable[[], SparkSession] | None = None
     # The spec alone (the model card, no weights): what deciding that a finished day is done needs.
     resolve_spec: Callable[[], ExportSpec] | None = None
+    fence: Fence | None = None  # the day's lock, checked before each step: a run whose lease was lost stops
     _spark: SparkSession | None = field(default=None, repr=False)
     _export: ResolvedExport | None = field(default=None, repr=False)
     _spec: ExportSpec | None = field(default=None, repr=False)
@@ -124,6 +126,8 @@ def run_steps(ctx: DayContext, steps: Sequence[Step], force: bool = False) -> li
         log.info("run_id=%s ds=%s step=%s started", ctx.run_id, ctx.ds, step.name)
         error, rows = None, None
         try:
+            if ctx.fence is not None:
+                ctx.fence.check()
             rows = step.run(ctx)
         except Exception as err:  # recorded, then re-raised as StepFailed
             error = err

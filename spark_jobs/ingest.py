@@ -29,14 +29,14 @@ from pathlib import Path
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from lakehouse.delta_io import history, overwrite_table, read_table, replace_partitions, table_exists
+from lakehouse.delta_io import TableLeases, history, overwrite_table, read_table, replace_partitions, table_exists
 from lakehouse.features import FeatureHistoryError, feature_history, snapshot_for
 from lfm.config import LfmConfig
 from lfm.config.sources import (ColumnType, DuplicatePolicy, SourceFormat, SourceRole, TimeUnit, column_roles,
                                 mapping_problems)
 from lfm.contract import EVENTS, ITEMS, USERS, VALID_FROM
 from lfm.names import parse_ds
-from lfm.storage import is_local, location
+from lfm.storage import Location, is_local, location
 from spark_jobs.raw_input import Checked, ColumnRules, IngestError, RawInput, check_values, locate, read_source
 
 __all__ = ["IngestError", "IngestResult", "MappedColumn", "ingest"]
@@ -308,17 +308,18 @@ def _check_table_schema(spark: SparkSession, cfg: LfmConfig, table: str, frame: 
     return False
 
 
-def write_snapshot(spark: SparkSession, snap: _Snapshot, path: str, meta: dict) -> None:
+def write_snapshot(spark: SparkSession, snap: _Snapshot, path: str, meta: dict,
+                   leases: TableLeases) -> None:
     """The snapshot as partition valid_from, in at least one file per core (the refresh reads them as that many
     tasks without a shuffle of its own)."""
     rows = snap.frame.repartition(spark.sparkContext.defaultParallelism).withColumn(VALID_FROM,
                                                                                     F.lit(snap.valid_from))
     meta = {**meta, VALID_FROM: snap.valid_from.isoformat(), "snapshot": snap.record}
     if snap.legacy:
-        overwrite_table(rows, path, meta, partition_by=(VALID_FROM,))
+        overwrite_table(rows, path, meta, partition_by=(VALID_FROM,), leases=leases)
     else:
         replace_partitions(rows, path, [snap.valid_from], meta, partition_by=(VALID_FROM,), column=VALID_FROM,
-                           merge_schema=True)
+                           merge_schema=True, leases=leases)
 
 
 # --- the job ----------------------------------------------------------------------------------------------------
@@ -329,14 +330,15 @@ def _mapping(cfg: LfmConfig) -> list[MappedColumn]:
             for role, src in cfg.sources.declared() for name, col in src.columns.items()]
 
 
-def source_root(cfg: LfmConfig, source: Path | str | None) -> Path | None:
-    """`--source DIR`, else `sources.root` (relative to the config's folder), else none (absolute paths only)."""
+def source_root(cfg: LfmConfig, source: Path | str | None) -> Location | None:
+    """`--source DIR` (a folder or an object-store URI), else `sources.root` (relative to the config's folder),
+    else none (absolute paths only)."""
     if source is not None:
-        root = Path(source)
-        if not root.is_dir():
-            raise IngestError(f"source folder {root} does not exist: pass --source DIR with the raw files")
+        root = location(str(source))
+        if root.local and not root.path().is_dir():
+            raise IngestError(f"source folder {root.uri} does not exist: pass --source DIR with the raw files")
         return root
-    return cfg.resolve(cfg.sources.root) if cfg.sources.root else None
+    return cfg.location(cfg.sources.root) if cfg.sources.root else None
 
 
 def ingest(spark: SparkSession, cfg: LfmConfig, source: Path | str | None = None,
@@ -364,12 +366,14 @@ def ingest(spark: SparkSession, cfg: LfmConfig, source: Path | str | None = None
         return IngestResult(dry_run=True, **result)
 
     run_id = run_id or uuid.uuid4().hex[:12]
-    meta = {"job": "ingest", "run_id": run_id, "source": str(root.resolve()) if root else "sources in lfm.yaml"}
+    meta = {"job": "ingest", "run_id": run_id, "source": root.uri if root else "sources in lfm.yaml"}
     log.info("run_id=%s ingest events rows=%d days=%s duplicate_rows=%d duplicates=%s", run_id, events.rows,
              ",".join(d.isoformat() for d in written_days), events.duplicate_rows, policy.value)
+    leases = TableLeases(cfg, run_id)
     writes = [lambda: replace_partitions(events.frame, cfg.table_path(EVENTS), written_days,
-                                         {**meta, "days": [d.isoformat() for d in written_days]})]
-    writes += [lambda p=p: write_snapshot(spark, p, cfg.table_path(p.table), meta) for p in snaps if p.write]
+                                         {**meta, "days": [d.isoformat() for d in written_days]}, leases=leases)]
+    writes += [lambda p=p: write_snapshot(spark, p, cfg.table_path(p.table), meta, leases)
+               for p in snaps if p.write]
     with ThreadPoolExecutor(max_workers=len(writes)) as pool:
         for fut in [pool.submit(w) for w in writes]:
             fut.result()

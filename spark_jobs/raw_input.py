@@ -22,8 +22,8 @@ from pyspark.sql import types as T
 
 from lfm.config.sources import ColumnType, Source, SourceFormat, SourceRole, config_key
 from lfm.names import BadInput
-from lfm.storage import is_local, location
-from lakehouse.delta_io import table_exists
+from lfm.storage import Location, is_local, location
+from lakehouse.delta_io import read_table, table_exists
 
 
 class IngestError(BadInput):
@@ -37,6 +37,11 @@ class RawInput:
     role: SourceRole
     source: Source
     files: list[str]
+
+    @property
+    def spark_files(self) -> list[str]:
+        """The files as Spark reads them (`s3a://` for an S3-API store)."""
+        return [location(f).for_spark() for f in self.files]
 
     @property
     def label(self) -> str:
@@ -54,16 +59,18 @@ class ColumnRules:
     timezone: str = "UTC"  # wall-clock timestamps (text without an offset, TIMESTAMP_NTZ) are local to this zone
 
 
-def locate(root: Path | None, role: SourceRole, src: Source) -> RawInput:
+def locate(root: Location | None, role: SourceRole, src: Source) -> RawInput:
     """The files of a source: its path (a file, a glob or a folder) under `root` unless absolute or a URI."""
     if not is_local(src.path):
-        return RawInput(role, src, [location(src.path).for_spark()])  # an object store: Spark lists it
+        return RawInput(role, src, [src.path])  # an object store: Spark lists it
     path = Path(src.path).expanduser()
     if not path.is_absolute():
         if root is None:
             raise IngestError(f"sources.{role.value}.path {src.path!r} is relative and no folder was given: pass "
                               "--source DIR or set sources.root in lfm.yaml")
-        path = root / path
+        if not root.local:
+            return RawInput(role, src, [root.child(src.path).uri])  # under an object-store folder: Spark lists it
+        path = root.path() / path
     if src.format == SourceFormat.delta or path.is_dir():
         if not path.exists():
             raise IngestError(f"no {role.value} {src.format.value} source at {path}: fix sources.{role.value}.path "
@@ -86,13 +93,13 @@ def read_source(spark: SparkSession, raw: RawInput, rules: ColumnRules) -> DataF
     elif fmt == SourceFormat.json:
         # Every declared field read as text (numbers and booleans as their JSON text), then cast like CSV.
         schema = T.StructType([T.StructField(c, T.StringType()) for c in raw.source.raw_names])
-        df = spark.read.option("mode", "FAILFAST").schema(schema).json(raw.files)
+        df = spark.read.option("mode", "FAILFAST").schema(schema).json(raw.spark_files)
     elif fmt == SourceFormat.delta:
         if not table_exists(spark, raw.files[0]):
             raise IngestError(f"{raw.label}: not a Delta table; fix sources.{raw.role.value}.path or its format")
-        df = spark.read.format("delta").load(raw.files[0])
+        df = read_table(spark, raw.files[0])
     else:
-        df = spark.read.parquet(*raw.files)
+        df = spark.read.parquet(*raw.spark_files)
     missing = [c for c in raw.source.raw_names if c not in df.columns]
     if missing:
         raise IngestError(f"{raw.label}: missing columns {missing}; has {df.columns}: fix the source or "
@@ -171,7 +178,7 @@ def _check_native(raw: RawInput, name: str, native: T.DataType) -> None:
 def _read_csv(spark: SparkSession, raw: RawInput) -> DataFrame:
     """Every column as text under the source's own header (one header for all files, checked first)."""
     if not is_local(raw.files[0]):
-        headers = {raw.files[0]: spark.read.option("header", "true").csv(raw.files).columns}
+        headers = {raw.files[0]: spark.read.option("header", "true").csv(raw.spark_files).columns}
     else:
         headers = {f: _header(Path(f)) for f in raw.files}
     header = headers[raw.files[0]]
@@ -181,7 +188,7 @@ def _read_csv(spark: SparkSession, raw: RawInput) -> DataFrame:
             raise IngestError(f"{f}: its header differs from {raw.files[0]}'s; every file of "
                               f"sources.{raw.role.value} must have the same columns in the same order")
     schema = T.StructType([T.StructField(c, T.StringType()) for c in header])
-    return spark.read.option("header", "true").option("mode", "FAILFAST").schema(schema).csv(raw.files)
+    return spark.read.option("header", "true").option("mode", "FAILFAST").schema(schema).csv(raw.spark_files)
 
 
 def _header(path: Path) -> list[str]:

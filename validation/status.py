@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 import pyarrow as pa
 
-from lakehouse.records import newest, rows, write_record
+from lakehouse.records import append_to, newest, rows_of
 from lfm.config import LfmConfig
 from lfm.contract import GATE_STATUS
 from lfm.names import check_export_id, check_model_version, parse_ds
@@ -58,12 +58,12 @@ def record(cfg: LfmConfig, verdicts: list[StatusRow]) -> None:
         return
     records = [{**asdict(v), "ds": parse_ds(v.ds), "failed_expectations": list(v.failed_expectations),
                 "metrics": {k: (None if x is None else float(x)) for k, x in v.metrics.items()}} for v in verdicts]
-    write_record(cfg.table_path(GATE_STATUS), records, SCHEMA, {"job": "gate", "run_id": verdicts[0].run_id})
+    append_to(cfg, GATE_STATUS, records, SCHEMA, {"job": "gate", "run_id": verdicts[0].run_id})
 
 
 def _latest(cfg: LfmConfig) -> list[StatusRow]:
     names = [f.name for f in fields(StatusRow)]
-    best = newest(rows(cfg.table_path(GATE_STATUS)), lambda r: (r["ds"], r["table"], r["export_id"]),
+    best = newest(rows_of(cfg, GATE_STATUS), lambda r: (r["ds"], r["table"], r["export_id"]),
                   "checked_at")
     return [StatusRow(**{k: r[k] for k in names}) for r in best]
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from lfm.config import LfmConfig
 from lfm.names import check_model_version, check_run_id, parse_days, parse_ds
@@ -19,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "does nothing (no Spark) unless --force. A range FIRST..LAST runs the days in order and stops "
                        "at a failure.")
     p.add_argument("--ds", required=True, type=parse_days, help="the day YYYY-MM-DD, a range FIRST..LAST or a,b,c")
-    p.add_argument("--source", type=Path, help="raw folder (holding the sources of lfm.yaml) to ingest the day "
+    p.add_argument("--source", help="raw folder (holding the sources of lfm.yaml) to ingest the day "
                    "from; default: the day must already be in the lakehouse")
     p.add_argument("--model", type=check_model_version, help="model version (default: the latest registered)")
     p.add_argument("--layer", help="CR point (default: the one `lfm select-layer` recorded)")

@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_synth)
 
     p = sub.add_parser("ingest", help="ingest the sources declared in lfm.yaml (`sources:`) into the lakehouse")
-    p.add_argument("--source", type=Path, help="folder relative source paths resolve against (default: "
+    p.add_argument("--source", help="folder relative source paths resolve against (default: "
                    "sources.root)")
     p.add_argument("--ds", nargs="*", help="only these days (YYYY-MM-DD); default: every day in the source")
     p.add_argument("--dry-run", action="store_true", help="check everything and report the mapping, row counts "

@@ -60,6 +60,10 @@ class LfmConfig(Strict):
             raise LfmError(f"{path} is on an object store; this needs a local folder")
         return where.path()
 
+    def delta_rs_options(self, path: str) -> dict[str, str] | None:
+        """How delta-rs (and obstore) reach `path`: the `storage:` options for an object store, None for local disk."""
+        return None if self.location(path).local else self.storage.object_store_options()
+
     def table_path(self, name: str) -> str:
         """Location of one Delta table under the lakehouse (a local path or an object-store URI)."""
         from lfm.names import check_table_name

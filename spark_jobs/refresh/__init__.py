@@ -57,12 +57,13 @@ def run_day(spark: SparkSession, cfg: LfmConfig, plan: RefreshPlan, prev: DaySta
     t0 = time.perf_counter()
     # Two runs of one day would each win some tables' commits and roll back the others: the day's lock makes the
     # second fail at once, naming the first (released by the OS even on SIGKILL; lakehouse.locks).
-    with day_lock(cfg, EXPORT_LOCK, plan.ds, plan.run_id):
+    with day_lock(cfg, EXPORT_LOCK, plan.ds, plan.run_id) as fence:
         outputs = compute_day(spark, cfg, plan, prev)
         try:
             written = write_tables(spark, cfg, plan, outputs)
         finally:
             outputs.release()
+        fence.check()
         candidate = record_candidate(cfg, plan, written, outputs)
     seconds = time.perf_counter() - t0
     log.info("refresh %s %s: %s rows in %.1fs (run %s)", plan.ds, plan.spec.describe(), outputs.rows, seconds,

@@ -77,7 +77,8 @@ def _extractor(plan: RefreshPlan, cfg: LfmConfig):
     from inference.extract import Extractor
 
     return Extractor(plan.model_dir, threads=cfg.refresh.torch_threads_per_task,
-                     batch_rows=cfg.refresh.arrow_batch_rows, schema=cfg.schema)
+                     batch_rows=cfg.refresh.arrow_batch_rows, schema=cfg.schema,
+                     storage=cfg.storage.object_store_options())
 
 
 def _arrow_type(t: T.DataType) -> pa.DataType:

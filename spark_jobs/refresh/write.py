@@ -22,7 +22,7 @@ from pyspark.sql import SparkSession
 
 from lakehouse import candidates, releases
 from lakehouse.candidates import Candidate
-from lakehouse.delta_io import export_predicate, replace_partitions, restore_partitions, table_version
+from lakehouse.delta_io import TableLeases, export_predicate, replace_partitions, restore_partitions, table_version
 from lfm.config import LfmConfig
 from lfm.contract import EMBEDDING_TABLES, EXPORT_TABLES, PARTITION_BY, STATE_TABLES
 from lfm.errors import RollbackFailed
@@ -46,13 +46,15 @@ def write_tables(spark: SparkSession, cfg: LfmConfig, plan: RefreshPlan, outputs
     """Write the exports, then the states (two parallel waves); on a failure restore what was written, raise."""
     waves = [[n for n in EMBEDDING_TABLES if n in tables], [n for n in STATE_TABLES if n in tables]]
     predicate = export_predicate([plan.ds], plan.spec.id)
+    leases = TableLeases(cfg, plan.run_id)
     with ThreadPoolExecutor(max_workers=len(tables)) as pool:
         before = dict(zip(tables, pool.map(lambda n: table_version(spark, cfg.table_path(n)), tables)))
 
         def write(name: str) -> int:
             meta = _metadata(plan, name, outputs.rows[name], outputs.future_events_dropped)
             version = replace_partitions(outputs.frames[name], cfg.table_path(name), [plan.ds], meta,
-                                         extra_predicate=f"export_id = '{plan.spec.id}'", partition_by=PARTITION_BY)
+                                         extra_predicate=f"export_id = '{plan.spec.id}'", partition_by=PARTITION_BY,
+                                         leases=leases)
             return int(version)
 
         written: dict[str, int] = {}
@@ -65,7 +67,7 @@ def write_tables(spark: SparkSession, cfg: LfmConfig, plan: RefreshPlan, outputs
                 except Exception as err:  # noqa: BLE001 - collected, rolled back and re-raised below
                     errors[name] = err
             if errors:
-                unrestored = _rollback(spark, cfg, plan, list(written), before, predicate)
+                unrestored = _rollback(spark, cfg, plan, list(written), before, predicate, leases)
                 err = next(iter(errors.values()))
                 failed = f"writing {sorted(errors)} for ds {plan.ds} failed ({_detail(err)})"
                 if unrestored:
@@ -80,7 +82,7 @@ def _detail(err: Exception) -> str:
 
 
 def _rollback(spark: SparkSession, cfg: LfmConfig, plan: RefreshPlan, names: list[str],
-              before: dict[str, int | None], predicate: str) -> dict[str, str]:
+              before: dict[str, int | None], predicate: str, leases: TableLeases) -> dict[str, str]:
     """Restore each written table; returns the tables whose restore failed, with why (the others are restored)."""
     unrestored = {}
     for name in reversed(names):
@@ -88,7 +90,7 @@ def _rollback(spark: SparkSession, cfg: LfmConfig, plan: RefreshPlan, names: lis
             restore_partitions(spark, cfg.table_path(name), [plan.ds], before[name],
                                {"job": "refresh-rollback", "run_id": plan.run_id, "export_id": plan.spec.id,
                                 "ds": plan.ds.isoformat(), "restored_version": before[name]},
-                               extra_predicate=f"export_id = '{plan.spec.id}'")
+                               extra_predicate=f"export_id = '{plan.spec.id}'", leases=leases)
         except Exception as err:  # noqa: BLE001 - keep restoring the others; the error names what is left
             log.exception("rollback of %s for ds %s failed: restore it from version %s (%s)", name, plan.ds,
                           before[name], predicate)

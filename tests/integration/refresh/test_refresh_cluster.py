@@ -2,85 +2,28 @@
 backfill submitted with `spark-submit cli/submit.py`, the tables checked from the test's own session."""
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
-import pyspark
 import pytest
 import yaml
 
+from tests.support.cluster import SPARK_HOME, start_standalone
 from tests.support.config import REPO, TEST_JAVA_OPTIONS
 from tests.support.worlds import D1, D2, SMALL_MODEL, SMALL_TRAIN, reference_states
 
 pytestmark = pytest.mark.slow
 
-SPARK_HOME = Path(pyspark.__file__).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for(log: Path, text: str, proc: subprocess.Popen, timeout: float) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if log.exists() and text in log.read_text(errors="replace"):
-            return
-        if proc.poll() is not None:
-            break
-        time.sleep(0.5)
-    raise AssertionError(f"{text!r} not in {log} after {timeout}s:\n{log.read_text(errors='replace')[-3000:]}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """Stop a daemon and everything it started (executors, Python workers): its own process group."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-
 
 @pytest.fixture
 def standalone(tmp_path):
     """A master and a one-worker cluster (2 cores, 2 GiB) on 127.0.0.1; torn down with all its processes."""
-    env = {**os.environ, "SPARK_HOME": str(SPARK_HOME), "SPARK_LOCAL_IP": "127.0.0.1",
-           "SPARK_LOG_DIR": str(tmp_path / "logs"), "PYSPARK_PYTHON": sys.executable,
-           "SPARK_DAEMON_JAVA_OPTS": TEST_JAVA_OPTIONS}
-    spark_class = str(SPARK_HOME / "bin" / "spark-class")
-    port = _free_port()
-    url = f"spark://127.0.0.1:{port}"
-    procs = []
+    cluster = start_standalone(tmp_path, workers=1)
     try:
-        mlog = tmp_path / "master.log"
-        master = subprocess.Popen(
-            [spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
-             "--webui-port", str(_free_port())],
-            stdout=mlog.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        procs.append(master)
-        _wait_for(mlog, "I have been elected leader", master, 90)
-        wlog = tmp_path / "worker.log"
-        worker = subprocess.Popen(
-            [spark_class, "org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1", "--cores", "2",
-             "--memory", "2g", "--webui-port", str(_free_port()), "--work-dir", str(tmp_path / "work")],
-            stdout=wlog.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        procs.append(worker)
-        _wait_for(wlog, "Successfully registered with master", worker, 90)
-        yield url, env
+        yield cluster.url, cluster.env
     finally:
-        for p in reversed(procs):
-            _stop(p)
+        cluster.stop()
 
 
 def test_backfill_runs_unchanged_on_a_standalone_cluster(spark, world, tmp_path, standalone):
