@@ -17,15 +17,17 @@ from feast.table_format import DeltaFormat
 from lfm.config import LfmConfig
 from lfm.config.serving import EntityKeyType
 from lfm.errors import LfmError
+from lfm.storage import location
 
 from feature_repo.specs import key_of, spec_tags, view_name
 from lfm.contract import RELEASES, ExportSpec
 
 
 def _quoted_path(path: str) -> str:
+    """The table as Spark SQL names it (`s3a://` for an S3-API store)."""
     if "`" in path or "'" in path:
         raise LfmError(f"lakehouse path {path!r} contains a quote; move the lakehouse to a plain path")
-    return f"delta.`{path}`"
+    return f"delta.`{location(path).for_spark()}`"
 
 
 def source_query(cfg: LfmConfig, table: str, spec: ExportSpec) -> str:
@@ -45,7 +47,7 @@ def embedding_source(cfg: LfmConfig, table: str, spec: ExportSpec) -> SparkSourc
         warnings.simplefilter("ignore", RuntimeWarning)
         return SparkSource(
             name=f"{view_name(table, spec.id)}_source",
-            path=cfg.table_path(table),
+            path=location(cfg.table_path(table)).for_spark(),
             table_format=DeltaFormat(),
             query=source_query(cfg, table, spec),
             timestamp_field="event_timestamp",

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lakehouse.objects import ObjectStoreError
+from lakehouse.objects import ObjectStoreError, open_store
 from lfm.names import BadInput
 from lfm.storage import Location
 
@@ -29,15 +29,6 @@ if TYPE_CHECKING:  # obstore is imported where a store is opened: a local regist
 _SECRET_WORDS = ("access_key", "secret", "session_token", "password")  # credentials: never carried, never written
 _FIX = ("check that the store is reachable (storage.endpoint, storage.allow_http, storage.region in lfm.yaml) and "
         "that this process's AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) may read and write it")
-
-
-def open_store(where: Location, options: Mapping[str, str]) -> ObjectStore:
-    """An obstore store rooted at `where`, from delta-rs's options (`allow_http` is a client option in obstore)."""
-    from obstore.store import from_url
-
-    config = dict(options)
-    allow_http = config.pop("aws_allow_http", "false") == "true"
-    return from_url(where.for_delta_rs(), config=config, client_options={"allow_http": allow_http})
 
 
 def without_secrets(options: Mapping[str, str] | None) -> dict[str, str]:

@@ -7,11 +7,16 @@ Reached through obstore (Rust `object_store`, the same client delta-rs uses, wit
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from lfm.config import LfmConfig
 from lfm.errors import LfmError
 from lfm.storage import Location
+
+if TYPE_CHECKING:
+    from obstore.store import ObjectStore
 
 
 class ObjectStoreError(LfmError):
@@ -34,12 +39,19 @@ class Stored:
     etag: str
 
 
+def open_store(where: Location, options: Mapping[str, str]) -> ObjectStore:
+    """An obstore store rooted at `where`, from delta-rs's options (`allow_http` is a client option in obstore)."""
+    from obstore.store import from_url
+
+    config = dict(options)
+    allow_http = config.pop("aws_allow_http", "false") == "true"
+    return from_url(where.for_delta_rs(), config=config, client_options={"allow_http": allow_http})
+
+
 class Objects:
     """Conditional reads and writes of the objects under one object-store prefix (`Location`)."""
 
     def __init__(self, cfg: LfmConfig, where: Location) -> None:
-        from lakehouse.artifacts import open_store
-
         if where.local:
             raise ObjectStoreError(f"{where.uri} is a local path: local files need no object store")
         self.where = where

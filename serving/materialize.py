@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -271,11 +270,11 @@ def _load_from_spark(spark, cfg: LfmConfig, store, release: releases.Release, st
 
 
 def _index(cfg: LfmConfig, spec: ExportSpec, release: releases.Release, keys: np.ndarray, mat: np.ndarray) -> int:
-    from serving.retrieval import ItemIndex, index_dir
+    from serving.retrieval import ItemIndex, save_index
 
     meta = {"model_version": spec.model_version, "export_id": spec.id, "ds": release.ds.isoformat(),
             "ir_version": release.table_versions["ir"], "release_run_id": release.run_id}
-    ItemIndex.build(keys, mat, cfg.feast.retrieval, meta=meta).save(index_dir(cfg, spec.id, release.ds))
+    save_index(cfg, spec.id, release.ds, ItemIndex.build(keys, mat, cfg.feast.retrieval, meta=meta))
     return len(keys)
 
 
@@ -305,14 +304,14 @@ def withdraw(spark, cfg: LfmConfig, spec: ExportSpec, ds: dt.date, store=None) -
 
 def _withdraw(spark, cfg: LfmConfig, spec: ExportSpec, ds: dt.date, store) -> Withdrawal | None:
     from serving.online_withdraw import retract_views
-    from serving.retrieval import index_dir
+    from serving.retrieval import drop_index
 
     held = receipts.read(cfg, spec.id, ds)
     if held is None or held.names(releases.release_of(cfg, ds, spec.id)):
         return None
     _, end = day_bounds(cfg, ds)
     removed = retract_views(cfg, [(view_name(t, spec.id), t) for t in EMBEDDING_TABLES], end)
-    shutil.rmtree(index_dir(cfg, spec.id, ds), ignore_errors=True)
+    drop_index(cfg, spec.id, ds)
     earlier = [d for d in releases.released(cfg, spec.id) if d < ds]
     if earlier:
         materialize(spark, cfg, earlier[-1], spec.id, store=store, restore=True)

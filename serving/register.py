@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from lfm.config import LfmConfig
 from lfm.contract import EMBEDDING_TABLES, ExportSpec, side_of
 from lfm.names import MODEL_VERSION
+from lfm.storage import location
 
 from feature_repo.specs import CURRENT_SERVICE, view_name
 from serving.errors import NothingRegistered, UnknownModelVersion
@@ -92,7 +93,7 @@ def _stale(store, cfg: LfmConfig, spec: ExportSpec) -> bool:
         fv = store.get_feature_view(view_name(table, spec.id))
         entity = ents[side_of(table)]
         if getattr(fv.batch_source, "query", None) != source_query(cfg, table, spec) \
-                or getattr(fv.batch_source, "path", None) != cfg.table_path(table) \
+                or getattr(fv.batch_source, "path", None) != location(cfg.table_path(table)).for_spark() \
                 or list(fv.entities) != [entity.name] \
                 or [c.name for c in fv.entity_columns] != [entity.join_key]:
             return True

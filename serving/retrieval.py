@@ -1,9 +1,11 @@
 """Standalone retrieval (model-level transfer in serving): top-K items for a user vector over a day's released IR.
 
-`ItemIndex` is a FAISS index (inner product) over one day's item vectors of one export, saved under
-`<repo_path>/data/ann/<export id>/<ds>/`; `lfm materialize` builds it from the released IR it loads, and its
-meta names the release (IR version, refresh run). `lfm retrieve` uses the newest index whose release is still
-current: an index of a day since withdrawn (rewritten) or re-released at another version is never used.
+`ItemIndex` is a FAISS index (inner product) over one day's item vectors of one export: three files (the index,
+the item ids, `meta.json`) in the day's folder of `index_home`: `<repo_path>/data/ann/<export id>/<ds>/` beside a
+local lakehouse, `<lakehouse>/_serving/ann/<export id>/<ds>/` when the lakehouse is on an object store (where
+`lfm retrieve` on any machine reads it into memory). `lfm materialize` builds it from the released IR it loads,
+and its meta names the release (IR version, refresh run). `lfm retrieve` uses the newest index whose release is
+still current: an index of a day since withdrawn (rewritten) or re-released at another version is never used.
 `Retriever(index, encoder).retrieve(user_vector, k)` is the serving API: the encoder maps a user vector into the
 item space. Today it is the identity on UR (needs ur_dim == ir_dim); `lfm retrieve --projection` plugs in the retrieval
 two-tower's learned projection of UR or CR(u) by passing any object with `source` and `encode`.
@@ -11,6 +13,7 @@ two-tower's learned projection of UR or CR(u) by passing any object with `source
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import math
 import os
@@ -23,11 +26,17 @@ from typing import Protocol
 
 import numpy as np
 
+from lakehouse.artifacts import Artifacts
+from lakehouse.objects import Objects
 from lfm.config import LfmConfig
 from lfm.config.serving import IndexKind, RetrievalSettings
-from lfm.names import check_export_id, parse_ds
+from lfm.names import parse_ds
+from lfm.storage import location
 
 from serving.errors import NoIndex, ServingError
+from serving.receipts import serving_files, serving_home
+
+INDEX, ITEM_IDS, MARKER = "index.faiss", "item_ids.npy", "meta.json"  # the marker is written last
 
 
 class UserEncoder(Protocol):
@@ -154,17 +163,23 @@ class ItemIndex:
         out[ok] = self.item_ids[idx[ok]]
         return out
 
-    def save(self, folder: Path) -> Path:
-        """Write into a staging folder, then swap it in: a crash never leaves a half-written index behind."""
+    def files(self) -> dict[str, bytes]:
+        """The index as the named files of its folder (`MARKER` last)."""
         import faiss
 
+        ids = io.BytesIO()
+        np.save(ids, self.item_ids, allow_pickle=False)
+        meta = {**self.meta, "dim": self.dim, "kind": self.kind, "items": len(self)}
+        return {INDEX: faiss.serialize_index(self.index).tobytes(), ITEM_IDS: ids.getvalue(),
+                MARKER: json.dumps(meta, sort_keys=True).encode()}
+
+    def save(self, folder: Path) -> Path:
+        """Write into a staging folder, then swap it in: a crash never leaves a half-written index behind."""
         folder = Path(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-        faiss.write_index(self.index, str(staging / "index.faiss"))
-        np.save(staging / "item_ids.npy", self.item_ids, allow_pickle=False)
-        (staging / "meta.json").write_text(json.dumps({**self.meta, "dim": self.dim, "kind": self.kind,
-                                                       "items": len(self)}, sort_keys=True))
+        for name, data in self.files().items():
+            (staging / name).write_bytes(data)
         if folder.exists():
             old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
             folder.rename(old)
@@ -175,21 +190,33 @@ class ItemIndex:
         return folder
 
     @classmethod
-    def load(cls, folder: Path, settings: RetrievalSettings | None = None) -> "ItemIndex":
+    def load(cls, folder: Path | Artifacts, settings: RetrievalSettings | None = None) -> "ItemIndex":
+        """The index of a folder on disk (a `Path`) or of `Artifacts` (any store), read into memory; a folder
+        without its marker (a writer killed part-way) holds no index."""
         import faiss
 
-        folder = Path(folder)
-        if not (folder / "index.faiss").is_file():
-            raise NoIndex(f"no ANN index in {folder}")
-        meta = json.loads((folder / "meta.json").read_text())
-        index = faiss.read_index(str(folder / "index.faiss"))
+        files = _as_files(folder)
+        meta = json.loads(_read(files, MARKER))
+        index = faiss.deserialize_index(np.frombuffer(_read(files, INDEX), dtype=np.uint8))
         s = settings or RetrievalSettings()
         faiss.omp_set_num_threads(s.threads)
         if meta["kind"] == IndexKind.hnsw.value:
             index.hnsw.efSearch = s.hnsw_ef_search
         elif meta["kind"] == IndexKind.ivf.value:
             index.nprobe = s.ivf_nprobe
-        return cls(index, np.load(folder / "item_ids.npy", allow_pickle=False), int(meta["dim"]), meta["kind"], meta)
+        ids = np.load(io.BytesIO(_read(files, ITEM_IDS)), allow_pickle=False)
+        return cls(index, ids, int(meta["dim"]), meta["kind"], meta)
+
+
+def _as_files(folder: Path | Artifacts) -> Artifacts:
+    return folder if isinstance(folder, Artifacts) else Artifacts.at(location(str(folder)))
+
+
+def _read(files: Artifacts, name: str) -> bytes:
+    data = files.read(name)
+    if data is None:
+        raise NoIndex(f"no ANN index in {files.uri()} (no {name})")
+    return data
 
 
 def recall_at_k(index: ItemIndex, queries: np.ndarray, k: int) -> float:
@@ -213,28 +240,64 @@ def measure(index: ItemIndex, queries: np.ndarray, k: int) -> dict:
             "items": len(index), "kind": index.kind}
 
 
-# --- on disk, per export and day ---------------------------------------------------------------------------
+# --- per export and day: beside the Feast repo, or on the lakehouse's object store ----------------------------
+
+
+def index_home(cfg: LfmConfig, export_id: str) -> Artifacts:
+    """The folder of the export's day indexes (see `serving.receipts.serving_home`)."""
+    return serving_files(cfg, "ann", export_id)
 
 
 def index_dir(cfg: LfmConfig, export_id: str, ds: dt.date | str) -> Path:
-    from feature_repo.store import repo_dir
+    """The day's index folder of a local lakehouse (an object-store lakehouse has none on disk)."""
+    return serving_home(cfg, "ann", export_id).path() / parse_ds(ds).isoformat()
 
-    return repo_dir(cfg) / "data" / "ann" / check_export_id(export_id) / parse_ds(ds).isoformat()
+
+def save_index(cfg: LfmConfig, export_id: str, ds: dt.date | str, index: ItemIndex) -> None:
+    """Make `index` the day's index. On disk the folder is swapped in whole (`ItemIndex.save`); on an object store
+    the files are put and the marker last, create-only (`Artifacts.publish`), after the marker of another index of
+    the day (another release, other settings) is deleted: a writer killed part-way leaves no index that counts."""
+    home, day = index_home(cfg, export_id), parse_ds(ds).isoformat()
+    if home.where.local:
+        index.save(home.where.path() / day)
+        return
+    files = index.files()
+    held = home.child(day).read(MARKER)
+    if held == files[MARKER]:
+        return  # this very index (same release, same settings) is there
+    if held is not None:
+        drop_index(cfg, export_id, day)
+    home.publish(day, files, MARKER)
 
 
-def pick_index(root: Path, current: dict[str, tuple[int, str]], ds: dt.date | str | None = None) -> Path | None:
-    """The folder of the newest day (up to `ds`) whose index was built from the day's current release.
+def drop_index(cfg: LfmConfig, export_id: str, ds: dt.date | str) -> None:
+    """Remove the day's index (a withdrawn release's); on an object store the marker goes first, so what a drop
+    killed part-way leaves is not an index."""
+    home, day = serving_home(cfg, "ann", export_id), parse_ds(ds).isoformat()
+    if home.local:
+        shutil.rmtree(home.path() / day, ignore_errors=True)
+        return
+    objects = Objects(cfg, home.child(day))
+    for name in (MARKER, INDEX, ITEM_IDS):
+        objects.delete(name)
+
+
+def pick_index(root: Path | Artifacts, current: dict[str, tuple[int, str]],
+               ds: dt.date | str | None = None) -> Path | Artifacts | None:
+    """The folder (of the kind `root` is) of the newest day (up to `ds`) whose index was built from the day's
+    current release.
 
     `current`: day (ISO) -> (IR version, refresh run) of every day currently released.
     """
-    days = sorted((p.name for p in root.iterdir() if (p / "index.faiss").is_file()), reverse=True) \
-        if root.is_dir() else []
-    for day in days:
-        if ds is not None and day > parse_ds(ds).isoformat():
+    files = _as_files(root)
+    last = parse_ds(ds).isoformat() if ds is not None else None
+    for day in sorted(files.folders(MARKER), reverse=True):
+        if day not in current or (last is not None and day > last):
             continue
-        meta = json.loads((root / day / "meta.json").read_text())
-        if day in current and (meta.get("ir_version"), meta.get("release_run_id")) == current[day]:
-            return root / day
+        raw = files.child(day).read(MARKER)
+        meta = json.loads(raw) if raw is not None else {}
+        if (meta.get("ir_version"), meta.get("release_run_id")) == current[day]:
+            return root / day if isinstance(root, Path) else files.child(day)
     return None
 
 
@@ -244,7 +307,7 @@ def load_index(cfg: LfmConfig, export_id: str, ds: dt.date | str | None = None) 
 
     current = {d.isoformat(): (r.table_versions.get("ir"), r.run_id)
                for d, r in releases.released(cfg, export_id).items()}
-    folder = pick_index(index_dir(cfg, export_id, "2000-01-01").parent, current, ds)
+    folder = pick_index(index_home(cfg, export_id), current, ds)
     if folder is None:
         raise NoIndex(f"no ANN index of a released day for export {export_id}"
                       + (f" up to {parse_ds(ds)}" if ds else "")

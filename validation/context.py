@@ -1,7 +1,9 @@
 """The Great Expectations file context of a lakehouse, and running one suite on a Spark or a pandas DataFrame.
 
 The context config is `validation/great_expectations.yml` (kept in the repo); its stores live under the quality
-root (default `<lakehouse>/_quality/`), so results and Data Docs stay next to the data and survive the run. One
+root (default `<lakehouse>/_quality/`), so results and Data Docs stay next to the data and survive the run. GE's
+file stores are local: with the lakehouse on an object store the quality root is a working folder of this machine
+and `publish` copies the results, Data Docs and PNG reports to `<lakehouse>/_quality/` after each gate run. One
 context per quality root per process (loading it costs about a second), and its suites and validation
 definitions are written only when they change. Two datasources: Spark for the `<table>_schema` suites (GE reuses
 the active SparkSession from `spark_jobs.session.get_spark` and reads only the schema; `persist=False` because
@@ -11,7 +13,9 @@ statistics and metrics already computed in Spark (GE answers them in millisecond
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,26 +35,74 @@ import yaml
 from pyspark.sql import DataFrame
 
 import validation.expectations  # noqa: F401  (registers the custom expectation classes with GE)
+from lakehouse.artifacts import Artifacts
 from lfm.config import LfmConfig
+from lfm.storage import Location
 from validation.errors import QualityError
 
 TEMPLATE = Path(__file__).with_name("great_expectations.yml")
 SPARK_SOURCE = "lfm_spark"
 PANDAS_SOURCE = "lfm_pandas"
 BATCH = "whole_dataframe"
+QUALITY_DIR = "_quality"  # under the lakehouse
+DOCS_INDEX = "gx/uncommitted/data_docs/local_site/index.html"  # under the quality root (the template's site)
+SHARED = ("gx/uncommitted/data_docs", "gx/uncommitted/validations", "reports")  # what `publish` copies
+_PUBLISHED = ".published"  # a stamp in the quality root: its mtime is when the last copy began
 _contexts: dict[Path, FileDataContext] = {}
 
 
 def quality_root(cfg: LfmConfig) -> Path:
-    """Where the GE context and the PNG reports live: `quality.context_dir`, else `<lakehouse>/_quality`."""
+    """Where this machine writes the GE context and the PNG reports: `quality.context_dir`, else
+    `<lakehouse>/_quality` beside a local lakehouse, else (an object-store lakehouse: GE's file stores are local)
+    the working folder `$XDG_CACHE_HOME/lfm/quality/<first 12 hex of the SHA-256 of the lakehouse URI>`
+    (`~/.cache/...` by default), one per lakehouse, whose results and reports `publish` copies to the store."""
     if cfg.quality.context_dir:
         if not cfg.location(cfg.quality.context_dir).local:
             raise QualityError(f"quality.context_dir {cfg.quality.context_dir!r} must be a local folder")
         return cfg.resolve(cfg.quality.context_dir)
-    if not cfg.location(cfg.lakehouse).local:
-        raise QualityError(f"the lakehouse {cfg.lakehouse} is not a local folder and GE file stores are local: "
-                           "set quality.context_dir to a local folder for results and Data Docs")
-    return cfg.resolve(cfg.lakehouse) / "_quality"
+    lake = cfg.location(cfg.lakehouse)
+    if lake.local:
+        return lake.path() / QUALITY_DIR
+    digest = hashlib.sha256(lake.for_delta_rs().rstrip("/").encode()).hexdigest()[:12]  # s3a:// and s3:// alike
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "lfm" / "quality" / digest
+
+
+def shared_home(cfg: LfmConfig) -> Location | None:
+    """Where `publish` copies the quality root's results and reports (`<lakehouse>/_quality` on an object store);
+    None when the quality root is itself what readers see: a local lakehouse's, or the `quality.context_dir` set."""
+    lake = cfg.location(cfg.lakehouse)
+    return None if cfg.quality.context_dir or lake.local else lake.child(QUALITY_DIR)
+
+
+def publish(cfg: LfmConfig) -> None:
+    """Copy the results, Data Docs pages and PNG reports written since the last copy to `shared_home` (same paths
+    under it as under the quality root), so a machine other than this run's driver sees them; the index pages go
+    last, after the pages they link to. Call it after a gate run, outside `locked` (it takes the lock itself)."""
+    home = shared_home(cfg)
+    if home is None:
+        return
+    root = quality_root(cfg)
+    files = Artifacts.at(home, cfg.storage.object_store_options())
+    with locked(cfg):
+        stamp, starting = root / _PUBLISHED, root / f"{_PUBLISHED}.new"
+        since = stamp.stat().st_mtime_ns if stamp.exists() else 0
+        starting.touch()  # the file system's clock, the one the files' mtimes come from
+        for path in sorted(_written_since(root, since), key=lambda p: p.name == "index.html"):
+            files.put(path.relative_to(root).as_posix(), path.read_bytes())
+        starting.replace(stamp)  # a copy that failed part-way is repeated whole by the next one
+
+
+def _written_since(root: Path, since_ns: int) -> list[Path]:
+    return [path for folder in SHARED for path in (root / folder).rglob("*")
+            if path.is_file() and path.stat().st_mtime_ns >= since_ns]
+
+
+def address(cfg: LfmConfig, path: Path) -> Path | str:
+    """Where any machine finds `path`, a file under the quality root: the path itself, or the URI of the copy
+    `publish` makes on the lakehouse's object store."""
+    home = shared_home(cfg)
+    return path if home is None else home.child(path.relative_to(quality_root(cfg)).as_posix()).uri
 
 
 def get_context(cfg: LfmConfig) -> FileDataContext:
@@ -147,5 +199,6 @@ def build_docs(ctx: FileDataContext, keys: list[ValidationResultIdentifier]) -> 
     ctx.build_data_docs(resource_identifiers=list(keys))
 
 
-def docs_index(cfg: LfmConfig) -> Path:
-    return quality_root(cfg) / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+def docs_index(cfg: LfmConfig) -> Path | str:
+    """The Data Docs site's index page: a local path, or its URI on the object store (see `publish`)."""
+    return address(cfg, quality_root(cfg) / DOCS_INDEX)

@@ -65,8 +65,8 @@ class GateResult:
     model_version: str | None
     run_id: str
     tables: dict[str, TableResult]
-    docs_index: Path  # GE Data Docs site of this lakehouse (every run's validation pages are linked there)
-    report_png: Path | None  # spectra and drift histograms of this run's embedding tables
+    docs_index: Path | str  # GE Data Docs site (a local path, or its URI on the lakehouse's object store) (every run's validation pages are linked there)
+    report_png: Path | str | None  # spectra and drift histograms of this run's embedding tables
     seconds: float
     export_id: str | None = None
 
@@ -174,8 +174,12 @@ def _gate(spark: SparkSession, cfg: LfmConfig, day: dt.date, spec: ExportSpec | 
     status.record(cfg, [_verdict(day, s, spec, versions, refresh_run_id, run_id, results[s.name].passed,
                                         list(results[s.name].failed), results[s.name].metrics,
                                         results[s.name].details.get(GATE_ERROR)) for s in specs])
+    try:
+        context.publish(cfg)  # an object-store lakehouse: Data Docs, results and the PNG to <lakehouse>/_quality/
+    except Exception as err:  # noqa: BLE001 - the verdicts stand; the next run copies what is missing
+        log.error("gate %s: copying Data Docs and reports to the lakehouse failed: %s", day, _one_line(err))
     return GateResult(ds=day, model_version=spec.model_version if spec else None, run_id=run_id, tables=results,
-                      docs_index=context.docs_index(cfg), report_png=png, seconds=time.perf_counter() - t0,
+                      docs_index=context.docs_index(cfg), report_png=png and context.address(cfg, png), seconds=time.perf_counter() - t0,
                       export_id=spec.id if spec else None)
 
 

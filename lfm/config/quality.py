@@ -61,7 +61,10 @@ class TableOverrides(Strict):
 class QualitySettings(Strict):
     enabled: bool = True  # `lfm refresh` runs the gate before it reports success
     # Root of the Great Expectations file context (stores, validation results, Data Docs) and of the PNG
-    # reports. Default: `<lakehouse>/_quality`. Must be a local path (GE's file stores are local).
+    # reports; a local path (GE's file stores are local), used as is. Default: `<lakehouse>/_quality` for a local
+    # lakehouse; for a lakehouse on an object store, the working folder
+    # `$XDG_CACHE_HOME/lfm/quality/<12 hex of the lakehouse URI's SHA-256>` (~/.cache by default), whose results,
+    # Data Docs and reports are copied to `<lakehouse>/_quality/` after each gate run for every machine to read.
     context_dir: str | None = None
     vectors: VectorThresholds = Field(default_factory=VectorThresholds)
     tables: dict[str, TableOverrides] = Field(default_factory=dict)

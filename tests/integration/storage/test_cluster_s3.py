@@ -27,6 +27,7 @@ from deltalake import DeltaTable
 from lfm.config import config_from_dict, load_config
 from tests.support.cluster import start_standalone
 from tests.support.config import TEST_JAVA_OPTIONS, TEST_SPARK_CONF
+from tests.support.releases import QUALITY
 from tests.support.worlds import D1, D2, SMALL_MODEL, SMALL_TRAIN
 
 pytestmark = pytest.mark.slow
@@ -51,8 +52,8 @@ def cluster(s3_server, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def site(s3_server, redis_server, cluster, world, tmp_path_factory):
-    """The driver's folder and config: lakehouse, registry and raw files on S3; GE results and Feast's registry
-    (driver-side state) in the driver's own folder; the raw files and model A uploaded to the store first."""
+    """The driver's folder and config: lakehouse, registry and raw files on S3 (the quality gate's working folder
+    and Feast's registry in the driver's own folder); the raw files and model A uploaded to the store first."""
     import obstore
     from obstore.store import from_url
 
@@ -65,11 +66,11 @@ def site(s3_server, redis_server, cluster, world, tmp_path_factory):
             "spark.sql.shuffle.partitions": "4", "spark.default.parallelism": "4"}
     data = {"lakehouse": s3_server.uri(f"{PREFIX}/lake"), "registry": {"path": s3_server.uri(f"{PREFIX}/models")},
             "storage": storage, "spark": {"master": cluster.url, "conf": conf, "log_file": "./spark.log"},
-            "model": SMALL_MODEL, "train": SMALL_TRAIN, "quality": {"context_dir": "./gx"},
+            "model": SMALL_MODEL, "train": SMALL_TRAIN, "quality": QUALITY,
             "feast": {"online_store": "redis", "redis_connection": redis_server.connection}}
     cfg_file = driver / "lfm.yaml"
     cfg_file.write_text(yaml.safe_dump(data))
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("AWS_")}, "XDG_CACHE_HOME": str(driver / "cache"),
            "AWS_ACCESS_KEY_ID": s3_server.access_key, "AWS_SECRET_ACCESS_KEY": s3_server.secret_key}
     os.environ.update(env)  # this process reads the store too (delta-rs, the registry), as the driver does
 
@@ -162,11 +163,34 @@ def test_run_daily_on_a_two_worker_cluster_against_s3(site, cluster, s3_server, 
         assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     assert_one_complete_release(s3_server, D1, card.model_version)
 
-    # Day 2: the driver SIGKILLed as publish starts; the rerun (once the dead run's day lease expired) resumes.
-    out2 = tmp_path / "day2.log"
+    # Day 2, first run: the driver paused (SIGSTOP: a GC pause, a suspended VM) as publish starts, past its leases'
+    # expiry; another run takes the day's and the export's leases over; the driver wakes and must not publish.
+    out2 = tmp_path / "day2-paused.log"
+    takers = []
+
+    def pause_past_the_leases(proc):
+        os.killpg(proc.pid, signal.SIGSTOP)
+        try:
+            time.sleep(LEASE_SECONDS + 1)
+            takers.extend(take_over(cfg, [f"daily-{D2}.lease", f"export-{D2}.lease"]))
+        finally:
+            os.killpg(proc.pid, signal.SIGCONT)
+
     proc = run_until(run_daily(site, D2), env, driver, out2, lambda text: "publish     ..." in text,
+                     pause_past_the_leases)
+    text = out2.read_text(errors="replace")
+    assert proc.returncode == 1 and "Traceback" not in text, text[-3000:]
+    assert "taken over" in text or "already running" in text, text[-3000:]
+    assert not [r for r in releases_of(s3_server, D2) if r["status"] == "released"]
+    for lease in takers:
+        lease.release()
+
+    # Day 2, second run: the driver SIGKILLed as publish starts; the rerun (once the dead run's day lease expired)
+    # resumes and releases the day once.
+    out3 = tmp_path / "day2-killed.log"
+    proc = run_until(run_daily(site, D2), env, driver, out3, lambda text: "publish     ..." in text,
                      lambda p: os.killpg(p.pid, signal.SIGKILL))
-    assert proc.returncode == -signal.SIGKILL, out2.read_text()[-3000:]
+    assert proc.returncode == -signal.SIGKILL, out3.read_text()[-3000:]
     time.sleep(LEASE_SECONDS + 1)
     rerun = subprocess.run(run_daily(site, D2), env=env, cwd=driver, capture_output=True, text=True,
                            timeout=STEP_TIMEOUT)
@@ -196,9 +220,24 @@ def test_run_daily_on_a_two_worker_cluster_against_s3(site, cluster, s3_server, 
     frame = pd.read_parquet(driver / "ts")
     assert len(frame) == 5 and frame.filter(like="cr_user").notna().all().all(), frame
 
+    export_id = releases_of(s3_server, D2)[-1]["export_id"]
+    for key in (f"_serving/ann/{export_id}/{D2}/meta.json", f"_serving/online/{export_id}/{D2}.json",
+                "_quality/gx/uncommitted/data_docs/local_site/index.html"):
+        status, _ = s3_server.get_object(f"{PREFIX}/lake/{key}")
+        assert status == 200, key  # the ANN index, the online receipt and the Data Docs are on the store
+
     top = lfm(site, "retrieve", "--user", str(user["user_id"]), "--k", "3", "--model", card.model_version)
     assert top.returncode == 0, top.stderr[-3000:]
     assert top.stdout.count('"item"') == 3, top.stdout
+
+
+def take_over(cfg, keys: list[str]) -> list:
+    """Take the leases `keys` under `<lakehouse>/_locks` as another run would once they expired."""
+    from lakehouse.leases import Lease, holder_text
+    from lakehouse.objects import Objects
+
+    store = Objects(cfg, cfg.location(cfg.lakehouse).child("_locks"))
+    return [Lease(store, key, holder_text("the run that took over"), LEASE_SECONDS).acquire() for key in keys]
 
 
 def stop_group_hard(proc: subprocess.Popen) -> None:

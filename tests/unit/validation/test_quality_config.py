@@ -123,14 +123,3 @@ def test_expected_width_comes_from_outside_the_data():
         run_gate(None, cfg, "2022-04-25", tables=["ur"])
     with pytest.raises(QualityError, match="versions of \\['ur'\\]"):
         run_gate(None, cfg, "2022-04-25", SPEC, {"ir": 3}, tables=["ur"])
-
-
-def test_context_must_be_local(tmp_path):
-    from validation.context import quality_root
-    from validation.errors import QualityError
-
-    with pytest.raises(QualityError, match="quality.context_dir"):
-        quality_root(config_from_dict({"lakehouse": "s3a://bucket/lake"}))
-    cfg = config_from_dict({"lakehouse": "s3a://bucket/lake", "quality": {"context_dir": str(tmp_path / "q")}})
-    assert quality_root(cfg) == tmp_path / "q"
-    assert quality_root(config_from_dict({"lakehouse": str(tmp_path / "lake")})) == tmp_path / "lake" / "_quality"
