@@ -33,6 +33,7 @@ REFRESH_LOG = "refresh_log"  # one row per complete refresh: the candidate's tab
 GATE_STATUS = "gate_status"  # one row per (gate run, table): the verdict and the version it checked
 RELEASES = "releases"  # one row per publish or withdrawal of (ds, export): what readers may read
 RUNS = "runs"  # one row per pipeline step attempt
+SERVING_DIR = "_serving"  # under an object-store lakehouse: the serving state every driver shares (Feast, ANN, receipts)
 RECORD_TABLES = (REFRESH_LOG, GATE_STATUS, RELEASES, RUNS)
 PARTITION_BY = ("ds", "export_id")  # embedding and state tables: a refresh swaps whole (day, export) folders
 EXPORT_ID = "export_id"

@@ -116,7 +116,7 @@ def _materialize(ctx: DayContext) -> int:
         # Idempotent and additive: the run's export gets its views beside the others; `lfm_current` only moves
         # when nothing is current yet (switching serving to another export is an explicit `lfm register --current`).
         store = open_store(ctx.cfg)  # one Feast store (and registry connection) for both
-        register(ctx.cfg, [ctx.export.spec], store=store)
+        register(ctx.cfg, [ctx.export.spec], store=store, run_id=ctx.run_id)
         return materialize(ctx.spark, ctx.cfg, ctx.ds, ctx.export.spec.id, store=store)
 
     with reaching_online(ctx.cfg):  # register reads the store's Feast registry too

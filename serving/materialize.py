@@ -228,7 +228,7 @@ def _write_release(cfg: LfmConfig, store, spec: ExportSpec, day: dt.date, checke
             written = backend.write_views(_writes(cfg, spec, day, checked))
     finally:
         backend.close()
-    _record(store, spec, start, end)
+    _record(cfg, store, spec, start, end)
     seconds = read_seconds + time.perf_counter() - t0
     return [TableLoad(spec.id, t, True, rows=len(checked[t][0]), seconds=seconds,
                       reason=f"{written.get(view_name(t, spec.id), 0):,} keys newer than what was online")
@@ -240,11 +240,16 @@ def _log_writing(day: dt.date, export_id: str) -> None:
     log.info("materialize %s export %s: all four tables checked; writing the online store", day, export_id)
 
 
-def _record(store, spec: ExportSpec, start: dt.datetime, end: dt.datetime) -> None:
-    """Feast's materialization interval of every view, once every write of the release succeeded."""
-    for t in EMBEDDING_TABLES:
-        store.registry.apply_materialization(store.get_feature_view(view_name(t, spec.id)), store.project, start,
-                                             end, commit=True)
+def _record(cfg: LfmConfig, store, spec: ExportSpec, start: dt.datetime, end: dt.datetime) -> None:
+    """Feast's materialization interval of every view, once every write of the release succeeded (under the
+    registry's lease: on an object store Feast rewrites the whole registry)."""
+    from serving.register import registry_held
+
+    with registry_held(cfg, store) as fence:
+        fence.check()
+        for t in EMBEDDING_TABLES:
+            store.registry.apply_materialization(store.get_feature_view(view_name(t, spec.id)), store.project,
+                                                 start, end, commit=True)
 
 
 def _load_from_spark(spark, cfg: LfmConfig, store, release: releases.Release, start: dt.datetime,
@@ -262,7 +267,7 @@ def _load_from_spark(spark, cfg: LfmConfig, store, release: releases.Release, st
             written = online_spark.write_release(spark, cfg, release, end)
     finally:
         backend.close()
-    _record(store, release.spec, start, end)
+    _record(cfg, store, release.spec, start, end)
     seconds = time.perf_counter() - t0
     return [TableLoad(release.export_id, t, True, rows=audits[t].rows, seconds=seconds,
                       reason=f"{written.get(view_name(t, release.export_id), 0):,} keys newer than what was online")

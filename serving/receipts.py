@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from lakehouse.artifacts import Artifacts
 from lakehouse.objects import ObjectStoreError, Objects, open_store
 from lakehouse.releases import Release
+from lfm.contract import SERVING_DIR
 from lfm.config import LfmConfig
 from lfm.names import check_export_id, parse_ds
 from lfm.storage import Location, location
 
-SERVING_DIR = "_serving"  # under an object-store lakehouse: the serving state every machine's driver shares
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,18 @@ the online key type changed, the keys and so the entities were renamed): then th
 read goes where the config says.
 `lfm_current` names the current export explicitly: `current` (an export id or a model version with one export),
 else `feast.current_version` (a model version), else the one already current, else the newest given.
+With the lakehouse on an object store, Feast's registry is one object on the store that Feast rewrites whole (last
+writer wins): `register` reads, decides and applies while holding the registry's lease
+(`<lakehouse>/_locks/feast-registry.lease`, `registry_held`), so two drivers registering at once both land.
 """
 from __future__ import annotations
 
 import logging
+import random
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from lfm.config import LfmConfig
@@ -21,6 +29,59 @@ from feature_repo.specs import CURRENT_SERVICE, view_name
 from serving.errors import NothingRegistered, UnknownModelVersion
 
 log = logging.getLogger("lfm.feast")
+
+REGISTRY_LEASE = "feast-registry.lease"  # under <lakehouse>/_locks, beside the day, export and table leases
+
+
+class _Unshared:
+    """The sqlite registry beside a local lakehouse: its writes are transactions, no lease to check."""
+
+    def check(self) -> None:
+        return None
+
+
+@contextmanager
+def registry_held(cfg: LfmConfig, store, run_id: str | None = None, wait_seconds: float = 600.0) -> Iterator:
+    """Hold the lease of Feast's registry for the block, then refresh `store`'s copy of the registry from the store;
+    yields the fence whose `check()` the writer calls right before it writes the registry.
+
+    Feast's S3 registry store puts the whole registry protobuf with a plain put: two drivers writing at once would
+    lose one's changes. Every write of the platform to that registry (`register`, the materialization intervals)
+    is made under this lease, based on the registry as it stands once the lease is held. A busy lease is waited
+    for (jittered polling, up to `wait_seconds`; a holder that died frees it at its expiry, `storage.lease_seconds`),
+    not refused. On a local lakehouse (the sqlite registry) nothing is held."""
+    from feature_repo.store import registry_location
+
+    if registry_location(cfg) is None:
+        yield _Unshared()
+        return
+    from lakehouse.leases import Lease, LeaseBusy, holder_text
+    from lakehouse.objects import Objects, ObjectStoreError
+
+    objects = Objects(cfg, cfg.location(cfg.lakehouse).child("_locks"))
+    holder = holder_text(run_id or f"register-{uuid.uuid4().hex[:12]}")
+    deadline, pause, waited = time.monotonic() + wait_seconds, 0.1, False
+    while True:
+        lease = Lease(objects, REGISTRY_LEASE, holder, cfg.storage.lease_seconds)
+        try:
+            lease.acquire()
+            break
+        except LeaseBusy as err:
+            if time.monotonic() >= deadline:
+                raise LeaseBusy(f"Feast's registry stayed busy for {wait_seconds:.0f}s: {err}") from None
+            if not waited:
+                log.info("Feast's registry is being written by another run; waiting (%s)", err)
+                waited = True
+        time.sleep(pause * random.uniform(0.5, 1.5))  # jittered: two waiting drivers do not poll in step
+        pause = min(pause * 2, 1.0)
+    try:
+        store.refresh_registry()  # what others applied before we held the lease
+        yield lease
+    finally:
+        try:
+            lease.release()
+        except ObjectStoreError as err:  # the write stands; the lease frees itself at its expiry
+            log.warning("releasing %s failed (it expires by itself): %s", REGISTRY_LEASE, err)
 
 
 @dataclass
@@ -100,15 +161,24 @@ def _stale(store, cfg: LfmConfig, spec: ExportSpec) -> bool:
     return False
 
 
-def register(cfg: LfmConfig, specs: list[ExportSpec], current: str | None = None, store=None) -> RegisterResult:
-    """Apply the definitions of `specs` (oldest first) and point `lfm_current`; returns what changed."""
-    from feature_repo.entities import entities as make_entities
-    from feature_repo.feature_services import current_service, export_service
-    from feature_repo.feature_views import feature_views
+def register(cfg: LfmConfig, specs: list[ExportSpec], current: str | None = None, store=None,
+             run_id: str | None = None) -> RegisterResult:
+    """Apply the definitions of `specs` (oldest first) and point `lfm_current`; returns what changed. On an
+    object-store lakehouse all of it happens under the registry's lease (`registry_held`; `run_id` names the
+    holder)."""
     from feature_repo.store import open_store, write_feature_store_yaml
 
     write_feature_store_yaml(cfg)
     store = store or open_store(cfg)
+    with registry_held(cfg, store, run_id) as fence:
+        return _register(cfg, specs, current, store, fence)
+
+
+def _register(cfg: LfmConfig, specs: list[ExportSpec], current: str | None, store, fence) -> RegisterResult:
+    from feature_repo.entities import entities as make_entities
+    from feature_repo.feature_services import current_service, export_service
+    from feature_repo.feature_views import feature_views
+
     have = registered(store)
     added, updated, unchanged = [], [], []
     for spec in specs:
@@ -141,5 +211,6 @@ def register(cfg: LfmConfig, specs: list[ExportSpec], current: str | None = None
     if cur_changed:
         spec = all_specs[chosen]
         objects.append(current_service(spec, feature_views(cfg, spec, ents)))
+    fence.check()  # the lease is still ours: no other driver wrote the registry since we read it
     store.apply(objects, partial=True)
     return RegisterResult(added, updated, unchanged, chosen, have.current, applied=True)

@@ -1,7 +1,8 @@
 """Feast settings: where the generated Feast repo lives, which online store serves, TTL, server and ANN index.
 
 The Feast repo (`repo_path`) holds what Feast generates: `feature_store.yaml` (written by `lfm register`),
-`data/registry.db` (the SQL registry on sqlite) and `data/online_store.db` (the sqlite online store). The
+`data/registry.db` (the SQL registry on sqlite; with the lakehouse on an object store the registry is
+`<lakehouse>/_serving/feast/registry.pb` instead) and `data/online_store.db` (the sqlite online store). The
 definitions themselves are code in the `feature_repo` package, built per model version from the model registry.
 """
 from __future__ import annotations
@@ -51,7 +52,9 @@ class RetrievalSettings(Strict):
 class FeastSettings(Strict):
     repo_path: str = "./feature_repo"  # generated Feast repo: feature_store.yaml and data/
     project: str = "lfm_export"
-    registry_file: str = "data/registry.db"  # sqlite file of Feast's SQL registry (relative to repo_path)
+    # sqlite file of Feast's SQL registry (relative to repo_path); a local lakehouse only: with the lakehouse on an
+    # object store the registry is <lakehouse>/_serving/feast/registry.pb
+    registry_file: str = "data/registry.db"
     online_file: str = "data/online_store.db"  # sqlite online store file (relative to repo_path)
     online_store: OnlineStoreKind = OnlineStoreKind.sqlite
     redis_connection: str = "127.0.0.1:6379"  # host:port[,db=N,password=...] as Feast's Redis store takes it

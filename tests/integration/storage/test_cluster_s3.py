@@ -53,7 +53,7 @@ def cluster(s3_server, tmp_path_factory):
 @pytest.fixture(scope="module")
 def site(s3_server, redis_server, cluster, world, tmp_path_factory):
     """The driver's folder and config: lakehouse, registry and raw files on S3 (the quality gate's working folder
-    and Feast's registry in the driver's own folder); the raw files and model A uploaded to the store first."""
+    in the driver's own folder); the raw files and model A uploaded to the store first."""
     import obstore
     from obstore.store import from_url
 
@@ -179,7 +179,7 @@ def test_run_daily_on_a_two_worker_cluster_against_s3(site, cluster, s3_server, 
     proc = run_until(run_daily(site, D2), env, driver, out2, lambda text: "publish     ..." in text,
                      pause_past_the_leases)
     text = out2.read_text(errors="replace")
-    assert proc.returncode == 1 and "Traceback" not in text, text[-3000:]
+    assert proc.returncode > 0 and "Traceback" not in text, text[-3000:]  # failed with a message, not killed
     assert "taken over" in text or "already running" in text, text[-3000:]
     assert not [r for r in releases_of(s3_server, D2) if r["status"] == "released"]
     for lease in takers:
