@@ -119,12 +119,15 @@ def _by_version(table: str, export_id: str, released_days: dict[dt.date, Release
 
 
 def released_bytes(cfg: LfmConfig, table: str, export_id: str, released_days: dict[dt.date, Release]) -> int:
-    """Bytes on disk of the released partitions (from the Delta log's add actions; no Spark job)."""
+    """Bytes on disk (or on the object store) of the released partitions (from the Delta log's add actions; no
+    Spark job)."""
     from deltalake import DeltaTable
 
-    total = 0
+    total, path = 0, cfg.table_path(table)
     for version, days in _by_version(table, export_id, released_days).items():
-        actions = pa.table(DeltaTable(cfg.table_path(table), version=version).get_add_actions(flatten=True))
+        opened = DeltaTable(cfg.location(path).for_delta_rs(), version=version,
+                            storage_options=cfg.delta_rs_options(path))
+        actions = pa.table(opened.get_add_actions(flatten=True))
         ds = [str(d) for d in actions.column("partition.ds").to_pylist()]
         ex = actions.column("partition.export_id").to_pylist()
         sizes = actions.column("size_bytes").to_pylist()

@@ -35,6 +35,6 @@ def setup_logging(verbose: bool = False, json_lines: bool | None = None) -> None
     # GE logs every decorator it registers at INFO; faiss logs each CPU-specific build it tries (and the
     # ModuleNotFoundError of those this CPU lacks) before loading the generic one; Feast's file registry (the one on
     # an object store) logs every refresh of its cached copy
-    for noisy in ("py4j", "great_expectations", "faiss", "feast.infra.registry.registry"):
+    for noisy in ("py4j", "great_expectations", "faiss", "feast.infra.registry.registry", "botocore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("matplotlib").setLevel(logging.ERROR)  # "building the font cache" on a first run
