@@ -22,9 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import random
 import re
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,8 +37,8 @@ from py4j.protocol import Py4JJavaError
 from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 
-from lakehouse.leases import Lease, LeaseBusy, holder_text
-from lakehouse.objects import Objects, ObjectStoreError
+from lakehouse.leases import Lease, holder_text, waiting_for
+from lakehouse.objects import Objects
 from lfm.config import LfmConfig
 from lfm.errors import DataFilesLost, LfmError
 from lfm.names import check_export_id, parse_ds
@@ -112,25 +110,9 @@ class TableLeases:
         """Hold the lease of the table at `path` for the block (renewed meanwhile); yields it as the fence whose
         `check()` the writer calls right before it commits."""
         folder, key = self.place(path)
-        objects = self._objects(folder)
-        deadline, pause = time.monotonic() + self.wait_seconds, 0.1
-        while True:
-            lease = Lease(objects, key, holder_text(self.run_id), self.cfg.storage.lease_seconds)
-            try:
-                lease.acquire()
-                break
-            except LeaseBusy as err:
-                if time.monotonic() >= deadline:
-                    raise LeaseBusy(f"no commit to {path} for {self.wait_seconds:.0f}s: {err}") from None
-            time.sleep(pause * random.uniform(0.5, 1.5))  # jittered: two waiting drivers do not poll in step
-            pause = min(pause * 2, 1.0)
-        try:
+        with waiting_for(self._objects(folder), key, holder_text(self.run_id), self.cfg.storage.lease_seconds,
+                         self.wait_seconds, f"the commits to {path}") as lease:
             yield lease
-        finally:
-            try:
-                lease.release()
-            except ObjectStoreError as err:  # the commit stands; the lease frees itself at its expiry
-                log.warning("releasing %s failed (it expires by itself): %s", key, err)
 
 
 @contextmanager

@@ -11,15 +11,22 @@ commit when it wakes up. The margin assumes clocks that agree to well within a t
 from __future__ import annotations
 
 import json
+import logging
 import os
+import random
 import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from lakehouse.objects import ObjectChanged, ObjectExists, Objects, ObjectStoreError
 from lfm.errors import LfmError
+
+
+log = logging.getLogger(__name__)
 
 
 class LeaseBusy(LfmError):
@@ -149,3 +156,32 @@ class Lease:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+@contextmanager
+def waiting_for(objects: Objects, key: str, holder: str, seconds: float, wait_seconds: float,
+                what: str) -> Iterator[Lease]:
+    """Hold the lease `key` for the block, waiting up to `wait_seconds` while another holder has it (a holder that
+    died frees it at its expiry); yields it as the fence to check before each commit. `what` names the thing the
+    lease guards in the message of a wait that ran out."""
+    deadline, pause, waited = time.monotonic() + wait_seconds, 0.1, False
+    while True:
+        lease = Lease(objects, key, holder, seconds)
+        try:
+            lease.acquire()
+            break
+        except LeaseBusy as err:
+            if time.monotonic() >= deadline:
+                raise LeaseBusy(f"{what} stayed busy for {wait_seconds:.0f}s: {err}") from None
+            if not waited:
+                log.info("%s is busy; waiting (%s)", what, err)
+                waited = True
+        time.sleep(pause * random.uniform(0.5, 1.5))  # jittered: two waiting drivers do not poll in step
+        pause = min(pause * 2, 1.0)
+    try:
+        yield lease
+    finally:
+        try:
+            lease.release()
+        except ObjectStoreError as err:  # what was committed stands; the lease frees itself at its expiry
+            log.warning("releasing %s failed (it expires by itself): %s", key, err)

@@ -13,8 +13,6 @@ writer wins): `register` reads, decides and applies while holding the registry's
 from __future__ import annotations
 
 import logging
-import random
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -55,33 +53,15 @@ def registry_held(cfg: LfmConfig, store, run_id: str | None = None, wait_seconds
     if registry_location(cfg) is None:
         yield _Unshared()
         return
-    from lakehouse.leases import Lease, LeaseBusy, holder_text
-    from lakehouse.objects import Objects, ObjectStoreError
+    from lakehouse.leases import holder_text, waiting_for
+    from lakehouse.objects import Objects
 
     objects = Objects(cfg, cfg.location(cfg.lakehouse).child("_locks"))
     holder = holder_text(run_id or f"register-{uuid.uuid4().hex[:12]}")
-    deadline, pause, waited = time.monotonic() + wait_seconds, 0.1, False
-    while True:
-        lease = Lease(objects, REGISTRY_LEASE, holder, cfg.storage.lease_seconds)
-        try:
-            lease.acquire()
-            break
-        except LeaseBusy as err:
-            if time.monotonic() >= deadline:
-                raise LeaseBusy(f"Feast's registry stayed busy for {wait_seconds:.0f}s: {err}") from None
-            if not waited:
-                log.info("Feast's registry is being written by another run; waiting (%s)", err)
-                waited = True
-        time.sleep(pause * random.uniform(0.5, 1.5))  # jittered: two waiting drivers do not poll in step
-        pause = min(pause * 2, 1.0)
-    try:
+    with waiting_for(objects, REGISTRY_LEASE, holder, cfg.storage.lease_seconds, wait_seconds,
+                     "Feast's registry") as lease:
         store.refresh_registry()  # what others applied before we held the lease
         yield lease
-    finally:
-        try:
-            lease.release()
-        except ObjectStoreError as err:  # the write stands; the lease frees itself at its expiry
-            log.warning("releasing %s failed (it expires by itself): %s", REGISTRY_LEASE, err)
 
 
 @dataclass
