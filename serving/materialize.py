@@ -154,18 +154,19 @@ def _writes(cfg: LfmConfig, spec: ExportSpec, day: dt.date, checked: dict):
 
 
 def materialize(spark, cfg: LfmConfig, ds: str | dt.date, export_ref: str | None = None, store=None,
-                build_index: bool = True, restore: bool = False) -> MaterializeResult:
+                build_index: bool = True, replacing: dt.date | None = None) -> MaterializeResult:
     """Load day `ds` of one export (an export id or a model version; default every registered one).
 
-    `restore` loads it even when a later day of the export is online: a withdrawal puts the previous release back
-    under the keys it emptied (the writers' per-key rule still keeps every newer stored snapshot). An online store
-    that does not answer is `OnlineStoreDown`."""
+    `replacing` (a withdrawn later day) loads it even when a later day of the export is online, over that day's
+    values in place: a withdrawal puts the previous release back without a moment where its keys are empty (the
+    writers' per-key rule still keeps every other newer snapshot). An online store that does not answer is
+    `OnlineStoreDown`."""
     with reaching_online(cfg):
-        return _materialize(spark, cfg, ds, export_ref, store, build_index, restore)
+        return _materialize(spark, cfg, ds, export_ref, store, build_index, replacing)
 
 
 def _materialize(spark, cfg: LfmConfig, ds: str | dt.date, export_ref: str | None, store, build_index: bool,
-                 restore: bool) -> MaterializeResult:
+                 replacing: dt.date | None) -> MaterializeResult:
     from feature_repo.store import open_store
     from serving.register import registered
 
@@ -177,6 +178,7 @@ def _materialize(spark, cfg: LfmConfig, ds: str | dt.date, export_ref: str | Non
     if not specs:
         reg.require(None)  # raises NothingRegistered with the fix
     start, end = day_bounds(cfg, day)
+    replaced = day_bounds(cfg, replacing)[1] if replacing else None  # the withdrawn day's snapshot time
     result = MaterializeResult(ds=day)
     for spec in specs:
         release = releases.release_of(cfg, day, spec.id)
@@ -187,14 +189,14 @@ def _materialize(spark, cfg: LfmConfig, ds: str | dt.date, export_ref: str | Non
                              for t in EMBEDDING_TABLES]
             continue
         later = [d for d in receipts.days(cfg, spec.id) if d > day]
-        if later and not restore:
+        if later and not replacing:
             result.loads += [TableLoad(spec.id, t, False, skip=Skip.newer_online, reason="online store already "
                                        f"holds the newer release of {later[-1]}") for t in EMBEDDING_TABLES]
             receipts.write(cfg, release)  # the day is as online as it gets: a withdrawal of the later day restores it
             continue
         t0 = time.perf_counter()
         if cfg.feast.online_store == OnlineStoreKind.redis:
-            result.loads += _load_from_spark(spark, cfg, store, release, start, end)
+            result.loads += _load_from_spark(spark, cfg, store, release, start, end, replaced)
             if build_index:
                 result.index_items = _index(cfg, spec, release, *_checked(cfg, release, {
                     "ir": read_release(spark, cfg, "ir", release)})["ir"])
@@ -208,7 +210,7 @@ def _materialize(spark, cfg: LfmConfig, ds: str | dt.date, export_ref: str | Non
         if empty:
             raise ServingError(f"{day} of export {spec.id}: released tables {empty} have no rows; refusing a partial "
                                "load (nothing was written)")
-        result.loads += _write_release(cfg, store, spec, day, checked, start, end, time.perf_counter() - t0)
+        result.loads += _write_release(cfg, store, spec, day, checked, start, end, time.perf_counter() - t0, replaced)
         if build_index:
             result.index_items = _index(cfg, spec, release, *checked["ir"])
         receipts.write(cfg, release)
@@ -217,7 +219,7 @@ def _materialize(spark, cfg: LfmConfig, ds: str | dt.date, export_ref: str | Non
 
 
 def _write_release(cfg: LfmConfig, store, spec: ExportSpec, day: dt.date, checked: dict, start: dt.datetime,
-                   end: dt.datetime, read_seconds: float) -> list[TableLoad]:
+                   end: dt.datetime, read_seconds: float, replacing: dt.datetime | None) -> list[TableLoad]:
     from serving.online_io import open_online
 
     t0 = time.perf_counter()
@@ -225,7 +227,7 @@ def _write_release(cfg: LfmConfig, store, spec: ExportSpec, day: dt.date, checke
     backend = open_online(cfg)
     try:
         with backend.locked():
-            written = backend.write_views(_writes(cfg, spec, day, checked))
+            written = backend.write_views(_writes(cfg, spec, day, checked), replacing)
     finally:
         backend.close()
     _record(cfg, store, spec, start, end)
@@ -253,7 +255,7 @@ def _record(cfg: LfmConfig, store, spec: ExportSpec, start: dt.datetime, end: dt
 
 
 def _load_from_spark(spark, cfg: LfmConfig, store, release: releases.Release, start: dt.datetime,
-                     end: dt.datetime) -> list[TableLoad]:
+                     end: dt.datetime, replacing: dt.datetime | None) -> list[TableLoad]:
     """Redis: check all four tables in Spark, then write from Spark tasks under the store's lock."""
     from serving import online_spark
     from serving.online_io import open_online
@@ -264,7 +266,7 @@ def _load_from_spark(spark, cfg: LfmConfig, store, release: releases.Release, st
     backend = open_online(cfg)
     try:
         with backend.locked():
-            written = online_spark.write_release(spark, cfg, release, end)
+            written = online_spark.write_release(spark, cfg, release, end, replacing)
     finally:
         backend.close()
     _record(cfg, store, release.spec, start, end)
@@ -299,9 +301,10 @@ def withdraw(spark, cfg: LfmConfig, spec: ExportSpec, ds: dt.date, store=None) -
     """Take the online release of (ds, export) out when it is no longer the day's current release; None when the
     online store holds the current release or none. Safe to repeat: a failure part-way is finished by the next call.
 
-    Order: the day's rows (by their snapshot time) and its ANN index go, the previous released day of the export
-    is loaded back under the emptied keys, and only then is the receipt removed, so a crash anywhere leaves a
-    receipt that makes the next `run-daily` or `materialize` of the day redo it.
+    Order: the previous released day of the export is loaded over the day's values in place (a reader sees the
+    withdrawn day or the previous one, never an empty key), then what is left of the day (keys the previous release
+    lacks, found by their snapshot time) and its ANN index go, and only then is the receipt removed, so a crash
+    anywhere leaves a receipt that makes the next `run-daily` or `materialize` of the day redo it.
     """
     with reaching_online(cfg):
         return _withdraw(spark, cfg, spec, ds, store)
@@ -315,11 +318,11 @@ def _withdraw(spark, cfg: LfmConfig, spec: ExportSpec, ds: dt.date, store) -> Wi
     if held is None or held.names(releases.release_of(cfg, ds, spec.id)):
         return None
     _, end = day_bounds(cfg, ds)
-    removed = retract_views(cfg, [(view_name(t, spec.id), t) for t in EMBEDDING_TABLES], end)
-    drop_index(cfg, spec.id, ds)
     earlier = [d for d in releases.released(cfg, spec.id) if d < ds]
     if earlier:
-        materialize(spark, cfg, earlier[-1], spec.id, store=store, restore=True)
+        materialize(spark, cfg, earlier[-1], spec.id, store=store, replacing=ds)
+    removed = retract_views(cfg, [(view_name(t, spec.id), t) for t in EMBEDDING_TABLES], end)
+    drop_index(cfg, spec.id, ds)
     receipts.remove(cfg, spec.id, ds)
     log.info("withdrew %s of export %s from the online store: %d values removed, %s", ds, spec.id, removed,
              f"the release of {earlier[-1]} restored" if earlier else "no earlier release to restore")

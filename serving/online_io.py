@@ -4,7 +4,8 @@ Writes go to the tables/hashes Feast created at `lfm register` (same keys, same 
 `FeatureStore.get_online_features` and Feast's HTTP server read what we wrote; tests read every value type back
 through Feast's own reader. One request-shaped `read` serves `OnlineReader` (and is the benchmark's raw read).
 - sqlite: `write_views` lands every view of a release at once or none of it (one transaction over all views); per
-  key, an older snapshot never replaces a newer one (the stored event timestamp wins). Redis is written by Spark
+  key, an older snapshot never replaces a newer one (the stored event timestamp wins) — except the snapshot of a
+  withdrawn day, which the previous release replaces in place (`replacing`), so a reader never finds the key empty. Redis is written by Spark
   tasks (`serving.online_spark`) with the same per-key rule, one HSET per entity.
 - `locked()` serialises writers of one store: two materializes never interleave.
 - sqlite: one `UNION ALL` statement per lookup request; Redis: one pipeline of HMGETs per request.
@@ -65,8 +66,10 @@ class SqliteOnline:
     def table(self, view: str) -> str:
         return f'"{self.project}_{view}"'
 
-    def write_views(self, writes: Sequence[ViewWrite]) -> dict[str, int]:
-        """Upsert every view in one transaction; a key keeps a newer stored snapshot. Returns rows written per view."""
+    def write_views(self, writes: Sequence[ViewWrite], replacing: dt.datetime | None = None) -> dict[str, int]:
+        """Upsert every view in one transaction; a key keeps a newer stored snapshot unless that snapshot is
+        `replacing` (a withdrawn day's). Returns rows written per view."""
+        replaced = int(naive_utc(replacing).timestamp()) if replacing else None
         cur = self.conn.cursor()
         cur.execute("BEGIN IMMEDIATE")
         written: dict[str, int] = {}
@@ -81,8 +84,8 @@ class SqliteOnline:
                     f"INSERT INTO {table} (entity_key, feature_name, value, value_text, event_ts, created_ts) "
                     "VALUES (?, ?, ?, NULL, ?, NULL) ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
                     "value = excluded.value, value_text = NULL, event_ts = excluded.event_ts, created_ts = NULL "
-                    f"WHERE excluded.event_ts >= {table}.event_ts",
-                    ((k, w.feature, v, ts) for k, v in zip(w.keys, w.values)))
+                    f"WHERE excluded.event_ts >= {table}.event_ts OR {table}.event_ts = ?",
+                    ((k, w.feature, v, ts, replaced) for k, v in zip(w.keys, w.values)))
                 written[w.view] = self.conn.total_changes - before
             cur.execute("COMMIT")
         except BaseException:

@@ -7,7 +7,8 @@ What holds on this path (docs/contracts.md, "Read"):
   in one HSET: per entity, all of its views or none;
 - per key and view, an older snapshot never replaces a newer one: a server-side script compares each entity's
   stored `_ts:<view>` with the release's and sets only what is not older, in one atomic step per entity (the
-  store's lock, held by the driver for the whole job, keeps other materializes out meanwhile);
+  store's lock, held by the driver for the whole job, keeps other materializes out meanwhile); a withdrawn day's
+  values are the exception: the previous release replaces them in place, so the entity is never found empty;
 - across entities the load is not one transaction (that would need every row in one MULTI on one client): a
   failure part-way leaves some entities on the new release and the rest on what they had; the same command again
   writes every entity again (an equal snapshot time is rewritten), which completes it;
@@ -91,19 +92,22 @@ class RedisTarget:
     project: str
     ttl_seconds: int | None
     event_seconds: int  # the snapshot time of the release (the end of D), whole seconds
+    replaces_seconds: int = 0  # a withdrawn day's snapshot time this load overwrites in place (0: none)
 
 
 # --- the kernel: Arrow batches in Spark's Python workers -------------------------------------------------------
 
 # One entity per step, atomically: read its stored `_ts:<view>` fields, then set every view whose stored snapshot
-# is not newer (seconds of Feast's `google.protobuf.Timestamp` bytes: field 1, tag 0x08, a varint; empty = 0).
-# KEYS: entity keys. ARGV: event seconds, timestamp bytes, ttl seconds (0 = none), the number of views V, V hash
-# fields, V `_ts:` fields, then per entity V values ('' where the entity has no row of that view). Returns the
-# entities written per view.
+# is not newer (seconds of Feast's `google.protobuf.Timestamp` bytes: field 1, tag 0x08, a varint; empty = 0), or
+# whose stored snapshot is the withdrawn day's this load replaces.
+# KEYS: entity keys. ARGV: event seconds, timestamp bytes, ttl seconds (0 = none), replaced seconds (0 = none), the
+# number of views V, V hash fields, V `_ts:` fields, then per entity V values ('' where the entity has no row of
+# that view). Returns the entities written per view.
 WRITE_NOT_OLDER_LUA = """
-local secs, ts, ttl, nv = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local secs, ts, ttl, nv = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[5])
+local replaced = tonumber(ARGV[4])
 local fields, ts_fields, written = {}, {}, {}
-for i = 1, nv do fields[i] = ARGV[4 + i]; ts_fields[i] = ARGV[4 + nv + i]; written[i] = 0 end
+for i = 1, nv do fields[i] = ARGV[5 + i]; ts_fields[i] = ARGV[5 + nv + i]; written[i] = 0 end
 local function seconds(raw)
   if string.byte(raw, 1) ~= 8 then return 0 end
   local v, mul, pos = 0, 1, 2
@@ -114,13 +118,13 @@ local function seconds(raw)
     mul, pos = mul * 128, pos + 1
   end
 end
-local base = 4 + 2 * nv
+local base = 5 + 2 * nv
 for j = 1, #KEYS do
   local stored = redis.call('HMGET', KEYS[j], unpack(ts_fields))
   local args = {}
   for i = 1, nv do
     local value, old = ARGV[base + (j - 1) * nv + i], stored[i]
-    if value ~= '' and (not old or old == ts or seconds(old) <= secs) then
+    if value ~= '' and (not old or old == ts or seconds(old) <= secs or (replaced > 0 and seconds(old) == replaced)) then
       args[#args + 1] = fields[i]; args[#args + 1] = value
       args[#args + 1] = ts_fields[i]; args[#args + 1] = ts
       written[i] = written[i] + 1
@@ -150,7 +154,7 @@ def redis_write_batches(batches: Iterator[pa.RecordBatch], side: Side, target: R
     suffix = target.project.encode("utf-8")
     nv = len(side.views)
     head = [target.event_seconds, Timestamp(seconds=target.event_seconds).SerializeToString(),
-            target.ttl_seconds or 0, nv, *side.fields, *[f"_ts:{v}".encode() for v in side.views]]
+            target.ttl_seconds or 0, target.replaces_seconds, nv, *side.fields, *[f"_ts:{v}".encode() for v in side.views]]
     names = [f"w{i}" for i in range(nv)]
     try:
         for b in batches:
@@ -254,13 +258,16 @@ def sides(cfg: LfmConfig, spec: ExportSpec) -> list[Side]:
     return out
 
 
-def write_release(spark, cfg: LfmConfig, release: Release, end: dt.datetime) -> dict[str, int]:
-    """Both entity sides from Spark tasks (the caller holds the store's lock); keys written per view."""
+def write_release(spark, cfg: LfmConfig, release: Release, end: dt.datetime,
+                  replacing: dt.datetime | None = None) -> dict[str, int]:
+    """Both entity sides from Spark tasks (the caller holds the store's lock); keys written per view. `replacing`:
+    a withdrawn day's snapshot time whose values this release overwrites in place."""
     from pyspark.errors import PySparkException
     from pyspark.sql import functions as F
 
     f = cfg.feast
-    target = RedisTarget(f.redis_connection, f.project, f.redis_key_ttl_days * 86400 or None, int(end.timestamp()))
+    target = RedisTarget(f.redis_connection, f.project, f.redis_key_ttl_days * 86400 or None, int(end.timestamp()),
+                         int(replacing.timestamp()) if replacing else 0)
     written: dict[str, int] = {}
     for side in sides(cfg, release.spec):
         frames = [_released(spark, cfg, release, t).select("key", F.col("vector").alias(f"v{i}"))

@@ -30,13 +30,15 @@ def configured(tmp_path, kind: str, key_type: str, redis_server=None):
     return cfg
 
 
-def write(cfg, ids: list, day_ts: dt.datetime, seed: int, batch_rows: int = 3) -> dict[str, np.ndarray]:
+def write(cfg, ids: list, day_ts: dt.datetime, seed: int, batch_rows: int = 3,
+          replacing: dt.datetime | None = None) -> dict[str, np.ndarray]:
     """One 'release' of all four views through our writer (sqlite: the driver's transaction; Redis: the Spark
-    tasks' kernel, fed the Arrow batches Spark would hand it); returns the vectors written per table."""
+    tasks' kernel, fed the Arrow batches Spark would hand it), over a withdrawn snapshot `replacing` if given;
+    returns the vectors written per table."""
     rng = np.random.default_rng(seed)
     mats = {t: rng.normal(size=(len(ids), SPEC.dim(t))).astype(np.float32) for t in EMBEDDING_TABLES}
     if cfg.feast.online_store.value == "redis":
-        redis_write(cfg, ids, day_ts, mats, batch_rows)
+        redis_write(cfg, ids, day_ts, mats, batch_rows, replacing)
         return mats
     from serving.codec import encode_vectors, entity_keys
     from serving.online_io import ViewWrite, open_online
@@ -50,13 +52,14 @@ def write(cfg, ids: list, day_ts: dt.datetime, seed: int, batch_rows: int = 3) -
     backend = open_online(cfg)
     try:
         with backend.locked():
-            backend.write_views(writes)
+            backend.write_views(writes, replacing)
     finally:
         backend.close()
     return mats
 
 
-def redis_write(cfg, ids: list, day_ts: dt.datetime, mats: dict[str, np.ndarray], batch_rows: int = 3) -> None:
+def redis_write(cfg, ids: list, day_ts: dt.datetime, mats: dict[str, np.ndarray], batch_rows: int = 3,
+                replacing: dt.datetime | None = None) -> None:
     """Both entity sides through `serving.online_spark.redis_write_batches`, in batches of `batch_rows` rows."""
     import pyarrow as pa
 
@@ -64,7 +67,8 @@ def redis_write(cfg, ids: list, day_ts: dt.datetime, mats: dict[str, np.ndarray]
     from serving.online_spark import RedisTarget, redis_write_batches, sides
 
     f = cfg.feast
-    target = RedisTarget(f.redis_connection, f.project, None, int(day_ts.timestamp()))
+    target = RedisTarget(f.redis_connection, f.project, None, int(day_ts.timestamp()),
+                         int(replacing.timestamp()) if replacing else 0)
     for side in sides(cfg, SPEC):
         cols = {"key": pa.array(ids, pa.int64() if side.key.int64 else pa.string())}
         cols.update({f"v{i}": matrix_to_list(mats[t]) for i, t in enumerate(side.tables)})

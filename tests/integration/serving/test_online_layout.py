@@ -15,6 +15,8 @@ import pytest
 from lfm.contract import EMBEDDING_TABLES
 from tests.support.online_store import SPEC, T1, T2, configured, feast_read, write
 
+T3 = T2 + dt.timedelta(days=1)
+
 
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
 @pytest.mark.parametrize("key_type,ids", [("int64", [0, 7, 2**40, -3]), ("string", ["u1", "ü-2", "x' OR 1", ""])])
@@ -31,6 +33,33 @@ def test_feasts_reader_reads_what_our_writer_wrote_and_newer_snapshots_win(tmp_p
         np.testing.assert_array_equal(np.asarray(got[table], dtype=np.float32), newer[table])
     unknown = "nobody" if key_type == "string" else 123456
     assert feast_read(cfg, [unknown])["ur"] == [None]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_a_withdrawn_snapshot_is_replaced_in_place_and_no_other_newer_one_is(tmp_path, request, kind):
+    """A withdrawal loads the previous release over the withdrawn day's values (never an empty key in between):
+    the older write replaces exactly the keys stamped with the withdrawn day; a key holding a later day keeps it,
+    and a key the older release lacks keeps the withdrawn value until the withdrawal deletes it."""
+    from feature_repo.specs import view_name
+    from serving.online_withdraw import retract_views
+
+    server = request.getfixturevalue("redis_server") if kind == "redis" else None
+    cfg = configured(tmp_path, kind, "int64", server)
+    withdrawn = write(cfg, [1, 2, 3], T2, seed=2)
+    later = write(cfg, [3], T3, seed=3)
+    previous = write(cfg, [1, 2, 3], T1, seed=1, replacing=T2)
+    got = feast_read(cfg, [1, 2, 3])
+    for table in EMBEDDING_TABLES:
+        got_t = np.asarray(got[table], dtype=np.float32)
+        np.testing.assert_array_equal(got_t[:2], previous[table][:2])
+        np.testing.assert_array_equal(got_t[2], later[table][0])
+    only_withdrawn = write(cfg, [4], T2, seed=4)  # a key the previous release lacks
+    write(cfg, [1, 2, 3], T1, seed=1, replacing=T2)
+    np.testing.assert_array_equal(np.asarray(feast_read(cfg, [4])["ur"], np.float32)[0], only_withdrawn["ur"][0])
+    retract_views(cfg, [(view_name(t, SPEC.id), t) for t in EMBEDDING_TABLES], T2)
+    after = feast_read(cfg, [1, 2, 3, 4])
+    assert after["ur"][3] is None and not np.array_equal(withdrawn["ur"][0], np.asarray(after["ur"][0], np.float32))
+    np.testing.assert_array_equal(np.asarray(after["ur"][0], np.float32), previous["ur"][0])
 
 
 def test_redis_connection_strings_parse_like_feasts():
