@@ -57,6 +57,7 @@ class FieldEmbedding(nn.Module):
 
     def __init__(self, cardinalities: Sequence[int], dim: int) -> None:
         super().__init__()
+        self.cardinalities = tuple(int(c) for c in cardinalities)  # rows per field, in field order
         self.table = nn.Embedding(sum(cardinalities), dim)
         nn.init.normal_(self.table.weight, std=EMBEDDING_INIT_STD)
         offsets = torch.tensor([0, *cardinalities[:-1]], dtype=torch.int64).cumsum(0)  # (F,) first row per field

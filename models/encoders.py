@@ -70,6 +70,13 @@ class CategoricalEncoder:
         idx = pc.index_in(as_strings(arr), value_set=self._value_set)
         return pc.fill_null(pc.add(idx, 1), OOV).to_numpy(zero_copy_only=False).astype(np.int64)
 
+    def extended(self, arr: pa.Array, min_count: int) -> "CategoricalEncoder":
+        """This vocabulary with the values of `arr` it lacks (seen `min_count` times) appended in sorted order:
+        every known value keeps its index, so a continued model's rows stay where they were."""
+        new = CategoricalEncoder.fit(self.name, arr, min_count).vocab
+        known = set(self.vocab)
+        return CategoricalEncoder(self.name, self.vocab + [v for v in new if v not in known])
+
     def to_dict(self) -> dict:
         return {"name": self.name, "kind": self.kind, "vocab": self.vocab}
 
@@ -144,6 +151,24 @@ class FeatureEncoders:
 
         return cls(user=[fit_one(f) for f in schema.user_fields], item=[fit_one(f) for f in schema.item_fields],
                    scenario=CategoricalEncoder.fit(schema.scenario, column_array(table, schema.scenario), 1))
+
+    def extended(self, table: pa.Table, settings: ModelSettings) -> "FeatureEncoders":
+        """The encoders of a model continued on `table`: categorical fields gain the ids they lack (appended, so
+        known ids keep their rows); numeric buckets and the scenario vocabulary stay as they are (a new scenario
+        reads the trained unseen-scenario row, as in the parent)."""
+        require_columns(table, [e.name for e in self.fields], "continuing the encoders")
+
+        def grow(e: Encoder) -> Encoder:
+            if isinstance(e, CategoricalEncoder):
+                return e.extended(column_array(table, e.name), settings.min_count)
+            return e
+
+        return FeatureEncoders(user=[grow(e) for e in self.user], item=[grow(e) for e in self.item],
+                               scenario=self.scenario)
+
+    def growth_over(self, parent: "FeatureEncoders") -> dict[str, int]:
+        """Per field, how many values this vocabulary holds beyond `parent`'s."""
+        return {e.name: e.cardinality - p.cardinality for e, p in zip(self.fields, parent.fields)}
 
     @property
     def fields(self) -> list[Encoder]:

@@ -36,6 +36,7 @@ from lfm.config.model import ModelSettings
 from lfm.errors import LfmError
 from lfm.names import BadInput, check_model_version
 from lfm.storage import location
+from models.lineage import Lineage
 
 if TYPE_CHECKING:  # torch is imported where weights are read or written: reading cards stays light
     import torch
@@ -78,6 +79,7 @@ class ModelCard:
     created_at: str
     probe_table: list | dict | None = None
     encoders: dict = field(default_factory=dict, repr=False)
+    lineage: Lineage | None = None  # parent and seen days (models registered before lineages: None)
 
 
 @dataclass
@@ -105,9 +107,11 @@ def tensor_hash(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def content_of(model: Lfm, encoders: FeatureEncoders, schema: DataSchema) -> dict:
-    """The hash-bound description of a model: everything needed to rebuild it besides the weights."""
+def content_of(model: Lfm, encoders: FeatureEncoders, schema: DataSchema, lineage: Lineage | None = None) -> dict:
+    """The hash-bound description of a model: everything needed to rebuild it besides the weights, and where it
+    comes from (its lineage, when recorded)."""
     return {
+        **({"lineage": lineage.to_dict()} if lineage is not None else {}),
         "format": FORMAT,
         "model": json.loads(model.spec.settings.model_dump_json()),
         "schema": json.loads(schema.model_dump_json(by_alias=True)),
@@ -136,7 +140,8 @@ def _card_from_json(data: dict, selection: dict) -> ModelCard:
         selected_cr_layer=selection.get("selected_cr_layer"), schema=DataSchema.model_validate(c["schema"]),
         metrics=data.get("metrics", {}), model=ModelSettings.model_validate(c["model"]), tasks=list(c["tasks"]),
         scenarios=list(c["encoders"]["scenario"]["vocab"]), created_at=data.get("created_at", ""),
-        probe_table=selection.get("probe_table"), encoders=c["encoders"])
+        probe_table=selection.get("probe_table"), encoders=c["encoders"],
+        lineage=Lineage.from_dict(c["lineage"]) if "lineage" in c else None)
 
 
 def _folder_at(model_dir: str | os.PathLike, storage: Mapping[str, str] | None) -> Artifacts:
@@ -247,12 +252,13 @@ class Registry:
         self.root: Path | str = self.files.address()  # a local folder's Path, or the object-store URI
 
     # ---- writing ----
-    def register(self, model: Lfm, encoders: FeatureEncoders, metrics: dict) -> ModelCard:
+    def register(self, model: Lfm, encoders: FeatureEncoders, metrics: dict,
+                 lineage: Lineage | None = None) -> ModelCard:
         """Save a trained model; idempotent (the same content gives the same version and folder)."""
         import torch
 
         state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
-        content = content_of(model, encoders, self.cfg.schema)
+        content = content_of(model, encoders, self.cfg.schema, lineage)
         wh = tensor_hash(state)
         version = version_of(wh, content)
         if not self.files.published(version, CARD):

@@ -4,10 +4,15 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from typing import TYPE_CHECKING
 
 from lfm.config import LfmConfig
 from lfm.config.model import EmbeddingVariant
 from lfm.names import BadInput, check_model_version, parse_days
+
+if TYPE_CHECKING:
+    from models.lineage import Lineage
+    from models.registry import ModelCard
 
 SUMMARY_SCENARIOS = ["1", "0", "4", "6", "2"]  # KuaiRand's five biggest tabs, reported first
 
@@ -35,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_split_args(p)
     p.add_argument("--seed", type=int, help="override train.seed")
     p.add_argument("--embedding", choices=[v.value for v in EmbeddingVariant], help="override model.embedding")
+    p.add_argument("--continue", dest="parent", type=check_model_version, metavar="VERSION",
+                   help="continue this registered version on later days (its architecture, its vocabularies grown "
+                        "by the new ids, its weights as the start); the new version records it as its parent")
     p.set_defaults(run=run_pretrain)
 
     p = sub.add_parser("pretrain-sweep", help="pretrain embedding variants x seeds; print the per-tab test AUC table")
@@ -68,22 +76,46 @@ def _load_splits(cfg: LfmConfig, args: argparse.Namespace):
     return tables
 
 
+def _lineage_of(card: ModelCard) -> Lineage:
+    """A registered version's lineage; a version registered before lineages were recorded: a base that saw the
+    training and validation days its metrics name."""
+    from lfm.names import parse_ds
+    from models.lineage import Lineage
+
+    if card.lineage is not None:
+        return card.lineage
+    days = card.metrics.get("days", {})
+    return Lineage.base([parse_ds(d) for split in ("train", "valid") for d in days.get(split, [])])
+
+
 def run_pretrain(args: argparse.Namespace, cfg: LfmConfig) -> int:
+    from models.lineage import Lineage
     from models.registry import Registry
     from models.training.metrics import metrics_table
     from models.training.pretrain import pretrain
 
+    if args.parent and args.embedding:
+        raise BadInput("--embedding cannot change a continued model: a lineage keeps its parent's architecture")
     cfg = _with_overrides(cfg, args)
+    registry = Registry(cfg)
+    parent = registry.load(args.parent) if args.parent else None
+    seen = list(args.train) + list(args.valid)  # the days whose labels shape the weights (early stopping too)
+    lineage = Lineage.base(seen) if parent is None else _lineage_of(parent.card).continued(args.parent, seen, {})
     tables = _load_splits(cfg, args)
     t0 = time.perf_counter()
-    result = pretrain(tables["train"], tables["valid"], cfg, test=tables.get("test"), seed=args.seed)
+    result = pretrain(tables["train"], tables["valid"], cfg, test=tables.get("test"), seed=args.seed, parent=parent)
     metrics = {**result.metrics, "days": {k: [d.isoformat() for d in v] for k, v in
                                           (("train", args.train), ("valid", args.valid), ("test", args.test)) if v}}
-    card = Registry(cfg).register(result.model, result.encoders, metrics)
+    lineage = Lineage(lineage.parent, lineage.seen_days, result.vocab_growth)
+    card = registry.register(result.model, result.encoders, metrics, lineage)
     split = "test" if "test" in metrics else "valid"
     print(f"\n{split} metrics (AUC / impression-weighted GAUC per scenario and task):")
     print(metrics_table(metrics, split))
-    print(f"\npretrain: model {card.model_version} registered in {Registry(cfg).root} "
+    if parent is not None:
+        added = ", ".join(f"{k} +{v:,}" for k, v in result.vocab_growth.items() if v) or "none"
+        print(f"\ncontinued {args.parent} on {len(args.train)} day(s): new ids {added}; seen through "
+              f"{lineage.seen_through}")
+    print(f"\npretrain: model {card.model_version} registered in {registry.root} "
           f"(best epoch {metrics['best_epoch']} of {metrics['epochs_run']}, {time.perf_counter() - t0:.1f}s); "
           f"UR {card.ur_dim}-d, IR {card.ir_dim}-d, CR points {card.cr_points}")
     return 0
@@ -136,7 +168,8 @@ def run_show(args: argparse.Namespace, cfg: LfmConfig) -> int:
                           "selected_cr_layer": card.selected_cr_layer, "tasks": card.tasks,
                           "scenarios": card.scenarios, "model": card.model.model_dump(mode="json"),
                           "schema": card.schema.model_dump(mode="json", by_alias=True),
-                          "metrics": card.metrics, "probe_table": card.probe_table}, indent=1))
+                          "metrics": card.metrics, "probe_table": card.probe_table,
+                          "lineage": card.lineage.to_dict() if card.lineage else None}, indent=1))
         return 0
     print(f"model {card.model_version} (registered {card.created_at})")
     print(f"  embedding {card.model.embedding.value}, field dim {card.model.embedding_dim}, "
@@ -144,6 +177,10 @@ def run_show(args: argparse.Namespace, cfg: LfmConfig) -> int:
     print(f"  CR points: {card.cr_points}; selected layer: {card.selected_cr_layer or '(not chosen yet)'}")
     print(f"  trained on {card.metrics.get('days', {})}, seed {card.metrics.get('seed')}, "
           f"best epoch {card.metrics.get('best_epoch')}")
+    if card.lineage is not None:
+        grown = ", ".join(f"{k} +{v:,}" for k, v in card.lineage.vocab_growth.items() if v) or "none"
+        print(f"  lineage: parent {card.lineage.parent or '(a base)'}, seen {len(card.lineage.seen_days)} day(s) "
+              f"through {card.lineage.seen_through}, new ids over the parent: {grown}")
     for split in ("valid", "test"):
         if card.metrics.get(split):
             print(f"\n{split}:\n{metrics_table(card.metrics, split)}")

@@ -11,6 +11,7 @@ import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -24,6 +25,9 @@ from models.encoders import FeatureEncoders, as_strings, column_array, encode_la
 from models.lfm import Lfm, build_lfm, lfm_loss
 from models.training.metrics import auc, gauc, monitor_score
 from models.training.seeding import seeded
+
+if TYPE_CHECKING:
+    from models.registry import Checkpoint
 
 Progress = Callable[[str], None]
 
@@ -53,6 +57,7 @@ class PretrainResult:
     model: Lfm
     encoders: FeatureEncoders
     metrics: dict = field(default_factory=dict)
+    vocab_growth: dict[str, int] = field(default_factory=dict)  # continued models: ids added per field
 
 
 def sort_rows(table: pa.Table, schema: DataSchema) -> pa.Table:
@@ -125,10 +130,28 @@ def train_epoch(model: Lfm, opt: torch.optim.Optimizer, data: EncodedSplit, ts: 
     return total / max(n_batches, 1)
 
 
+def _start(train: pa.Table, cfg: LfmConfig, parent: Checkpoint | None) -> tuple[FeatureEncoders, Lfm]:
+    """Fresh encoders and an untrained model, or the parent's grown by `train`'s new ids with its weights."""
+    from models.lineage import carry_weights
+
+    if parent is None:
+        encoders = FeatureEncoders.fit(train, cfg.schema, cfg.model)
+        return encoders, build_lfm(encoders, cfg.schema, cfg.model)
+    encoders = parent.encoders.extended(train, parent.card.model)
+    model = build_lfm(encoders, cfg.schema, parent.card.model)  # the new rows' initialisation follows the seed
+    carry_weights(parent.model, model)
+    return encoders, model
+
+
 def pretrain(train: pa.Table, valid: pa.Table, cfg: LfmConfig, test: pa.Table | None = None,
-             seed: int | None = None, progress: Progress | None = print) -> PretrainResult:
-    """Fit encoders on `train`, train with AdamW, stop early on validation, report valid (and test) metrics."""
-    schema, settings, ts = cfg.schema, cfg.model, cfg.train
+             seed: int | None = None, progress: Progress | None = print,
+             parent: Checkpoint | None = None) -> PretrainResult:
+    """Fit encoders on `train`, train with AdamW, stop early on validation, report valid (and test) metrics.
+
+    With `parent`, continue that model instead (`models.lineage`): its architecture, its vocabularies grown by the
+    ids `train` adds, its weights as the start."""
+    schema, ts = cfg.schema, cfg.train
+    settings = parent.card.model if parent is not None else cfg.model
     seed = ts.seed if seed is None else seed
     for name, table in (("train", train), ("valid", valid), ("test", test)):
         if table is not None and table.num_rows == 0:
@@ -136,14 +159,14 @@ def pretrain(train: pa.Table, valid: pa.Table, cfg: LfmConfig, test: pa.Table | 
     t0, c0 = time.perf_counter(), time.process_time()
     with seeded(seed, ts.threads, deterministic_algorithms=True):
         train, valid = sort_rows(train, schema), sort_rows(valid, schema)
-        encoders = FeatureEncoders.fit(train, schema, settings)
+        encoders, model = _start(train, cfg, parent)
         tr, va = encode_split(train, encoders, schema), encode_split(valid, encoders, schema)
         te = encode_split(sort_rows(test, schema), encoders, schema) if test is not None else None
-        model = build_lfm(encoders, schema, settings)
         opt = torch.optim.AdamW(model.parameters(), lr=ts.lr, weight_decay=ts.weight_decay)
         gen = torch.Generator().manual_seed(seed)
         if progress:
-            progress(f"pretrain: {settings.embedding.value} LFM, {sum(p.numel() for p in model.parameters()):,} "
+            start = f"continuing {parent.card.model_version}" if parent is not None else "pretrain"
+            progress(f"{start}: {settings.embedding.value} LFM, {sum(p.numel() for p in model.parameters()):,} "
                      f"parameters, train {tr.rows:,} / valid {va.rows:,} rows, seed {seed}")
         best_score, best_state, best_epoch, history = -np.inf, None, 0, []
         for epoch in range(1, ts.max_epochs + 1):
@@ -171,6 +194,7 @@ def pretrain(train: pa.Table, valid: pa.Table, cfg: LfmConfig, test: pa.Table | 
             metrics["test"] = evaluate(model, te, schema.tasks, ts.eval_batch_size)
     metrics["train_seconds"] = round(time.perf_counter() - t0, 2)
     metrics["train_cpu_seconds"] = round(time.process_time() - c0, 2)  # wall time is noisy on a shared machine
-    return PretrainResult(model=model, encoders=encoders, metrics=metrics)
+    growth = encoders.growth_over(parent.encoders) if parent is not None else {}
+    return PretrainResult(model=model, encoders=encoders, metrics=metrics, vocab_growth=growth)
 
 

@@ -133,3 +133,30 @@ def test_cli_pretrain_then_models_list_and_show(lake, tmp_path, capsys):
     assert "stem" in shown and "CR points" in shown
     assert main(["--config", str(conf), "models", "show", "0" * 16]) == 2
     assert "not in the registry" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_continues_a_model_on_later_days_and_records_its_lineage(lake, tmp_path, capsys):
+    """`lfm pretrain --continue V` on days after V's: the new version names V as its parent and every day seen;
+    a day V has seen is refused, naming the last day seen."""
+    conf = tmp_path / "lfm.yaml"
+    conf.write_text(yaml.safe_dump({"lakehouse": str(lake.resolve(lake.lakehouse)),
+                                    "registry": {"path": str(tmp_path / "reg")}, "model": SMALL,
+                                    "train": {**TRAIN, "max_epochs": 1}}))
+    reg = Registry(make_config(tmp_path, registry={"path": str(tmp_path / "reg")}))
+    assert main(["--config", str(conf), "pretrain", "--train", str(D[0]), "--valid", str(D[1])]) == 0
+    base = reg.latest()
+    assert base.lineage.parent is None and base.lineage.seen_days == (D[0], D[1])
+    assert main(["--config", str(conf), "pretrain", "--continue", base.model_version, "--train", str(D[2]),
+                 "--valid", str(D[3])]) == 0
+    out = capsys.readouterr().out
+    child = reg.latest()
+    assert child.model_version != base.model_version and f"continued {base.model_version}" in out
+    assert child.lineage.parent == base.model_version and child.lineage.seen_days == tuple(D)
+    assert child.lineage.vocab_growth["user_id"] == len(reg.load(child.model_version).encoders.user[0].vocab) - len(
+        reg.load(base.model_version).encoders.user[0].vocab)
+    assert main(["--config", str(conf), "models", "show", child.model_version]) == 0
+    assert f"lineage: parent {base.model_version}, seen 4 day(s) through {D[3]}" in capsys.readouterr().out
+    assert main(["--config", str(conf), "pretrain", "--continue", child.model_version, "--train", str(D[3]),
+                 "--valid", str(D[3])]) == 2
+    assert f"has seen days through {D[3]}; continue it on later days" in capsys.readouterr().err
