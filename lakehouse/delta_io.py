@@ -9,9 +9,13 @@ the retention) or damaged (a truncated copy) is refused as `DataFilesLost`, nami
 day and the fix: `read_days` checks the files against their commit before Spark reads them, and `to_arrow`
 translates the read error Spark raises lazily, at collection, for damage the check cannot see.
 
-Tables on this machine's disk are read with delta-rs (milliseconds) and written by Spark, whose Delta log store
-commits with a rename that refuses an existing version: two writers can never both commit version N. A table on
-an S3-API store (`lfm.storage`) is read and written by Spark through `s3a://` (`Location.for_spark()`), and there
+A table's log (exists, version, history, partition values, file statistics) is read with delta-rs, in
+milliseconds and without a Spark job (a Spark `DeltaTable` loads the table's snapshot first: 180 ms against 8.5 ms
+on an S3 table, docs/object_store_bench.md): on this machine's disk always, on an S3-API store when the caller
+passes the store's options (`cfg.delta_rs_options(path)`; credentials come from the AWS environment, as Spark's).
+Data is read and written by Spark. On local disk its Delta log store commits with a rename that refuses an
+existing version: two writers can never both commit version N. A table on an S3-API store (`lfm.storage`) is read
+and written by Spark through `s3a://` (`Location.for_spark()`), and there
 Delta-Spark's log store (S3SingleDriverLogStore) is safe for one driver only: two drivers committing version N at
 once can silently overwrite each other's commit. So every Spark commit to such a table is made while holding the
 table's lease (`TableLeases`: `<lakehouse>/_locks/table-<name>.lease`, `lakehouse.leases`), with the fence checked
@@ -23,7 +27,7 @@ import datetime as dt
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,10 +57,28 @@ _TABLE_PROPERTIES = {"delta.logRetentionDuration": LOG_RETENTION,
 
 
 def _local(path: str) -> bool:
-    """A table on this machine's file system: its log is read with delta-rs, in milliseconds and without a Spark
-    job (a Spark `DeltaTable` loads the table's snapshot first: seconds on a busy machine). Object-store URIs go
-    through Spark, which holds their credentials."""
+    """A table on this machine's file system (its files can be checked with `stat`)."""
     return is_local(path)
+
+
+Storage = Mapping[str, str] | None  # delta-rs options of an object store (`cfg.delta_rs_options`); None: none given
+
+
+def _log_reader(path: str, storage: Storage) -> tuple[str, dict[str, str]] | None:
+    """How delta-rs reaches the table (its URI and options), or None where only Spark can: an object store whose
+    options were not given, or one delta-rs is not set up for here."""
+    where = location(path)
+    if where.local:
+        return str(where.path()), {}
+    if storage is not None and where.kind in DELTA_RS_LOGS:
+        return where.for_delta_rs(), dict(storage)
+    return None
+
+
+def _rs_table(reader: tuple[str, dict[str, str]], version: int | None = None) -> deltalake.DeltaTable:
+    uri, options = reader
+    at = None if version is None else int(version)
+    return deltalake.DeltaTable(uri, version=at, storage_options=options or None)
 
 
 def _spark(path: str) -> str:
@@ -68,6 +90,7 @@ def _spark(path: str) -> str:
 # (Local disk commits with a rename that refuses an existing file; Delta's GCS and Azure log stores are safe for
 # several drivers by their own conditional writes.)
 LEASED_COMMITS = frozenset({StorageKind.s3})
+DELTA_RS_LOGS = frozenset({StorageKind.s3})  # object stores whose logs delta-rs reads with the `storage:` options
 
 
 class _Unfenced:
@@ -115,6 +138,11 @@ class TableLeases:
             yield lease
 
 
+def _storage_of(path: str, leases: TableLeases | None) -> Storage:
+    """The delta-rs options of `path`'s store, known from the writer's config (None without one)."""
+    return leases.cfg.delta_rs_options(path) if leases is not None else None
+
+
 @contextmanager
 def _committing(path: str, leases: TableLeases | None) -> Iterator[_Unfenced | Lease]:
     """The block in which one Spark commit to `path` is made: under the table's lease on a store that needs one."""
@@ -129,9 +157,10 @@ def _committing(path: str, leases: TableLeases | None) -> Iterator[_Unfenced | L
         yield lease
 
 
-def table_exists(spark: SparkSession, path: str) -> bool:
-    if _local(path):
-        return deltalake.DeltaTable.is_deltatable(path)
+def table_exists(spark: SparkSession, path: str, storage: Storage = None) -> bool:
+    reader = _log_reader(path, storage)
+    if reader is not None:
+        return deltalake.DeltaTable.is_deltatable(reader[0], storage_options=reader[1] or None)
     return DeltaTable.isDeltaTable(spark, _spark(path))
 
 
@@ -169,8 +198,9 @@ def replace_partitions(df: DataFrame, path: str, days: list[dt.date], metadata: 
     writer = df.write.format("delta").option("userMetadata", json.dumps(metadata, sort_keys=True))
     if merge_schema:
         writer = writer.option("mergeSchema", "true")
+    storage = _storage_of(path, leases)
     with _committing(path, leases) as fence:
-        if table_exists(spark, path):
+        if table_exists(spark, path, storage):
             writer = writer.mode("overwrite").option("replaceWhere", predicate)
         else:
             for key, value in _TABLE_PROPERTIES.items():
@@ -178,19 +208,20 @@ def replace_partitions(df: DataFrame, path: str, days: list[dt.date], metadata: 
             writer = writer.mode("overwrite").partitionBy(*partition_by)
         fence.check()
         writer.save(_spark(path))
-        return table_version(spark, path)
+        return table_version(spark, path, storage)
 
 
 def append_rows(df: DataFrame, path: str, metadata: dict, leases: TableLeases | None = None) -> int | None:
     """Append `df` in one commit (the record tables: runs, verdicts, candidates, releases); returns its version."""
     writer = df.write.format("delta").mode("append").option("userMetadata", json.dumps(metadata, sort_keys=True))
+    storage = _storage_of(path, leases)
     with _committing(path, leases) as fence:
-        if not table_exists(df.sparkSession, path):
+        if not table_exists(df.sparkSession, path, storage):
             for key, value in _TABLE_PROPERTIES.items():
                 writer = writer.option(key, value)
         fence.check()
         writer.save(_spark(path))
-        return table_version(df.sparkSession, path)
+        return table_version(df.sparkSession, path, storage)
 
 
 def overwrite_table(df: DataFrame, path: str, metadata: dict, partition_by: tuple[str, ...] = (),
@@ -205,12 +236,13 @@ def overwrite_table(df: DataFrame, path: str, metadata: dict, partition_by: tupl
         writer.save(_spark(path))
 
 
-def table_version(spark: SparkSession, path: str) -> int | None:
+def table_version(spark: SparkSession, path: str, storage: Storage = None) -> int | None:
     """The latest commit version of a Delta table, recorded as an input version in downstream commits."""
-    if not table_exists(spark, path):
+    if not table_exists(spark, path, storage):
         return None
-    if _local(path):
-        return int(deltalake.DeltaTable(path).version())
+    reader = _log_reader(path, storage)
+    if reader is not None:
+        return int(_rs_table(reader).version())
     return int(DeltaTable.forPath(spark, _spark(path)).history(1).collect()[0]["version"])
 
 
@@ -220,12 +252,14 @@ class DayStats:
     latest_ms: int | None  # the largest `time_column` value (epoch ms, truncated as Delta's statistics keep it)
 
 
-def day_stats(path: str, version: int, day: dt.date, time_column: str) -> DayStats | None:
+def day_stats(path: str, version: int, day: dt.date, time_column: str, storage: Storage = None) -> DayStats | None:
     """Rows and latest time of the `ds` partition `day` at `version`, from the commit log's per-file statistics
-    (no scan, no Spark job); None when they are not at hand (an object store, a file written without them)."""
-    if not _local(path):
+    (no scan, no Spark job); None when they are not at hand (a store delta-rs cannot reach, a file written without
+    them)."""
+    reader = _log_reader(path, storage)
+    if reader is None:
         return None
-    actions = pa.table(deltalake.DeltaTable(path, version=int(version)).get_add_actions(flatten=True))
+    actions = pa.table(_rs_table(reader, version).get_add_actions(flatten=True))
     if "partition.ds" not in actions.column_names:
         return None
     mine = actions.filter(pc.equal(actions.column("partition.ds"), pa.scalar(parse_ds(day), pa.date32())))
@@ -238,12 +272,13 @@ def day_stats(path: str, version: int, day: dt.date, time_column: str) -> DaySta
                     int(pc.max(pc.cast(mine.column(latest), pa.timestamp("ms", tz="UTC"))).value))
 
 
-def partition_dates(spark: SparkSession, path: str, column: str, version: int | None = None) -> list[dt.date]:
+def partition_dates(spark: SparkSession, path: str, column: str, version: int | None = None,
+                    storage: Storage = None) -> list[dt.date]:
     """The distinct values of a DATE partition column at `version` (default: latest), sorted: from the commit
-    log's file list (no scan) on this machine, else a Spark query of that column alone."""
-    if _local(path):
-        table = deltalake.DeltaTable(path) if version is None else deltalake.DeltaTable(path, version=int(version))
-        actions = pa.table(table.get_add_actions(flatten=True))
+    log's file list (no scan) where delta-rs reaches the table, else a Spark query of that column alone."""
+    reader = _log_reader(path, storage)
+    if reader is not None:
+        actions = pa.table(_rs_table(reader, version).get_add_actions(flatten=True))
         name = f"partition.{column}"
         if name in actions.column_names:
             return sorted({d for d in actions.column(name).to_pylist() if d is not None})
@@ -319,11 +354,12 @@ def _lost(path: str, version: str, file: Path, damage: str) -> DataFilesLost:
         f" = {LOG_RETENTION})")
 
 
-def history(spark: SparkSession, path: str, limit: int | None = None) -> list[dict]:
+def history(spark: SparkSession, path: str, limit: int | None = None, storage: Storage = None) -> list[dict]:
     """The newest `limit` commits (default: all), newest first: version, operation and the parsed userMetadata."""
-    if _local(path):
+    reader = _log_reader(path, storage)
+    if reader is not None:
         rows = [(c.get("version"), c.get("operation"), c.get("userMetadata"))
-                for c in deltalake.DeltaTable(path).history(limit)]
+                for c in _rs_table(reader).history(limit)]
     else:
         table = DeltaTable.forPath(spark, _spark(path))
         hist = table.history(limit) if limit else table.history()
@@ -334,11 +370,11 @@ def history(spark: SparkSession, path: str, limit: int | None = None) -> list[di
     return sorted(out, key=lambda c: c["version"], reverse=True)
 
 
-def commit_info(spark: SparkSession, path: str, version: int | None = None) -> dict:
+def commit_info(spark: SparkSession, path: str, version: int | None = None, storage: Storage = None) -> dict:
     """The commit `version` (default: latest): version, operation and the parsed userMetadata."""
-    latest = table_version(spark, path)
+    latest = table_version(spark, path, storage)
     want = latest if version is None else int(version)
-    found = [c for c in history(spark, path, latest - want + 1) if c["version"] == want] \
+    found = [c for c in history(spark, path, latest - want + 1, storage) if c["version"] == want] \
         if latest is not None and 0 <= want <= latest else []
     if not found:
         raise ValueError(f"{path} has no commit {version}")
@@ -352,7 +388,8 @@ def restore_partitions(spark: SparkSession, path: str, days: list[dt.date], vers
     Used to roll back the tables a multi-table job already committed when a later step fails. The rows come
     from time travel; `version_before=None` (the table did not exist) deletes the rows the job wrote.
     """
-    if not table_exists(spark, path):
+    storage = _storage_of(path, leases)
+    if not table_exists(spark, path, storage):
         return None
     predicate = ds_predicate(days)
     if extra_predicate:
@@ -362,7 +399,7 @@ def restore_partitions(spark: SparkSession, path: str, days: list[dt.date], vers
             table = DeltaTable.forPath(spark, _spark(path))
             fence.check()
             table.delete(predicate)
-            return table_version(spark, path)
+            return table_version(spark, path, storage)
     old = read_table(spark, path, version_before).where(predicate)
     return replace_partitions(old, path, days, metadata, extra_predicate,
                               partition_by=tuple(partition_columns(spark, path)) or ("ds",), leases=leases)

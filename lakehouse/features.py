@@ -27,13 +27,14 @@ def feature_history(spark: SparkSession, cfg: LfmConfig, table: str,
     if table not in FEATURE_TABLES:
         raise FeatureHistoryError(f"{table!r} has no feature history; use one of {list(FEATURE_TABLES)}")
     path = cfg.table_path(table)
-    if not table_exists(spark, path):
+    storage = cfg.delta_rs_options(path)
+    if not table_exists(spark, path, storage):
         raise FeatureHistoryError(f"Delta table {table!r} is missing at {path}: run `lfm ingest` first")
     df = read_table(spark, path, version)
     if VALID_FROM not in df.columns:
         raise FeatureHistoryError(f"table {table!r} at {path} was written before feature history existed (no "
                                   f"{VALID_FROM} column): re-ingest it with `lfm ingest`")
-    return df, partition_dates(spark, path, VALID_FROM, version)
+    return df, partition_dates(spark, path, VALID_FROM, version, storage)
 
 
 def snapshot_for(table: str, starts: list[dt.date], day: dt.date) -> dt.date:

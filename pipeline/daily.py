@@ -58,7 +58,7 @@ def _ingest(source: Path | str | None) -> Callable[[DayContext], int]:
 
         path = ctx.cfg.table_path("events")
         rows = (read_table(ctx.spark, path).where(F.col("ds") == F.lit(ctx.ds)).count()
-                if table_exists(ctx.spark, path) else 0)
+                if table_exists(ctx.spark, path, ctx.cfg.delta_rs_options(path)) else 0)
         if rows == 0:
             raise LfmError(f"no events ingested for ds {ctx.ds} and no raw folder given: pass --source DIR "
                            "(the folder the sources declared in lfm.yaml resolve against, holding that day)")

@@ -150,7 +150,7 @@ def summary_lines(spark, cfg: LfmConfig, result: DemoResult) -> list[str]:
     last = result.days[-1]
     for name in SUMMARY_TABLES:
         path = cfg.table_path(name)
-        if not table_exists(spark, path):
+        if not table_exists(spark, path, cfg.delta_rs_options(path)):
             lines.append(f"    {name:<14} (not written)")
             continue
         df = read_table(spark, path)

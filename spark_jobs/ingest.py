@@ -237,14 +237,15 @@ def in_force_record(spark: SparkSession, cfg: LfmConfig, table: str, day: dt.dat
     """What the snapshot in force on `day` was ingested from (its commit's `snapshot` record), or None when that
     is unknown: no snapshot, or a commit by another writer since (then the sources are read and compared)."""
     path = cfg.table_path(table)
-    if not table_exists(spark, path):
+    storage = cfg.delta_rs_options(path)
+    if not table_exists(spark, path, storage):
         return None
     try:
         _, starts = feature_history(spark, cfg, table)
         start = snapshot_for(table, starts, day).isoformat()
     except FeatureHistoryError:  # a table without history, or no snapshot in force yet: nothing is held
         return None
-    for commit in history(spark, path):
+    for commit in history(spark, path, storage=storage):
         meta = commit["userMetadata"]
         if meta.get("job") != "ingest" or "snapshot" not in meta:
             return None  # another writer touched the table: what it holds is unknown
@@ -294,7 +295,7 @@ def plan_snapshot(spark: SparkSession, cfg: LfmConfig, table: str, raws: list[Ra
 def _check_table_schema(spark: SparkSession, cfg: LfmConfig, table: str, frame: DataFrame) -> bool:
     """Refuse a column whose type changed against the table; True when the table predates feature history."""
     path = cfg.table_path(table)
-    if not table_exists(spark, path):
+    if not table_exists(spark, path, cfg.delta_rs_options(path)):
         return False
     existing = read_table(spark, path)
     if VALID_FROM not in existing.columns:

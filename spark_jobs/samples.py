@@ -26,7 +26,7 @@ class SamplesError(BadInput):
 
 def _read(spark: SparkSession, cfg: LfmConfig, name: str, version: int | None = None) -> DataFrame:
     path = cfg.table_path(name)
-    if not table_exists(spark, path):
+    if not table_exists(spark, path, cfg.delta_rs_options(path)):
         raise SamplesError(f"Delta table {name!r} is missing at {path}: run `lfm ingest --source DIR` first")
     return read_table(spark, path, version)
 

@@ -77,9 +77,10 @@ def read_batch(spark: SparkSession, cfg: LfmConfig, spec: TableSpec, day: dt.dat
     crashing.
     """
     path = cfg.table_path(spec.name)
-    if spec.name in FEATURE_TABLES and table_exists(spark, path):
+    storage = cfg.delta_rs_options(path)
+    if spec.name in FEATURE_TABLES and table_exists(spark, path, storage):
         df = features_as_of(spark, cfg, spec.name, day, version)  # the snapshot in force on the day
-    elif version is not None or table_exists(spark, path):
+    elif version is not None or table_exists(spark, path, storage):
         df = read_table(spark, path, version)
         if spec.partitioned:
             df = day_rows(df, day, export_id)

@@ -79,7 +79,7 @@ class DayKeys:
     def _events(self) -> DataFrame | None:
         """The day's events at the pinned version (None: no events table), looked up once per gate run."""
         path = self._cfg.table_path(EVENTS)
-        if self._version is None and not table_exists(self._spark, path):
+        if self._version is None and not table_exists(self._spark, path, self._cfg.delta_rs_options(path)):
             return None
         return read_table(self._spark, path, self._version).where(ds_predicate([self._ds]))
 
@@ -160,7 +160,8 @@ def _drift(spark: SparkSession, cfg: LfmConfig, spec: TableSpec, valid: DataFram
     millisecond per 64-d pair. D-1's vectors are checked there as D's were (width, finite, norm in bounds). A pair
     with a centred vector of norm 0 has no direction, hence no cosine, and is left out.
     """
-    if not n_valid or (previous_version is None and not table_exists(spark, cfg.table_path(spec.name))):
+    path = cfg.table_path(spec.name)
+    if not n_valid or (previous_version is None and not table_exists(spark, path, cfg.delta_rs_options(path))):
         return {}
     if export_id is not None and previous_version is None:
         return {}  # an export is compared with D-1's release only; without one, drift does not apply

@@ -104,7 +104,8 @@ def plan_refresh(spark: SparkSession, cfg: LfmConfig, spec: ExportSpec, model_di
     computations that write nothing): complete refreshes after it trigger a "rerun them" warning.
     """
     day = parse_ds(ds)
-    versions = {t: table_version(spark, cfg.table_path(t)) for t in INPUT_TABLES}
+    paths = {t: cfg.table_path(t) for t in INPUT_TABLES}
+    versions = {t: table_version(spark, p, cfg.delta_rs_options(p)) for t, p in paths.items()}
     check_tables(spark, cfg, versions)
     check_snapshots(spark, cfg, versions, day)
     tz = cfg.schema.timezone
@@ -124,7 +125,8 @@ def plan_refresh(spark: SparkSession, cfg: LfmConfig, spec: ExportSpec, model_di
 def day_counts(spark: SparkSession, cfg: LfmConfig, version: int, day: dt.date, end_ms: int) -> tuple[int, int]:
     """(events of partition `day`, of them stamped at or after T_D): from the commit log's file statistics when
     they settle it (every file's latest time a millisecond or more before T_D), else counted by Spark."""
-    stats = day_stats(cfg.table_path(EVENTS), version, day, "event_timestamp")
+    path = cfg.table_path(EVENTS)
+    stats = day_stats(path, version, day, "event_timestamp", cfg.delta_rs_options(path))
     if stats is not None and (stats.rows == 0 or stats.latest_ms < end_ms - 1):
         return stats.rows, 0
     r = (read_table(spark, cfg.table_path(EVENTS), version).where(ds_predicate([day]))

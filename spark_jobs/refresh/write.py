@@ -48,7 +48,8 @@ def write_tables(spark: SparkSession, cfg: LfmConfig, plan: RefreshPlan, outputs
     predicate = export_predicate([plan.ds], plan.spec.id)
     leases = TableLeases(cfg, plan.run_id)
     with ThreadPoolExecutor(max_workers=len(tables)) as pool:
-        before = dict(zip(tables, pool.map(lambda n: table_version(spark, cfg.table_path(n)), tables)))
+        before = dict(zip(tables, pool.map(lambda n: table_version(spark, cfg.table_path(n),
+                                                                   cfg.delta_rs_options(cfg.table_path(n))), tables)))
 
         def write(name: str) -> int:
             meta = _metadata(plan, name, outputs.rows[name], outputs.future_events_dropped)

@@ -139,6 +139,8 @@ def main(lakehouse: str, endpoint: str, log_file: str) -> None:
             continue
         cmd = json.loads(line)
         op, table = cmd["op"], cmd.get("table", "")
+        # the log read through delta-rs with the store's options, or (reader "spark") through a Spark snapshot
+        storage = None if cmd.get("reader") == "spark" else cfg.delta_rs_options(table) if table else None
         try:
             if op == "pause_before_fence":
                 pause.set()
@@ -158,13 +160,17 @@ def main(lakehouse: str, endpoint: str, log_file: str) -> None:
                 df = delta_io.read_table(spark, table, cmd.get("version"))
                 out = sorted([r["ds"].isoformat(), r["driver"], r["n"]] for r in df.collect())
             elif op == "history":
-                out = delta_io.history(spark, table)
+                out = delta_io.history(spark, table, storage=storage)
             elif op == "exists":
-                out = {"exists": delta_io.table_exists(spark, table), "version": delta_io.table_version(spark, table)}
+                out = {"exists": delta_io.table_exists(spark, table, storage),
+                       "version": delta_io.table_version(spark, table, storage)}
             elif op == "session":  # get_spark again: the running session is reused once its S3A is checked
                 out = get_spark(cfg) is spark
             elif op == "dates":
-                out = [d.isoformat() for d in delta_io.partition_dates(spark, table, "ds", cmd.get("version"))]
+                out = [d.isoformat() for d in delta_io.partition_dates(spark, table, "ds", cmd.get("version"), storage)]
+            elif op == "day_stats":
+                stats = delta_io.day_stats(table, cmd["version"], dt.date.fromisoformat(cmd["day"]), "n", storage)
+                out = None if stats is None else [stats.rows, stats.latest_ms]
             else:
                 raise ValueError(f"unknown op {op}")
             _say({"ok": out})

@@ -110,6 +110,11 @@ def test_replace_partitions_on_s3a_reads_back_pinned_and_delta_rs_agrees(drivers
     assert a.call("dates", table=path, version=0) == ["2022-05-02"]
     assert [(c["version"], c["userMetadata"]) for c in a.call("history", table=path)] == \
         [(2, {"step": 3}), (1, {"step": 2}), (0, {"step": 1})]
+    # the driver's log reads (delta-rs with the store's options) answer what a Spark snapshot answers
+    for op, args in (("exists", {}), ("history", {}), ("dates", {"version": 0}), ("dates", {})):
+        assert a.call(op, table=path, **args) == a.call(op, table=path, reader="spark", **args), op
+    assert a.call("day_stats", table=path, version=2, day="2022-05-02") == [1, 9]  # rows and max from the stats
+    assert a.call("day_stats", table=path, version=2, day="2022-05-02", reader="spark") is None  # Spark: none
     # independent evidence: delta-rs reads the same table through s3:// at the same versions
     assert as_lists(delta_rs(s3_server, path, 1)) == v1 and as_lists(delta_rs(s3_server, path)) == latest
     assert delta_rs(s3_server, path).version() == 2
