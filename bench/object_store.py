@@ -58,7 +58,7 @@ CORES = 2  # Spark local[2] on both sides
 # time is what callers outside every category spent in it (cProfile's per-caller cumulative time), so nested calls
 # (table_version -> table_exists, a lease -> its objects) count once and the categories do not overlap.
 CATEGORIES = (
-    ("Delta log reads: exists, version, history, partitions (delta-rs locally, a Spark snapshot on S3)",
+    ("Delta log reads: exists, version, history, partitions (delta-rs; on S3 with the store's options)",
      "lakehouse/delta_io.py", {"table_exists", "table_version", "history", "partition_dates", "partition_columns",
                                "commit_info", "day_stats", "_check_files"}),
     ("leases (tables, day, export) and their objects", "lakehouse/leases.py", None),
@@ -368,7 +368,7 @@ def probes(sides: dict[str, Side], repeats: int, log) -> list[tuple[str, dict[st
         ("Spark: count of `cr_user` (snapshot, statistics only)", lambda c: spark.read.format("delta").load(
             c.location(table(c, CR_USER)).for_spark()).count()),
         ("delta_io.table_version(`events`) as the code reads it", lambda c: delta_io.table_version(
-            spark, table(c, EVENTS))),
+            spark, table(c, EVENTS), c.delta_rs_options(table(c, EVENTS)))),
         ("Spark: append one row (delta_io.append_rows; the table lease on S3)", leased_commit),
         ("table lease acquire + release (TableLeases.held)", table_lease),
         ("day lock acquire + release (locks.day_lock: flock locally, a lease on S3)", day_lock_once),
