@@ -20,7 +20,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from lfm.config.sources import ColumnType, Source, SourceFormat, SourceRole, config_key
+from lfm.config.sources import ColumnType, CsvOptions, Source, SourceFormat, SourceRole, config_key
 from lfm.names import BadInput
 from lfm.storage import Location, is_local, location
 from lakehouse.delta_io import read_table, table_exists
@@ -176,27 +176,48 @@ def _check_native(raw: RawInput, name: str, native: T.DataType) -> None:
 
 
 def _read_csv(spark: SparkSession, raw: RawInput) -> DataFrame:
-    """Every column as text under the source's own header (one header for all files, checked first)."""
-    if not is_local(raw.files[0]):
-        headers = {raw.files[0]: spark.read.option("header", "true").csv(raw.spark_files).columns}
+    """Every column as text under the source's own header (one header for all files, checked first), read with
+    the source's delimiter, quote and null marker (`sources.<role>.csv`); without a header row, the columns are the
+    declared ones in their declared order."""
+    opts = raw.source.csv
+    reader = spark.read.option("sep", opts.delimiter).option("quote", opts.quote).option("nullValue", opts.null_value)
+    if not is_local(raw.files[0]):  # an object store: Spark reads the first file's first row
+        headers = {raw.files[0]: reader.option("header", "true").csv(raw.spark_files[0]).columns}
     else:
-        headers = {f: _header(Path(f)) for f in raw.files}
-    header = headers[raw.files[0]]
+        headers = {f: _first_row(Path(f), opts) for f in raw.files}
+    header = headers[raw.files[0]] if opts.header else raw.source.raw_names
     for f, h in headers.items():
-        _check_header(raw, f, h)
-        if h != header:
+        if opts.header:
+            _check_header(raw, f, h)
+        elif len(h) != len(header):
+            raise IngestError(f"{f}: its first row has {len(h)} fields where sources.{raw.role.value}.columns "
+                              f"declares {len(header)} ({header}; csv.header: false reads them in that order): "
+                              f"it {_read_as(opts, h)}")
+        if opts.header and h != header:
             raise IngestError(f"{f}: its header differs from {raw.files[0]}'s; every file of "
                               f"sources.{raw.role.value} must have the same columns in the same order")
     schema = T.StructType([T.StructField(c, T.StringType()) for c in header])
-    return spark.read.option("header", "true").option("mode", "FAILFAST").schema(schema).csv(raw.spark_files)
+    return (reader.option("header", str(opts.header).lower()).option("mode", "FAILFAST").schema(schema)
+            .csv(raw.spark_files))
 
 
-def _header(path: Path) -> list[str]:
+def _first_row(path: Path, opts: CsvOptions) -> list[str]:
     try:
         with path.open(newline="", encoding="utf-8") as fh:
-            return next(csv.reader(fh), [])
+            return next(csv.reader(fh, delimiter=opts.delimiter, quotechar=opts.quote), [])
     except UnicodeDecodeError:
         raise IngestError(f"{path} is not a UTF-8 CSV file (corrupt or compressed?)") from None
+
+
+def _read_as(opts: CsvOptions, row: list[str]) -> str:
+    """What the first row read as, and the likely fix when another delimiter splits it better."""
+    text = f"reads as {row} with delimiter {opts.delimiter!r}"
+    joined = opts.delimiter.join(row)
+    better = max((d for d in ("\t", ",", ";", "|") if d != opts.delimiter), key=joined.count)
+    if joined.count(better) > 0 and len(row) <= 1:
+        shown = "\\t" if better == "\t" else better
+        text += f"; the file looks {better!r}-separated: set csv: {{delimiter: \"{shown}\"}} on the source"
+    return text
 
 
 def _check_header(raw: RawInput, path: str, header: list[str]) -> None:
@@ -214,7 +235,8 @@ def _check_header(raw: RawInput, path: str, header: list[str]) -> None:
     if not detail:
         detail.append("columns in a different order")
     raise IngestError(f"{path}: {'; '.join(detail)}; sources.{raw.role.value}.columns declares {expected}"
-                      + (" (exact_columns: true)" if raw.source.exact_columns else ""))
+                      + (" (exact_columns: true)" if raw.source.exact_columns else "")
+                      + f"; its header {_read_as(raw.source.csv, header)}")
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,22 @@ class Column(Strict):
         return v
 
 
+class CsvOptions(Strict):
+    """How a delimited text source is written: the options every CSV reader has (`sources.<role>.csv`)."""
+
+    delimiter: str = ","  # "\t" for a tab-separated file
+    header: bool = True  # false: no header row; the columns are the declared ones, in their declared order
+    quote: str = '"'
+    null_value: str = ""  # the text that stands for a missing value (e.g. "\\N" or "NA"); "" reads as null too
+
+    @field_validator("delimiter", "quote")
+    @classmethod
+    def _one_character(cls, v: str) -> str:
+        if len(v) != 1 or v in "\r\n":
+            raise ValueError(f"must be one character other than a line break, got {v!r} (a tab is \"\\t\")")
+        return v
+
+
 class Source(Strict):
     """One raw input: where it is, its format, and its columns (lakehouse name -> type, raw name)."""
 
@@ -98,6 +114,15 @@ class Source(Strict):
     format: SourceFormat = SourceFormat.csv
     columns: dict[str, Column]  # in order; `name: TYPE` is short for `name: {type: TYPE}`
     exact_columns: bool = False  # csv: the header must list exactly these raw names, in this order
+    csv: CsvOptions = CsvOptions()  # format csv: delimiter, header, quote, null marker
+
+    @model_validator(mode="after")
+    def _csv_options_for_csv(self) -> "Source":
+        if "csv" in self.model_fields_set and self.format != SourceFormat.csv:
+            raise ValueError(f"`csv:` options apply to format csv, not {self.format.value}: remove them")
+        if self.csv.delimiter == self.csv.quote:
+            raise ValueError("csv.delimiter and csv.quote must differ")
+        return self
 
     @field_validator("columns", mode="before")
     @classmethod

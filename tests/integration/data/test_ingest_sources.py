@@ -117,6 +117,41 @@ def test_time_as_text_or_timestamp_and_dates_in_a_format(spark, tmp_path, shop):
     assert result.days == D and result.events_rows == len(log)
 
 
+def _events_as(data: Path, write) -> None:
+    """Rewrite the copy's event files with `write(frame, path)`, every value kept as text, three dwell times
+    blanked per file (missing values) and the undeclared session column dropped."""
+    for path in sorted((data / "events").glob("*.csv")):
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False).drop(columns=["session"])
+        frame.loc[frame.index[:3], "dwell_s"] = ""
+        write(frame, path)
+
+
+def test_a_tab_separated_log_with_a_null_marker_or_without_a_header_reads_as_its_comma_twin(spark, tmp_path, shop):
+    """The same events as a comma-separated file, as a tab-separated one with `NA` for a missing value, and as a
+    tab-separated one without a header row (`sources.events.csv`): the same rows in the lakehouse."""
+    variants = {
+        "comma": ({}, lambda frame, path: frame.to_csv(path, index=False)),
+        "tab_na": ({"delimiter": "\t", "null_value": "NA"},
+                   lambda frame, path: frame.replace("", "NA").to_csv(path, sep="\t", index=False)),
+        "no_header": ({"delimiter": "\t", "header": False},
+                      lambda frame, path: frame.to_csv(path, sep="\t", index=False, header=False)),
+    }
+    read = {}
+    for name, (options, write) in variants.items():
+        data = tmp_path / name
+        shutil.copytree(shop[0], data)
+        _events_as(data, write)
+        events = {**shop_config(data, data)["sources"]["events"], **({"csv": options} if options else {})}
+        cfg = config(data, data, {"events": events})
+        ingest(spark, cfg)
+        frame = spark.read.format("delta").load(cfg.table_path("events")).select(
+            "member_id", "item_id", "surface", "click", "purchase", "dwell_s", "event_timestamp").toPandas()
+        read[name] = frame.sort_values(["event_timestamp", "member_id", "item_id"]).reset_index(drop=True)
+    assert read["comma"]["dwell_s"].isna().sum() == 3 * SMALL.days and len(read["comma"]) == SMALL.days * 120
+    pd.testing.assert_frame_equal(read["tab_na"], read["comma"])
+    pd.testing.assert_frame_equal(read["no_header"], read["comma"])
+
+
 def _edit_csv(path: Path, column: str, value: str) -> None:
     frame = pd.read_csv(path, dtype=str)
     frame.loc[frame.index[7], column] = value
@@ -147,6 +182,8 @@ def _damage(data: Path, case: str) -> dict:
     elif case == "undeclared":
         schema = shop_config(data, data)["schema"]
         return {"schema": {**schema, "user_fields": schema["user_fields"] + [{"name": "income"}]}}
+    elif case == "tab_separated":
+        _events_as(data, lambda frame, path: frame.to_csv(path, sep="\t", index=False))
     elif case == "no_files":
         return {"sources": {"events": {**shop_config(data, data)["sources"]["events"], "path": "nope/*.csv"}}}
     return {}
@@ -166,6 +203,8 @@ def _damage(data: Path, case: str) -> dict:
     ("undeclared", "schema.user_fields 'income' is not a column of sources.users or sources.events: add it to "
                    "sources.users.columns, or remove it from schema.user_fields"),
     ("no_files", "no events file matching 'nope/*.csv'"),
+    ("tab_separated", "its header reads as ['event_ts\\tmember\\tproduct\\tpage\\tclicked\\tpurchased\\tdwell_s'] "
+                      "with delimiter ','; the file looks '\\t'-separated: set csv: {delimiter: \"\\t\"} on the source"),
 ])
 def test_bad_input_names_source_column_key_and_sample(spark, tmp_path, shop, case, expect):
     data = tmp_path / "data"

@@ -42,6 +42,12 @@ def test_a_declaration_replaces_the_default_whole(tmp_path):
     ({"events": {"path": "x", "format": "xlsx", "columns": {"a": "int"}}}, "sources.events.format"),
     ({"events": {"path": "x", "time_unit": "minutes", "columns": {"a": "int"}}}, "sources.events.time_unit"),
     ({"events": {"path": "x", "columns": {"a": {"raw": "b"}, "b": "int"}}}, "raw columns mapped twice"),
+    ({"events": {"path": "x", "csv": {"delimiter": "\\t"}, "columns": {"a": "int"}}},
+     "sources.events.csv.delimiter: Value error, must be one character"),
+    ({"events": {"path": "x", "csv": {"delimiter": "'", "quote": "'"}, "columns": {"a": "int"}}},
+     "csv.delimiter and csv.quote must differ"),
+    ({"events": {"path": "x", "format": "parquet", "csv": {"header": False}, "columns": {"a": "int"}}},
+     "`csv:` options apply to format csv, not parquet"),
 ])
 def test_bad_declarations_name_the_key(tmp_path, sources, named):
     with pytest.raises(ConfigError) as err:
