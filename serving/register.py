@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from lfm.config import LfmConfig
 from lfm.contract import EMBEDDING_TABLES, ExportSpec, side_of
-from lfm.names import MODEL_VERSION
+from lfm.names import MODEL_VERSION, BadInput
 from lfm.storage import location
 
 from feature_repo.specs import CURRENT_SERVICE, view_name
@@ -148,6 +148,11 @@ def register(cfg: LfmConfig, specs: list[ExportSpec], current: str | None = None
     holder)."""
     from feature_repo.store import open_store, write_feature_store_yaml
 
+    keys = cfg.entity_key_problems()
+    if keys:
+        raise BadInput(f"{'; '.join(keys)}, but feast.entity_key_type is int64: string ids would be cast to integers "
+                       "and every id that is not digits lost; set feast.entity_key_type: string in lfm.yaml and run "
+                       "`lfm register` again (nothing was registered)")
     write_feature_store_yaml(cfg)
     store = store or open_store(cfg)
     with registry_held(cfg, store, run_id) as fence:

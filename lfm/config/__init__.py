@@ -17,8 +17,8 @@ from lfm.config.model import ModelSettings, TrainSettings
 from lfm.config.platform import RegistrySettings, SparkSettings, StorageSettings
 from lfm.config.refresh import RefreshSettings
 from lfm.config.schema import DataSchema, FeatureField, FieldKind, Strict
-from lfm.config.serving import FeastSettings
-from lfm.config.sources import Sources, default_sources
+from lfm.config.serving import EntityKeyType, FeastSettings
+from lfm.config.sources import ColumnType, Sources, config_key, default_sources
 from lfm.config.quality import QualitySettings
 from lfm.errors import LfmError
 from lfm.storage import Location, location
@@ -63,6 +63,15 @@ class LfmConfig(Strict):
     def delta_rs_options(self, path: str) -> dict[str, str] | None:
         """How delta-rs (and obstore) reach `path`: the `storage:` options for an object store, None for local disk."""
         return None if self.location(path).local else self.storage.object_store_options()
+
+    def entity_key_problems(self) -> list[str]:
+        """Declared key columns the online store's key type cannot hold: under `feast.entity_key_type: int64` a
+        string key would be cast to an integer, and every id that is not digits lost."""
+        if self.feast.entity_key_type != EntityKeyType.int64:
+            return []
+        return [f"{config_key(role, key)} is string" for role, src in self.sources.declared()
+                for key in dict.fromkeys((self.schema.user_key, self.schema.item_key))
+                if key in src.columns and src.columns[key].type == ColumnType.string]
 
     def table_path(self, name: str) -> str:
         """Location of one Delta table under the lakehouse (a local path or an object-store URI)."""
