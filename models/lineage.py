@@ -67,12 +67,11 @@ def carry_weights(parent: nn.Module, child: nn.Module) -> None:
     from models.blocks import FieldEmbedding
 
     parents = dict(parent.named_modules())
-    grown = set()  # the packed tables, carried row block by row block
     with torch.no_grad():
         for name, module in child.named_modules():
             if isinstance(module, FieldEmbedding):
                 _carry_rows(parents[name], module, name)
-                grown.add(f"{name}.table.weight")
+        grown = {f"{n}.table.weight" for n, m in child.named_modules() if isinstance(m, FieldEmbedding)}
         source = parent.state_dict()
         for key, tensor in child.state_dict().items():
             if key in grown:

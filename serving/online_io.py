@@ -5,8 +5,8 @@ Writes go to the tables/hashes Feast created at `lfm register` (same keys, same 
 through Feast's own reader. One request-shaped `read` serves `OnlineReader` (and is the benchmark's raw read).
 - sqlite: `write_views` lands every view of a release at once or none of it (one transaction over all views); per
   key, an older snapshot never replaces a newer one (the stored event timestamp wins) — except the snapshot of a
-  withdrawn day, which the previous release replaces in place (`replacing`), so a reader never finds the key
-  empty. Redis is written by Spark tasks (`serving.online_spark`) with the same per-key rule, one HSET per entity.
+  withdrawn day, which the previous release replaces in place (`replacing`), so a reader never finds the key empty. Redis is written by Spark
+  tasks (`serving.online_spark`) with the same per-key rule, one HSET per entity.
 - `locked()` serialises writers of one store: two materializes never interleave.
 - sqlite: one `UNION ALL` statement per lookup request; Redis: one pipeline of HMGETs per request.
 Feast's Redis layout is written with the public `mmh3` package (Feast's own dependency) for the field names and

@@ -124,8 +124,7 @@ for j = 1, #KEYS do
   local args = {}
   for i = 1, nv do
     local value, old = ARGV[base + (j - 1) * nv + i], stored[i]
-    local older = old and seconds(old)
-    if value ~= '' and (not old or old == ts or older <= secs or (replaced > 0 and older == replaced)) then
+    if value ~= '' and (not old or old == ts or seconds(old) <= secs or (replaced > 0 and seconds(old) == replaced)) then
       args[#args + 1] = fields[i]; args[#args + 1] = value
       args[#args + 1] = ts_fields[i]; args[#args + 1] = ts
       written[i] = written[i] + 1
@@ -155,8 +154,7 @@ def redis_write_batches(batches: Iterator[pa.RecordBatch], side: Side, target: R
     suffix = target.project.encode("utf-8")
     nv = len(side.views)
     head = [target.event_seconds, Timestamp(seconds=target.event_seconds).SerializeToString(),
-            target.ttl_seconds or 0, target.replaces_seconds, nv,
-            *side.fields, *[f"_ts:{v}".encode() for v in side.views]]
+            target.ttl_seconds or 0, target.replaces_seconds, nv, *side.fields, *[f"_ts:{v}".encode() for v in side.views]]
     names = [f"w{i}" for i in range(nv)]
     try:
         for b in batches:

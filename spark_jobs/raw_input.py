@@ -187,14 +187,13 @@ def _read_csv(spark: SparkSession, raw: RawInput) -> DataFrame:
         headers = {f: _first_row(Path(f), opts) for f in raw.files}
     header = headers[raw.files[0]] if opts.header else raw.source.raw_names
     for f, h in headers.items():
-        if not opts.header:
-            if len(h) != len(header):
-                raise IngestError(f"{f}: its first row has {len(h)} fields where sources.{raw.role.value}.columns "
-                                  f"declares {len(header)} ({header}; csv.header: false reads them in that order): "
-                                  f"it {_read_as(opts, h)}")
-            continue
-        _check_header(raw, f, h)
-        if h != header:
+        if opts.header:
+            _check_header(raw, f, h)
+        elif len(h) != len(header):
+            raise IngestError(f"{f}: its first row has {len(h)} fields where sources.{raw.role.value}.columns "
+                              f"declares {len(header)} ({header}; csv.header: false reads them in that order): "
+                              f"it {_read_as(opts, h)}")
+        if opts.header and h != header:
             raise IngestError(f"{f}: its header differs from {raw.files[0]}'s; every file of "
                               f"sources.{raw.role.value} must have the same columns in the same order")
     schema = T.StructType([T.StructField(c, T.StringType()) for c in header])

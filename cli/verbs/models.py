@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 from typing import TYPE_CHECKING
@@ -107,7 +106,7 @@ def run_pretrain(args: argparse.Namespace, cfg: LfmConfig) -> int:
     result = pretrain(tables["train"], tables["valid"], cfg, test=tables.get("test"), seed=args.seed, parent=parent)
     metrics = {**result.metrics, "days": {k: [d.isoformat() for d in v] for k, v in
                                           (("train", args.train), ("valid", args.valid), ("test", args.test)) if v}}
-    lineage = dataclasses.replace(lineage, vocab_growth=result.vocab_growth)
+    lineage = Lineage(lineage.parent, lineage.seen_days, result.vocab_growth)
     card = registry.register(result.model, result.encoders, metrics, lineage)
     split = "test" if "test" in metrics else "valid"
     print(f"\n{split} metrics (AUC / impression-weighted GAUC per scenario and task):")

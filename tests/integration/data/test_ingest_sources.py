@@ -204,8 +204,7 @@ def _damage(data: Path, case: str) -> dict:
                    "sources.users.columns, or remove it from schema.user_fields"),
     ("no_files", "no events file matching 'nope/*.csv'"),
     ("tab_separated", "its header reads as ['event_ts\\tmember\\tproduct\\tpage\\tclicked\\tpurchased\\tdwell_s'] "
-                      "with delimiter ','; the file looks '\\t'-separated: "
-                      "set csv: {delimiter: \"\\t\"} on the source"),
+                      "with delimiter ','; the file looks '\\t'-separated: set csv: {delimiter: \"\\t\"} on the source"),
 ])
 def test_bad_input_names_source_column_key_and_sample(spark, tmp_path, shop, case, expect):
     data = tmp_path / "data"
