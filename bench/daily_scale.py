@@ -258,7 +258,7 @@ def stage_child(payload: dict) -> dict:
     out = Path(payload["out"])
     spark = get_spark(cfg)
     export = resolve_export(cfg)
-    plan = plan_refresh(spark, cfg, export.spec, export.model_dir, D1)
+    plan = plan_refresh(spark, cfg, export.spec, export.day_model(cfg, D1), D1)
     prev = previous_state(spark, cfg, plan)
     s = cfg.schema
     items = features_as_of(spark, cfg, ITEMS, plan.ds, plan.input_versions[ITEMS]).select(

@@ -302,7 +302,7 @@ def full_refresh(spark, cfg, model_version: str, log) -> dict:
 
     t0 = time.perf_counter()
     export = resolve_export(cfg, model_version)
-    plan = plan_refresh(spark, cfg, export.spec, export.model_dir, DAY, cold_start=True)
+    plan = plan_refresh(spark, cfg, export.spec, export.day_model(cfg, DAY), DAY, cold_start=True)
     t1 = time.perf_counter()
     with TreeSampler(jvm_pid(spark)) as mem:
         out = compute_day(spark, cfg, plan, None)
@@ -380,7 +380,7 @@ def main() -> int:
     cfg = prepare(spark, args.workdir, main_users, args.cores, log)
     version = pretrain_model(spark, cfg, log)
     export = resolve_export(cfg, version)
-    plan = plan_refresh(spark, cfg, export.spec, export.model_dir, DAY, cold_start=True, run_id="bench")
+    plan = plan_refresh(spark, cfg, export.spec, export.day_model(cfg, DAY), DAY, cold_start=True, run_id="bench")
     extract_rows, refresh_rows = [], []
     if "extract" not in args.skip:
         staged = stage_inputs(spark, cfg, plan, args.workdir / f"u{main_users}")

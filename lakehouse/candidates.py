@@ -47,6 +47,11 @@ class Candidate:
     input_versions: dict[str, int] = field(default_factory=dict)
     rows: dict[str, int] = field(default_factory=dict)
     future_events_dropped: int = 0
+    model_version: str = ""  # the version that made the day (of a lineage export: one of its versions)
+
+    def __post_init__(self) -> None:
+        if not self.model_version:
+            object.__setattr__(self, "model_version", self.spec.model_version)
 
     @property
     def export_id(self) -> str:
@@ -54,7 +59,7 @@ class Candidate:
 
 
 def append(cfg: LfmConfig, c: Candidate) -> None:
-    record = {"ds": parse_ds(c.ds), "export_id": c.spec.id, "model_version": c.spec.model_version,
+    record = {"ds": parse_ds(c.ds), "export_id": c.spec.id, "model_version": c.model_version,
               "cr_layer": c.spec.cr_layer, "spec": c.spec.to_json(), "run_id": c.run_id, "cold_start": c.cold_start,
               "warmup_days": c.warmup_days, "committed_at": c.committed_at, "table_versions": dict(c.table_versions),
               "input_versions": dict(c.input_versions), "rows": dict(c.rows),
@@ -68,12 +73,12 @@ def _candidate(r: dict) -> Candidate:
                      table_versions={k: int(v) for k, v in r["table_versions"].items()}, cold_start=r["cold_start"],
                      warmup_days=int(r["warmup_days"]), committed_at=r["committed_at"],
                      input_versions=dict(r["input_versions"] or {}), rows=dict(r["rows"] or {}),
-                     future_events_dropped=int(r["future_events_dropped"] or 0))
+                     future_events_dropped=int(r["future_events_dropped"] or 0), model_version=r["model_version"])
 
 
 def latest_per_export(cfg: LfmConfig, days: list[dt.date] | None = None,
                       model_version: str | None = None) -> list[Candidate]:
-    """The newest candidate of each (ds, export), optionally of some days or one model version, by day."""
+    """The newest candidate of each (ds, export), optionally of some days or made by one model version, by day."""
     wanted = {parse_ds(d) for d in days} if days else None
     found = [r for r in rows_of(cfg, REFRESH_LOG)
              if (wanted is None or r["ds"] in wanted) and (model_version is None or r["model_version"] == model_version)]

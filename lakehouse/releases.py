@@ -45,6 +45,11 @@ class Release:
     table_versions: dict[str, int]
     at: dt.datetime
     reason: str | None = None
+    model_version: str = ""  # the version that made the day (of a lineage export: one of its versions)
+
+    def __post_init__(self) -> None:
+        if not self.model_version:
+            object.__setattr__(self, "model_version", self.spec.model_version)
 
     @property
     def export_id(self) -> str:
@@ -56,22 +61,24 @@ class Release:
 
 
 def _append(cfg: LfmConfig, ds: dt.date, spec: ExportSpec, status: str, run_id: str, gate_run_id: str | None,
-            versions: dict[str, int] | None, reason: str | None) -> Release:
+            versions: dict[str, int] | None, reason: str | None, model_version: str | None = None) -> Release:
     at = dt.datetime.now(dt.timezone.utc)
-    record = {"ds": parse_ds(ds), "export_id": spec.id, "model_version": spec.model_version, "status": status,
+    model_version = model_version or spec.model_version
+    record = {"ds": parse_ds(ds), "export_id": spec.id, "model_version": model_version, "status": status,
               "run_id": run_id, "gate_run_id": gate_run_id,
               "table_versions": None if versions is None else {k: int(v) for k, v in versions.items()},
               "spec": spec.to_json(), "at": at, "reason": reason}
     append_to(cfg, RELEASES, [record], SCHEMA,
                  {"job": "publish" if status == RELEASED else "withdraw", "ds": parse_ds(ds).isoformat(),
                   "export_id": spec.id, "run_id": run_id})
-    return Release(parse_ds(ds), spec, status, run_id, gate_run_id, dict(versions or {}), at, reason)
+    return Release(parse_ds(ds), spec, status, run_id, gate_run_id, dict(versions or {}), at, reason, model_version)
 
 
 def publish(cfg: LfmConfig, ds: dt.date, spec: ExportSpec, run_id: str, gate_run_id: str,
-            versions: dict[str, int]) -> Release:
-    """Append the release of (ds, export) at `versions` (the caller checked the verdicts against them)."""
-    return _append(cfg, ds, spec, RELEASED, run_id, gate_run_id, versions, None)
+            versions: dict[str, int], model_version: str | None = None) -> Release:
+    """Append the release of (ds, export) at `versions` (the caller checked the verdicts against them), made by
+    `model_version` (default: the export's model)."""
+    return _append(cfg, ds, spec, RELEASED, run_id, gate_run_id, versions, None, model_version)
 
 
 def withdraw(cfg: LfmConfig, ds: dt.date, spec: ExportSpec, run_id: str, reason: str) -> Release:
@@ -82,7 +89,7 @@ def withdraw(cfg: LfmConfig, ds: dt.date, spec: ExportSpec, run_id: str, reason:
 def _release(r: dict) -> Release:
     return Release(ds=r["ds"], spec=ExportSpec.from_json(r["spec"]), status=r["status"], run_id=r["run_id"],
                    gate_run_id=r["gate_run_id"], table_versions={k: int(v) for k, v in (r["table_versions"] or {}).items()},
-                   at=r["at"], reason=r["reason"])
+                   at=r["at"], reason=r["reason"], model_version=r["model_version"])
 
 
 def latest(cfg: LfmConfig, export_id: str | None = None, days: list[dt.date] | None = None,

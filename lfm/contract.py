@@ -6,7 +6,9 @@ Each fact has its one home here (docs/contracts.md describes them for readers):
   every exported row of D, the reference time of D's CR state;
 - `ExportSpec`: what defines one embedding space. Vectors exported under two specs are never mixed: the spec's
   `id` is stored in every exported row (`export_id`, a partition column), every commit's metadata, every gate
-  verdict and release, and names the Feast views that serve it.
+  verdict and release, and names the Feast views that serve it;
+- `DayModel`: the registered version that makes one day of an export (the frozen model, or the version of a
+  lineage trained through the day before), recorded in the day's rows, candidate and release.
 """
 from __future__ import annotations
 
@@ -84,6 +86,10 @@ class ExportSpec:
 
     Two exports of one model version with another CR layer, decay, normalisation, state TTL or data schema are two
     spaces: their `id`s differ, so their rows, chains, verdicts, releases and Feast views never meet.
+
+    `cadence_days` None: the frozen model `model_version` makes every day. N: the export is the lineage rooted at
+    `model_version` (`models.lineage`), continued every N days; day D is made by the lineage's newest version whose
+    seen days end before D, and the CR chain carries over from one version to the next (docs/contracts.md).
     """
 
     model_version: str
@@ -95,6 +101,7 @@ class ExportSpec:
     normalisation: str
     state_ttl_days: int | None
     schema_hash: str
+    cadence_days: int | None = None
 
     def __post_init__(self) -> None:
         check_model_version(self.model_version)
@@ -105,6 +112,14 @@ class ExportSpec:
                 raise BadInput(f"export of model {self.model_version}: {name} must be >= 1, got {getattr(self, name)}")
         if self.tau_hours <= 0:
             raise BadInput(f"export of model {self.model_version}: tau_hours must be positive, got {self.tau_hours}")
+        if self.cadence_days is not None and int(self.cadence_days) < 1:
+            raise BadInput(f"export of model {self.model_version}: updates.every_days must be >= 1, got "
+                           f"{self.cadence_days}")
+
+    @property
+    def lineage(self) -> bool:
+        """The export follows a lineage of versions (continued every `cadence_days`), not one frozen model."""
+        return self.cadence_days is not None
 
     @property
     def id(self) -> str:
@@ -112,7 +127,9 @@ class ExportSpec:
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        """Canonical JSON; a frozen export leaves `cadence_days` out, so its id is the one it had before lineages."""
+        fields = {k: v for k, v in asdict(self).items() if not (k == "cadence_days" and v is None)}
+        return json.dumps(fields, sort_keys=True, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> "ExportSpec":
@@ -130,13 +147,26 @@ class ExportSpec:
 
     def describe(self) -> str:
         ttl = f"{self.state_ttl_days}d" if self.state_ttl_days else "none"
-        return (f"export {self.id} (model {self.model_version}, CR layer {self.cr_layer}, tau {self.tau_hours:g}h, "
+        model = (f"lineage of {self.model_version} updated every {self.cadence_days}d" if self.lineage
+                 else f"model {self.model_version}")
+        return (f"export {self.id} ({model}, CR layer {self.cr_layer}, tau {self.tau_hours:g}h, "
                 f"{self.normalisation}, state TTL {ttl}, schema {self.schema_hash[:8]})")
 
     def differences(self, other: "ExportSpec") -> list[str]:
         """The fields in which two specs differ, as 'name a -> b'."""
         a, b = asdict(self), asdict(other)
         return [f"{k} {a[k]} -> {b[k]}" for k in a if a[k] != b[k]]
+
+
+@dataclass(frozen=True)
+class DayModel:
+    """The registered version that makes one day of an export and its verified checkpoint folder."""
+
+    version: str
+    model_dir: str
+
+    def __post_init__(self) -> None:
+        check_model_version(self.version)
 
 
 def schema_hash(schema) -> str:

@@ -2,7 +2,8 @@
 
 The one place with the CR layer rule: the layer asked for, else the one `lfm select-layer` recorded for the model,
 else the last CR point (the final hidden layer before the heads; cards list points in mixing-tower order). Dims
-come from the card, decay and normalisation from `refresh` in the config, the schema hash from the data schema.
+come from the card, decay and normalisation from `refresh` in the config, the schema hash from the data schema, the
+update cadence (a lineage export, or a frozen one) from `updates`.
 """
 from __future__ import annotations
 
@@ -31,10 +32,10 @@ def choose_layer(card, cr_layer: str | None) -> str:
 
 
 def spec_for(cfg: LfmConfig, card, cr_layer: str | None = None) -> ExportSpec:
-    """The export spec of a model card under this config."""
+    """The export spec of a model card under this config (with `updates.every_days`, `card` is the lineage's base)."""
     layer = choose_layer(card, cr_layer)
     r = cfg.refresh
     return ExportSpec(model_version=card.model_version, cr_layer=layer, ur_dim=int(card.ur_dim),
                       ir_dim=int(card.ir_dim), cr_dim=int(card.cr_points[layer]), tau_hours=float(r.tau_hours),
                       normalisation=r.normalisation.value, state_ttl_days=r.state_ttl_days,
-                      schema_hash=schema_hash(cfg.schema))
+                      schema_hash=schema_hash(cfg.schema), cadence_days=cfg.updates.every_days)

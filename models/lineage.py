@@ -58,6 +58,42 @@ class Lineage:
         return Lineage(version, tuple(sorted(set(self.seen_days) | set(days))), growth)
 
 
+def lineage_of(card) -> Lineage:
+    """A registered version's lineage; a version registered before lineages were recorded is a base that saw the
+    training and validation days its metrics name."""
+    if card.lineage is not None:
+        return card.lineage
+    days = card.metrics.get("days", {})
+    return Lineage.base([dt.date.fromisoformat(d) for split in ("train", "valid") for d in days.get(split, [])])
+
+
+def root_of(card, cards: list) -> str:
+    """The base version a card's lineage starts from (itself for a base)."""
+    parent = {c.model_version: lineage_of(c).parent for c in cards}
+    version, seen = card.model_version, set()
+    while parent.get(version) is not None and version not in seen:
+        seen.add(version)
+        version = parent[version]
+    return version
+
+
+def members(root: str, cards: list) -> list:
+    """The registered versions of the lineage rooted at `root` (the root included), in registry order."""
+    return [c for c in cards if root_of(c, cards) == root]
+
+
+def newest(lineage: list):
+    """The version of a lineage that has seen the latest day (the latest registered among equals)."""
+    return max(enumerate(lineage), key=lambda ic: (lineage_of(ic[1]).seen_through or dt.date.min, ic[0]))[1]
+
+
+def maker_of(lineage: list, day: dt.date):
+    """The version that makes day `day`: the one whose seen days end latest before `day` (time-correct: nothing
+    it learned comes from `day` or after); None when every version has seen `day` or later."""
+    before = [c for c in lineage if (lineage_of(c).seen_through or dt.date.min) < day]
+    return newest(before) if before else None
+
+
 def carry_weights(parent: nn.Module, child: nn.Module) -> None:
     """Copy the parent's weights into a child built with grown vocabularies: every field's rows go to the same
     index in the child's (longer) block; the child's extra rows keep their fresh initialisation; every other

@@ -1,5 +1,9 @@
 """`lfm run-daily --ds D`: ingest -> refresh -> withdraw -> validate -> publish -> materialize, each attempt in `runs`.
 
+With `updates.every_days` (a lineage export), an `update` step between ingest and refresh continues the model
+lineage on the days since its newest version when due (`pipeline.lineage`), and the refresh exports D with the
+version trained through D-1.
+
 The export (model version, CR layer, decay: `pipeline.spec`) is resolved once per invocation and passed to every
 step and every day. refresh writes a candidate (withdrawing a release of the day it rewrites); withdraw takes such
 a withdrawn release out of the online store and the ANN index (the previous release takes its place); validate
@@ -42,6 +46,7 @@ if TYPE_CHECKING:  # Spark, GE and Feast are imported by the steps that use them
 log = logging.getLogger("lfm.daily")
 
 Say = Callable[[str], None]
+UPDATE = "update"  # a lineage export's step between ingest and refresh (`pipeline.lineage`)
 
 
 # --- the six steps ---------------------------------------------------------------------------------------------
@@ -66,11 +71,29 @@ def _ingest(source: Path | str | None) -> Callable[[DayContext], int]:
     return run
 
 
+def _update(ctx: DayContext) -> int:
+    """A lineage export's daily update: continue the lineage on the days since its newest version, when due."""
+    from pipeline.lineage import continue_lineage
+
+    card = continue_lineage(ctx.spark, ctx.cfg, ctx.export.spec, ctx.ds, say=None)
+    return int(card.metrics["rows"]["train"]) if card else 0
+
+
+def _update_done(state: Callable[[DayContext], DayState]) -> Callable[[DayContext], bool]:
+    """Done once the day has a candidate (its version was chosen then) or when no update is due."""
+    def done(ctx: DayContext) -> bool:
+        from pipeline.lineage import update_days
+
+        return state(ctx).candidate is not None or not update_days(ctx.cfg, ctx.spec, ctx.ds)
+    return done
+
+
 def _refresh(cold_start: bool) -> Callable[[DayContext], int]:
     def run(ctx: DayContext) -> int:
         from spark_jobs.refresh import refresh
 
-        result = refresh(ctx.spark, ctx.cfg, ctx.export.spec, ctx.export.model_dir, ctx.ds, cold_start, ctx.run_id)
+        result = refresh(ctx.spark, ctx.cfg, ctx.export.spec, ctx.export.day_model(ctx.cfg, ctx.ds), ctx.ds,
+                         cold_start, ctx.run_id)
         return int(sum(v for k, v in result.rows.items() if not k.endswith("_state")))
     return run
 
@@ -124,12 +147,15 @@ def _materialize(ctx: DayContext) -> int:
 
 
 def daily_steps(source: Path | str | None = None, cold_start: bool = False, say: Say | None = None,
-                state: Callable[[DayContext], DayState] | None = None) -> list[Step]:
-    """The six steps, each wrapped to report progress through `say` (the demo prints it) when given; with `state`
-    (the day's records), each step is done when they say so, else when its latest attempt succeeded."""
+                state: Callable[[DayContext], DayState] | None = None, update: bool = False) -> list[Step]:
+    """The six steps (seven with `update`: a lineage export's daily update before the refresh), each wrapped to
+    report progress through `say` (the demo prints it) when given; with `state` (the day's records), each step is
+    done when they say so, else when its latest attempt succeeded."""
     runs_of = {"ingest": _ingest(source), "refresh": _refresh(cold_start), "withdraw": _withdraw,
                "validate": _validate, "publish": _publish, "materialize": _materialize}
     steps = [Step(name, runs_of[name], _done_by(state, name) if state else None) for name in STEP_NAMES]
+    if update:
+        steps.insert(1, Step(UPDATE, _update, _update_done(state) if state else None))
     return [_with_progress(s, say) for s in steps] if say else steps
 
 
@@ -190,12 +216,21 @@ def run_daily(cfg: LfmConfig, resolve: Callable[[], ResolvedExport], ds: str | d
             records.append(day_state(cfg, day, resolve_spec().id if resolve_spec else c.export.spec.id))
         return records[0]
 
-    steps = daily_steps(source, cold_start, say, state)
+    steps = daily_steps(source, cold_start, say, state, update=cfg.updates.every_days is not None)
     with day_lock(cfg, "daily", day, ctx.run_id) as ctx.fence:  # a second run of this day fails here, at once
         attempts = run_steps(ctx, steps, force=force)
     if not attempts and say:
         say(f"  {day} already complete (released and online): nothing to do; --force reruns it")
-    return DayRun(day, ctx.run_id, ctx.model_version, attempts)
+    return DayRun(day, ctx.run_id, _made_by(ctx), attempts)
+
+
+def _made_by(ctx: DayContext) -> str | None:
+    """The version that made the day: the export's model, or for a lineage export the one its candidate names."""
+    spec = ctx.spec
+    if spec is None or not spec.lineage:
+        return ctx.model_version
+    found = candidates.latest(ctx.cfg, ctx.ds, spec.id)
+    return found.model_version if found else None
 
 
 def run_days(cfg: LfmConfig, days: Sequence[dt.date], spark_factory: Callable[[], SparkSession],

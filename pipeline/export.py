@@ -56,12 +56,14 @@ class DayRelease:
 
 def audit(spark: SparkSession, cfg: LfmConfig, candidate: Candidate, run_id: str | None = None) -> GateResult:
     """The gate over exactly the candidate's versions and the events version its refresh read; D-1's release pins
-    the drift baseline."""
+    the drift baseline, and when another version made it (a lineage's update), the version drift's."""
     prev = releases.release_of(cfg, candidate.ds - dt.timedelta(days=1), candidate.spec.id)
+    moved = prev is not None and prev.model_version != candidate.model_version  # a lineage's update
     return run_gate(spark, cfg, candidate.ds, candidate.spec, versions=candidate.table_versions,
                     tables=list(EMBEDDING_TABLES), run_id=run_id, refresh_run_id=candidate.run_id,
                     previous_versions=prev.table_versions if prev else None,
-                    events_version=candidate.input_versions.get(EVENTS))
+                    events_version=candidate.input_versions.get(EVENTS), model_version=candidate.model_version,
+                    previous_model_version=prev.model_version if moved else None)
 
 
 def publish(spark: SparkSession, cfg: LfmConfig, candidate: Candidate) -> Release:
@@ -81,7 +83,7 @@ def publish(spark: SparkSession, cfg: LfmConfig, candidate: Candidate) -> Releas
         gate_runs = ",".join(sorted({found[t].run_id for t in EMBEDDING_TABLES}))
         fence.check()  # a run whose lease expired (paused past it) must not release over the one that took it
         release = releases.publish(cfg, candidate.ds, candidate.spec, candidate.run_id, gate_runs,
-                                   candidate.table_versions)
+                                   candidate.table_versions, candidate.model_version)
     log.info("run_id=%s ds=%s export %s released at %s", candidate.run_id, candidate.ds, candidate.spec.id,
              candidate.table_versions)
     return release
@@ -98,7 +100,7 @@ def audit_and_publish(spark: SparkSession, cfg: LfmConfig, candidate: Candidate,
 def write_and_release(spark: SparkSession, cfg: LfmConfig, export: ResolvedExport, ds: str | dt.date,
                       cold_start: bool = False, run_id: str | None = None, gate: bool = True) -> DayRelease:
     """Refresh one day, take a release it withdrew out of serving, then (unless `gate` is False) audit and publish."""
-    result = refresh(spark, cfg, export.spec, export.model_dir, ds, cold_start, run_id)
+    result = refresh(spark, cfg, export.spec, export.day_model(cfg, ds), ds, cold_start, run_id)
     withdraw(spark, cfg, export.spec, result.candidate.ds)
     if not gate:
         return DayRelease(result.candidate, None, None)
@@ -116,7 +118,8 @@ def backfill_and_release(spark: SparkSession, cfg: LfmConfig, export: ResolvedEx
         done.append(audit_and_publish(spark, cfg, result.candidate, result.run_id) if gate
                     else DayRelease(result.candidate, None, None))
 
-    backfill_days(spark, cfg, export.spec, export.model_dir, first, last, warmup_days, cold_start, run_id, after)
+    backfill_days(spark, cfg, export.spec, lambda day: export.day_model(cfg, day), first, last, warmup_days,
+                  cold_start, run_id, after)
     return done
 
 

@@ -66,6 +66,15 @@ def _step_lines(day: dt.date, step: str, state: DayState | None, last: runs.Step
     return out
 
 
+def _version_drift(verdict: dict) -> str:
+    """', version drift cos C over N' when another version made D than D-1 (a lineage's update)."""
+    found = dict(verdict.get("metrics") or {})
+    cosine = found.get("version_mean_cosine")
+    if cosine is None:
+        return ""
+    return f", version drift: model {verdict['model_version']} cos {cosine:.3f} over {int(found['version_pairs'])}"
+
+
 def status_text(cfg: LfmConfig, days: int = 7, only_days: list[dt.date] | None = None,
                 model_version: str | None = None) -> str:
     """The last `days` days per export and step (records and runs), per table (verdicts) and export (releases)."""
@@ -89,7 +98,7 @@ def status_text(cfg: LfmConfig, days: int = 7, only_days: list[dt.date] | None =
                 verdict += f" ({v['error']})"
             version = f"v{v['table_version']}" if v["table_version"] is not None else "-"
             lines.append(f"{v['ds']}  {v['table']:<8} {v['export_id'] or '-':<16} {version:>5}  {verdict}  "
-                         f"(run {v['run_id']}, {v['checked_at']:%Y-%m-%d %H:%M:%S})")
+                         f"(run {v['run_id']}, {v['checked_at']:%Y-%m-%d %H:%M:%S}){_version_drift(v)}")
     else:
         lines.append("quality gate: no gate runs recorded")
 

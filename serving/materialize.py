@@ -279,7 +279,7 @@ def _load_from_spark(spark, cfg: LfmConfig, store, release: releases.Release, st
 def _index(cfg: LfmConfig, spec: ExportSpec, release: releases.Release, keys: np.ndarray, mat: np.ndarray) -> int:
     from serving.retrieval import ItemIndex, save_index
 
-    meta = {"model_version": spec.model_version, "export_id": spec.id, "ds": release.ds.isoformat(),
+    meta = {"model_version": release.model_version, "export_id": spec.id, "ds": release.ds.isoformat(),
             "ir_version": release.table_versions["ir"], "release_run_id": release.run_id}
     save_index(cfg, spec.id, release.ds, ItemIndex.build(keys, mat, cfg.feast.retrieval, meta=meta))
     return len(keys)

@@ -20,7 +20,7 @@ from dataclasses import replace
 from pyspark.sql import SparkSession
 
 from lfm.config import LfmConfig
-from lfm.contract import ExportSpec
+from lfm.contract import DayModel, ExportSpec
 from lfm.names import BadInput, ds_range
 from spark_jobs.refresh import RefreshResult, run_day
 from spark_jobs.refresh.compute import DayState, compute_day, previous_state, state_of
@@ -28,8 +28,10 @@ from spark_jobs.refresh.plan import plan_refresh
 
 log = logging.getLogger(__name__)
 
+ModelOfDay = Callable[[dt.date], DayModel]  # the version that makes each day (`ResolvedExport.day_model`)
 
-def warm_state(spark: SparkSession, cfg: LfmConfig, spec: ExportSpec, model_dir: str, days: list[dt.date],
+
+def warm_state(spark: SparkSession, cfg: LfmConfig, spec: ExportSpec, models: ModelOfDay, days: list[dt.date],
                run_id: str) -> DayState | None:
     """The CR state at the end of `days[-1]`, chained from an empty state at `days[0]`; nothing is written.
 
@@ -37,7 +39,7 @@ def warm_state(spark: SparkSession, cfg: LfmConfig, spec: ExportSpec, model_dir:
     """
     state: DayState | None = None
     for i, day in enumerate(days):
-        plan = plan_refresh(spark, cfg, spec, model_dir, day, cold_start=(i == 0), run_id=run_id,
+        plan = plan_refresh(spark, cfg, spec, models(day), day, cold_start=(i == 0), run_id=run_id,
                             state_in_memory=True, chain_end=dt.date.max)
         out = compute_day(spark, cfg, plan, state, with_towers=False)
         nxt = state_of(out, day, cfg)
@@ -47,7 +49,7 @@ def warm_state(spark: SparkSession, cfg: LfmConfig, spec: ExportSpec, model_dir:
     return state
 
 
-def backfill_days(spark: SparkSession, cfg: LfmConfig, spec: ExportSpec, model_dir: str, first: str | dt.date,
+def backfill_days(spark: SparkSession, cfg: LfmConfig, spec: ExportSpec, models: ModelOfDay, first: str | dt.date,
                   last: str | dt.date, warmup_days: int = 0, cold_start: bool = False, run_id: str | None = None,
                   after_day: Callable[[RefreshResult], None] | None = None) -> list[RefreshResult]:
     """Refresh `first`..`last` of one export in order (see the module docstring for how the chain starts)."""
@@ -61,11 +63,11 @@ def backfill_days(spark: SparkSession, cfg: LfmConfig, spec: ExportSpec, model_d
     prev: DayState | None = None
     if warmup_days:
         start = days[0] - dt.timedelta(days=warmup_days)
-        prev = warm_state(spark, cfg, spec, model_dir, ds_range(start, days[0] - dt.timedelta(days=1)), run_id)
+        prev = warm_state(spark, cfg, spec, models, ds_range(start, days[0] - dt.timedelta(days=1)), run_id)
     results = []
     for i, day in enumerate(days):
         first_day = i == 0
-        plan = plan_refresh(spark, cfg, spec, model_dir, day, cold_start=cold_start and first_day, run_id=run_id,
+        plan = plan_refresh(spark, cfg, spec, models(day), day, cold_start=cold_start and first_day, run_id=run_id,
                             state_in_memory=first_day and prev is not None, chain_end=days[-1])
         if first_day and prev is not None:
             plan, state = replace(plan, warmup_days=warmup_days), prev

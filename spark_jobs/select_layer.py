@@ -29,6 +29,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lfm.config import LfmConfig
+from lfm.contract import DayModel
 from lfm.names import BadInput, parse_ds
 from lakehouse.delta_io import read_table
 from models.exports import spec_for
@@ -147,7 +148,8 @@ def _chain_days(spark: SparkSession, cfg: LfmConfig, card, model_dir: str, days:
     first = days[0] - dt.timedelta(days=warmup)
     chain = [first + dt.timedelta(days=i) for i in range((days[-1] - first).days)]  # through the day before last
     for i, day in enumerate(chain):
-        plan: RefreshPlan = plan_refresh(spark, cfg, spec_for(cfg, card, points[-1]), model_dir, day,
+        plan: RefreshPlan = plan_refresh(spark, cfg, spec_for(cfg, card, points[-1]),
+                                         DayModel(card.model_version, model_dir), day,
                                          cold_start=(i == 0), run_id=run_id, state_in_memory=True,
                                          chain_end=dt.date.max)
         out = cr_frame(spark, cfg, plan, day_samples(spark, cfg, plan), prev, points=points).drop("__finite")

@@ -67,9 +67,16 @@ class ExpectInformationAbundanceToBeAbove(gxe.ExpectColumnValuesToBeBetween):
     column: str = "information_abundance"
 
 
+class ExpectVersionMeanCosineToBeAbove(gxe.ExpectColumnValuesToBeBetween):
+    """Mean cosine between one day's vectors of a lineage's new version and of the version before it."""
+
+    column: str = "version_mean_cosine"
+
+
 CUSTOM_TYPES = frozenset(cls.expectation_type for cls in (
     ExpectVectorsToBeFloatArrays, ExpectCoverageToBeAbove, ExpectDriftMeanCosineToBeBetween,
-    ExpectDriftMovedShareToBeBelow, ExpectEffectiveRankToBeAbove, ExpectInformationAbundanceToBeAbove))
+    ExpectDriftMovedShareToBeBelow, ExpectEffectiveRankToBeAbove, ExpectInformationAbundanceToBeAbove,
+    ExpectVersionMeanCosineToBeAbove))
 
 
 def failure_name(expectation_type: str, kwargs: dict, meta: dict | None = None) -> str:

@@ -102,12 +102,15 @@ class GateResult:
 def run_gate(spark: SparkSession, cfg: LfmConfig, ds: str | dt.date, spec: ExportSpec | None = None,
              versions: dict[str, int] | None = None, tables: list[str] | tuple[str, ...] | None = None,
              run_id: str | None = None, refresh_run_id: str | None = None,
-             previous_versions: dict[str, int] | None = None, events_version: int | None = None) -> GateResult:
+             previous_versions: dict[str, int] | None = None, events_version: int | None = None,
+             model_version: str | None = None, previous_model_version: str | None = None) -> GateResult:
     """Validate `tables` (default: the four embedding tables) of day `ds` and record one verdict per table.
 
     Embedding tables are validated for one export (`spec`: its id, model version, widths) at exactly the Delta
     `versions` given (the candidate's); `previous_versions` pins D-1 (its release) for drift and `events_version`
-    the events their coverage counts against (the version the candidate's refresh read; None: the latest). Any
+    the events their coverage counts against (the version the candidate's refresh read; None: the latest);
+    `model_version` the version that made the candidate (a lineage export's day; default the export's model) and
+    `previous_model_version` the one that made D-1's release when it differs (version drift is measured). Any
     exception while validating a table is that table's verdict (failed, with the error): a crash never leaves an
     old pass standing.
     """
@@ -120,15 +123,16 @@ def run_gate(spark: SparkSession, cfg: LfmConfig, ds: str | dt.date, spec: Expor
         raise QualityError(f"the gate validates embedding tables of one export at the versions of its candidate: "
                            f"pass the export spec and the versions of {[s.name for s in embedding]}")
     run_id = check_run_id(run_id or uuid.uuid4().hex[:12])
+    made_by = model_version or (spec.model_version if spec else None)
     try:
         return _gate(spark, cfg, day, spec, versions, specs, run_id, refresh_run_id, previous_versions,
-                     events_version, t0)
+                     events_version, t0, made_by, previous_model_version)
     except Exception as err:  # noqa: BLE001 - whatever broke, the day is recorded as failed, never left passed
         error = _one_line(err)
         log.debug("gate %s crash", day, exc_info=True)
         try:
             status.record(cfg, [_verdict(day, s, spec, versions, refresh_run_id, run_id, False,
-                                                [GATE_ERROR], {}, error) for s in specs])
+                                                [GATE_ERROR], {}, error, made_by) for s in specs])
         except Exception as again:  # noqa: BLE001 - recording failed too: no verdict, which also fails closed
             log.error("gate %s: recording the failure failed as well: %s", day, _one_line(again))
         raise QualityError(f"the quality gate of {day} crashed ({error}); the day is recorded as failed and stays "
@@ -137,10 +141,10 @@ def run_gate(spark: SparkSession, cfg: LfmConfig, ds: str | dt.date, spec: Expor
 
 def _verdict(day: dt.date, s: TableSpec, spec: ExportSpec | None, versions: dict[str, int] | None,
              refresh_run_id: str | None, run_id: str, passed: bool, failed: list[str], metrics_: dict,
-             error: str | None) -> status.StatusRow:
+             error: str | None, made_by: str | None) -> status.StatusRow:
     emb = s.is_embedding and spec is not None
     return status.StatusRow(ds=day, table=s.name, export_id=spec.id if emb else None,
-                            model_version=spec.model_version if emb else None,
+                            model_version=made_by if emb else None,
                             table_version=(versions or {}).get(s.name) if emb else None,
                             refresh_run_id=refresh_run_id if emb else None, run_id=run_id, passed=passed,
                             failed_expectations=failed, checked_at=dt.datetime.now(dt.timezone.utc),
@@ -149,9 +153,10 @@ def _verdict(day: dt.date, s: TableSpec, spec: ExportSpec | None, versions: dict
 
 def _gate(spark: SparkSession, cfg: LfmConfig, day: dt.date, spec: ExportSpec | None,
           versions: dict[str, int] | None, specs: list[TableSpec], run_id: str, refresh_run_id: str | None,
-          previous_versions: dict[str, int] | None, events_version: int | None, t0: float) -> GateResult:
+          previous_versions: dict[str, int] | None, events_version: int | None, t0: float,
+          made_by: str | None, previous_model: str | None) -> GateResult:
     ge_run = RunIdentifier(run_name=f"{day.isoformat()}_{run_id}")
-    tables = [_table(tspec, day, spec, versions, previous_versions) for tspec in specs]
+    tables = [_table(tspec, day, spec, versions, previous_versions, made_by, previous_model) for tspec in specs]
     with context.locked(cfg):
         ctx = context.get_context(cfg)
         _measure_all(spark, cfg, day, tables, events_version)
@@ -173,12 +178,12 @@ def _gate(spark: SparkSession, cfg: LfmConfig, day: dt.date, spec: ExportSpec | 
             {n: (results[n].passed, m) for n, m in day_metrics.items()}, cfg.quality.center)
     status.record(cfg, [_verdict(day, s, spec, versions, refresh_run_id, run_id, results[s.name].passed,
                                         list(results[s.name].failed), results[s.name].metrics,
-                                        results[s.name].details.get(GATE_ERROR)) for s in specs])
+                                        results[s.name].details.get(GATE_ERROR), made_by) for s in specs])
     try:
         context.publish(cfg)  # an object-store lakehouse: Data Docs, results and the PNG to <lakehouse>/_quality/
     except Exception as err:  # noqa: BLE001 - the verdicts stand; the next run copies what is missing
         log.error("gate %s: copying Data Docs and reports to the lakehouse failed: %s", day, _one_line(err))
-    return GateResult(ds=day, model_version=spec.model_version if spec else None, run_id=run_id, tables=results,
+    return GateResult(ds=day, model_version=made_by, run_id=run_id, tables=results,
                       docs_index=context.docs_index(cfg), report_png=png and context.address(cfg, png), seconds=time.perf_counter() - t0,
                       export_id=spec.id if spec else None)
 
@@ -203,6 +208,7 @@ class _Table:
     model_version: str | None
     dim: int | None
     export_id: str | None
+    previous_model: str | None = None  # the version that made D-1 when another one made D (version drift)
     failed: dict[str, str] = field(default_factory=dict)  # failed check name -> what GE observed, or the error
     keys: list = field(default_factory=list)  # GE validation result keys, for the run's Data Docs build
     rows: int = 0
@@ -223,12 +229,12 @@ class _Table:
 
 
 def _table(tspec: TableSpec, day: dt.date, spec: ExportSpec | None, versions: dict[str, int] | None,
-           previous_versions: dict[str, int] | None) -> _Table:
+           previous_versions: dict[str, int] | None, made_by: str | None, previous_model: str | None) -> _Table:
     emb = tspec.is_embedding
     return _Table(tspec, day, version=(versions or {}).get(tspec.name) if emb else None,
                   previous_version=(previous_versions or {}).get(tspec.name) if emb else None,
-                  model_version=spec.model_version if emb else None, dim=spec.dim(tspec.name) if emb else None,
-                  export_id=spec.id if emb else None)
+                  model_version=made_by if emb else None, dim=spec.dim(tspec.name) if emb else None,
+                  export_id=spec.id if emb else None, previous_model=previous_model if emb else None)
 
 
 def _step(t: _Table, run: Callable[[_Table], None], after_crash: bool = False) -> None:
@@ -285,7 +291,7 @@ def _measure(spark: SparkSession, cfg: LfmConfig, t: _Table, day_keys: metrics.D
         if t.spec.is_embedding and {*t.spec.columns, *STAT_COLUMNS} <= set(df.columns):  # else the schema failed
             part = df.where(F.col("model_version") == t.model_version)
             t.day_metrics = metrics.compute(spark, cfg, t.spec, part, t.day, t.model_version, t.dim, day_keys,
-                                            t.previous_version, t.export_id)
+                                            t.previous_version, t.export_id, t.previous_model)
             day_values = t.day_metrics.scalars()
         t.frame = pd.DataFrame([{**values, **day_values}], dtype="float64")
     finally:

@@ -1,4 +1,4 @@
-"""Day-level metrics of one embedding partition: coverage, drift against D-1, collapse.
+"""Day-level metrics of one embedding partition: coverage, drift against D-1, collapse, version drift.
 
 Only aggregates and bounded samples reach the driver, in three Spark queries over the cached batch: row counts and
 coverage (one join with the day's event keys, read once per gate run: `DayKeys`), the collapse sample (the
@@ -33,9 +33,11 @@ from lfm.contract import EVENTS
 from lakehouse.delta_io import ds_predicate, read_table, table_exists
 from validation.batch import day_rows, valid_condition
 from validation.tables import TableSpec
+from validation.version_drift import version_drift
 
 FRAME_COLUMNS = ("rows", "valid_rows", "active", "coverage", "drift_pairs", "drift_mean_cosine",
-                 "drift_moved_share", "sample_rows", "effective_rank", "information_abundance")
+                 "drift_moved_share", "sample_rows", "effective_rank", "information_abundance", "version_pairs",
+                 "version_mean_cosine")
 _HASH_RANGE = 1_000_000  # drift keeps keys whose hash mod this falls below share * this
 _SLICE_ROWS = 8192  # drift pairs turned into float64 matrices at a time
 
@@ -52,6 +54,8 @@ class DayMetrics:
     sample_rows: int = 0
     effective_rank: float | None = None
     information_abundance: float | None = None
+    version_pairs: int = 0  # entities whose vectors of this version and the previous one have a cosine
+    version_mean_cosine: float | None = None  # None: D-1 was made by the same version, or CR (validation.version_drift)
     drift_histogram: tuple[int, ...] = ()  # counts of per-entity cosines over equal bins of [-1, 1]
     spectrum: np.ndarray | None = field(default=None, repr=False)  # normalised singular values of the sample
 
@@ -102,12 +106,13 @@ class DayKeys:
 
 def compute(spark: SparkSession, cfg: LfmConfig, spec: TableSpec, part: DataFrame, ds: dt.date,
             model_version: str, dim: int, day_keys: DayKeys, previous_version: int | None = None,
-            export_id: str | None = None) -> DayMetrics:
+            export_id: str | None = None, previous_model: str | None = None) -> DayMetrics:
     """All metrics of `part`: the partition's rows of `model_version` with vector statistics, cached by the caller.
 
     `day_keys` gives the day's active entities; `previous_version` pins the Delta version D-1's partition is read
     at (None: the latest); with `export_id`, D-1 is that export's rows, at its release only (no pin: drift does not
-    apply).
+    apply); `previous_model`, the version that made D-1 when another one made D (a lineage's update), adds the
+    version drift (`validation.version_drift`).
     """
     t = cfg.quality.thresholds(spec.name)
     valid_sql = valid_condition(dim, t.min_norm, t.max_norm)
@@ -117,7 +122,9 @@ def compute(spark: SparkSession, cfg: LfmConfig, spec: TableSpec, part: DataFram
     center = sample.mean(axis=0) if sample is not None and cfg.quality.center else np.zeros(dim)
     spectrum = analyse(sample - center) if sample is not None else None
     drift = _drift(spark, cfg, spec, valid, n_valid, ds, model_version, dim, center, previous_version,
-                   export_id)
+                   export_id, own_previous_center=previous_model is not None)
+    if previous_model is not None and n_valid >= 2:
+        drift |= version_drift(spark, cfg, spec, valid, ds, dim, previous_model)
     return DayMetrics(rows=rows, valid_rows=n_valid, active=active, coverage=coverage, **drift,
                       sample_rows=0 if sample is None else sample.shape[0],
                       effective_rank=None if spectrum is None else spectrum.effective_rank,
@@ -151,8 +158,11 @@ def _sample(valid: DataFrame, spec: TableSpec, dim: int, cfg: LfmConfig) -> np.n
 
 def _drift(spark: SparkSession, cfg: LfmConfig, spec: TableSpec, valid: DataFrame, n_valid: int, ds: dt.date,
            model_version: str, dim: int, center: np.ndarray, previous_version: int | None,
-           export_id: str | None) -> dict:
+           export_id: str | None, own_previous_center: bool = False) -> dict:
     """Cosine of each entity's D-1 and D vectors (minus `center`): mean, share below `moved_cosine`, histogram.
+
+    With `own_previous_center` (D-1 was made by another version of a lineage, whose vectors have their own mean),
+    D-1's vectors are centred by their own mean over the pairs instead of D's.
 
     Above `drift_sample_rows` valid entities, only those whose key hashes into the sampled share take part, the
     same entities on both days. Spark joins the two days' vectors on the key; the cosines are computed in numpy on
@@ -166,7 +176,9 @@ def _drift(spark: SparkSession, cfg: LfmConfig, spec: TableSpec, valid: DataFram
     if export_id is not None and previous_version is None:
         return {}  # an export is compared with D-1's release only; without one, drift does not apply
     prev = day_rows(read_table(spark, cfg.table_path(spec.name), previous_version), ds - dt.timedelta(days=1),
-                    export_id).where(F.col("model_version") == model_version)
+                    export_id)
+    if export_id is None:  # an export's D-1 is its release, made by its own version (a lineage's previous one)
+        prev = prev.where(F.col("model_version") == model_version)
     if n_valid > cfg.quality.drift_sample_rows:
         keep = int(_HASH_RANGE * cfg.quality.drift_sample_rows / n_valid)
         in_sample = F.pmod(F.xxhash64(spec.key), F.lit(_HASH_RANGE)) < keep
@@ -175,7 +187,11 @@ def _drift(spark: SparkSession, cfg: LfmConfig, spec: TableSpec, valid: DataFram
              .join(prev.where(F.size(spec.vector) == dim).select(spec.key, F.col(spec.vector).alias("b")), spec.key)
              .select("a", "b").toArrow())
     t = cfg.quality.thresholds(spec.name)
-    cosine = _cosines(pairs, dim, center, t.min_norm, t.max_norm)
+    if own_previous_center and cfg.quality.center:
+        previous_center = _valid_mean(pairs.column("b"), dim, t.min_norm, t.max_norm)
+    else:
+        previous_center = center
+    cosine = _cosines(pairs, dim, center, previous_center, t.min_norm, t.max_norm)
     bins = cfg.quality.histogram_bins
     histogram = tuple(int(n) for n in np.histogram(cosine, bins=bins, range=(-1.0, 1.0))[0])
     if not cosine.size:
@@ -184,21 +200,39 @@ def _drift(spark: SparkSession, cfg: LfmConfig, spec: TableSpec, valid: DataFram
             "drift_moved_share": float((cosine < t.moved_cosine).mean()), "drift_histogram": histogram}
 
 
-def _cosines(pairs: pa.Table, dim: int, center: np.ndarray, min_norm: float, max_norm: float) -> np.ndarray:
+def _cosines(pairs: pa.Table, dim: int, center: np.ndarray, previous_center: np.ndarray, min_norm: float,
+             max_norm: float) -> np.ndarray:
     """The defined cosines of the drift pairs (columns a, b) whose D-1 vector is valid (finite, norm in bounds).
 
     Computed `_SLICE_ROWS` pairs at a time: the float64 copies of a slice are what the driver holds beside the
     Arrow pairs, not six copies of all `drift_sample_rows` of them per table, four tables at once."""
-    return np.concatenate([_slice_cosines(pairs.slice(start, _SLICE_ROWS), dim, center, min_norm, max_norm)
+    return np.concatenate([_slice_cosines(pairs.slice(start, _SLICE_ROWS), dim, center, previous_center, min_norm,
+                                          max_norm)
                            for start in range(0, pairs.num_rows, _SLICE_ROWS)] or [np.empty(0)])
 
 
-def _slice_cosines(pairs: pa.Table, dim: int, center: np.ndarray, min_norm: float, max_norm: float) -> np.ndarray:
-    a, b = (_matrix(pairs.column(c), dim) for c in ("a", "b"))  # (pairs, dim) each
+def _valid_rows(b: np.ndarray, min_norm: float, max_norm: float) -> np.ndarray:
+    """Which D-1 vectors are valid: finite, non-zero, norm in bounds."""
     norm_b = np.linalg.norm(b, axis=1)
     with np.errstate(invalid="ignore"):
-        b_valid = np.isfinite(b).all(axis=1) & (norm_b > 0) & (norm_b >= min_norm) & (norm_b <= max_norm)
-    a, b = a[b_valid] - center, b[b_valid] - center
+        return np.isfinite(b).all(axis=1) & (norm_b > 0) & (norm_b >= min_norm) & (norm_b <= max_norm)
+
+
+def _valid_mean(column: pa.ChunkedArray, dim: int, min_norm: float, max_norm: float) -> np.ndarray:
+    """The mean of the valid vectors of a pairs column, a slice at a time."""
+    total, count = np.zeros(dim), 0
+    for start in range(0, len(column), _SLICE_ROWS):
+        b = _matrix(column.slice(start, _SLICE_ROWS), dim)
+        b = b[_valid_rows(b, min_norm, max_norm)]
+        total, count = total + b.sum(axis=0), count + b.shape[0]
+    return total / max(count, 1)
+
+
+def _slice_cosines(pairs: pa.Table, dim: int, center: np.ndarray, previous_center: np.ndarray, min_norm: float,
+                   max_norm: float) -> np.ndarray:
+    a, b = (_matrix(pairs.column(c), dim) for c in ("a", "b"))  # (pairs, dim) each
+    b_valid = _valid_rows(b, min_norm, max_norm)
+    a, b = a[b_valid] - center, b[b_valid] - previous_center
     length = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     defined = length > 0
     return np.clip((a * b).sum(axis=1)[defined] / length[defined], -1.0, 1.0)  # (pairs with a cosine,)

@@ -152,7 +152,7 @@ def day_suite(cfg: LfmConfig, spec: TableSpec, checks: list[Check]) -> gx.Expect
 
 
 def _metric_expectations(cfg: LfmConfig, spec: TableSpec) -> list[gxe.Expectation]:
-    """Coverage, drift and collapse bounds (a null metric is not applicable)."""
+    """Coverage, drift, collapse and version-drift bounds (a null metric is not applicable)."""
     t = cfg.quality.thresholds(spec.name)
     return [
         ve.ExpectCoverageToBeAbove(min_value=t.min_coverage,
@@ -169,4 +169,7 @@ def _metric_expectations(cfg: LfmConfig, spec: TableSpec) -> list[gxe.Expectatio
         ve.ExpectInformationAbundanceToBeAbove(min_value=t.min_information_abundance,
                                                description="information abundance of a sample at least "
                                                            f"{t.min_information_abundance:g}"),
+        ve.ExpectVersionMeanCosineToBeAbove(min_value=t.min_version_cosine, max_value=1.0,
+                                            description="mean cosine between this version's vectors and the "
+                                                        f"previous version's at least {t.min_version_cosine:g}"),
     ]

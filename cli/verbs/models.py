@@ -4,15 +4,10 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from typing import TYPE_CHECKING
 
 from lfm.config import LfmConfig
 from lfm.config.model import EmbeddingVariant
 from lfm.names import BadInput, check_model_version, parse_days
-
-if TYPE_CHECKING:
-    from models.lineage import Lineage
-    from models.registry import ModelCard
 
 SUMMARY_SCENARIOS = ["1", "0", "4", "6", "2"]  # KuaiRand's five biggest tabs, reported first
 
@@ -76,46 +71,26 @@ def _load_splits(cfg: LfmConfig, args: argparse.Namespace):
     return tables
 
 
-def _lineage_of(card: ModelCard) -> Lineage:
-    """A registered version's lineage; a version registered before lineages were recorded: a base that saw the
-    training and validation days its metrics name."""
-    from lfm.names import parse_ds
-    from models.lineage import Lineage
-
-    if card.lineage is not None:
-        return card.lineage
-    days = card.metrics.get("days", {})
-    return Lineage.base([parse_ds(d) for split in ("train", "valid") for d in days.get(split, [])])
-
-
 def run_pretrain(args: argparse.Namespace, cfg: LfmConfig) -> int:
-    from models.lineage import Lineage
     from models.registry import Registry
     from models.training.metrics import metrics_table
-    from models.training.pretrain import pretrain
+    from pipeline.lineage import train_version
+    from spark_jobs.session import get_spark
 
     if args.parent and args.embedding:
         raise BadInput("--embedding cannot change a continued model: a lineage keeps its parent's architecture")
     cfg = _with_overrides(cfg, args)
-    registry = Registry(cfg)
-    parent = registry.load(args.parent) if args.parent else None
-    seen = list(args.train) + list(args.valid)  # the days whose labels shape the weights (early stopping too)
-    lineage = Lineage.base(seen) if parent is None else _lineage_of(parent.card).continued(args.parent, seen, {})
-    tables = _load_splits(cfg, args)
     t0 = time.perf_counter()
-    result = pretrain(tables["train"], tables["valid"], cfg, test=tables.get("test"), seed=args.seed, parent=parent)
-    metrics = {**result.metrics, "days": {k: [d.isoformat() for d in v] for k, v in
-                                          (("train", args.train), ("valid", args.valid), ("test", args.test)) if v}}
-    lineage = Lineage(lineage.parent, lineage.seen_days, result.vocab_growth)
-    card = registry.register(result.model, result.encoders, metrics, lineage)
+    done = train_version(get_spark(cfg), cfg, args.train, args.valid, args.test, parent=args.parent, seed=args.seed)
+    card, metrics, lineage = done.card, done.metrics, done.card.lineage
     split = "test" if "test" in metrics else "valid"
     print(f"\n{split} metrics (AUC / impression-weighted GAUC per scenario and task):")
     print(metrics_table(metrics, split))
-    if parent is not None:
-        added = ", ".join(f"{k} +{v:,}" for k, v in result.vocab_growth.items() if v) or "none"
+    if args.parent:
+        added = ", ".join(f"{k} +{v:,}" for k, v in done.result.vocab_growth.items() if v) or "none"
         print(f"\ncontinued {args.parent} on {len(args.train)} day(s): new ids {added}; seen through "
               f"{lineage.seen_through}")
-    print(f"\npretrain: model {card.model_version} registered in {registry.root} "
+    print(f"\npretrain: model {card.model_version} registered in {Registry(cfg).root} "
           f"(best epoch {metrics['best_epoch']} of {metrics['epochs_run']}, {time.perf_counter() - t0:.1f}s); "
           f"UR {card.ur_dim}-d, IR {card.ir_dim}-d, CR points {card.cr_points}")
     return 0

@@ -13,7 +13,7 @@ import yaml
 from pydantic import Field, ValidationError
 
 from lfm.config.downstream import DownstreamSettings
-from lfm.config.model import ModelSettings, TrainSettings
+from lfm.config.model import ModelSettings, TrainSettings, UpdateSettings
 from lfm.config.platform import RegistrySettings, SparkSettings, StorageSettings
 from lfm.config.refresh import RefreshSettings
 from lfm.config.schema import DataSchema, FeatureField, FieldKind, Strict
@@ -39,6 +39,7 @@ class LfmConfig(Strict):
     sources: Sources = Field(default_factory=default_sources)  # raw inputs -> schema; KuaiRand-Pure by default
     model: ModelSettings = Field(default_factory=ModelSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
+    updates: UpdateSettings = Field(default_factory=UpdateSettings)
     downstream: DownstreamSettings = Field(default_factory=DownstreamSettings)
     refresh: RefreshSettings = Field(default_factory=RefreshSettings)
     feast: FeastSettings = Field(default_factory=FeastSettings)

@@ -44,3 +44,11 @@ class TrainSettings(Strict):
     seed: int = 0
     threads: int = Field(2, ge=1)
     eval_batch_size: int = Field(16384, ge=1)
+
+
+class UpdateSettings(Strict):
+    """Daily LFM updates: with `every_days`, `run-daily` continues the export's lineage on the days since its newest
+    version once that many have passed, and exports each day with the version trained through the day before."""
+
+    every_days: int | None = Field(None, ge=1)  # None: the export's model stays frozen
+    epochs: int = Field(1, ge=1)  # passes over the new days per update (no early stopping: no held-out day)

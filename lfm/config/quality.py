@@ -32,6 +32,9 @@ class VectorThresholds(Strict):
     # to d, a rank-1 export scores 1. A KuaiRand-trained 64-d export scores erank 7-19 and IA 2.1-2.7.
     min_effective_rank: float = Field(4.0, ge=1)
     min_information_abundance: float = Field(1.5, ge=1)
+    # Version drift (a lineage export whose day D is made by a newer version than D-1): the mean centred cosine
+    # between one day's UR/IR of the new version and of the previous one, same entities, same features.
+    min_version_cosine: float = Field(0.5, ge=-1, le=1)
 
     @model_validator(mode="after")
     def _ordered(self) -> "VectorThresholds":
@@ -56,6 +59,7 @@ class TableOverrides(Strict):
     max_moved_share: float | None = None
     min_effective_rank: float | None = None
     min_information_abundance: float | None = None
+    min_version_cosine: float | None = None
 
 
 class QualitySettings(Strict):
@@ -76,6 +80,7 @@ class QualitySettings(Strict):
     # Drift compares at most about this many entities, chosen by a hash of the key (the same ones on D-1 and D):
     # the mean and the moved share are then known to a few thousandths, at a tenth of the cost on 1M entities.
     drift_sample_rows: int = Field(100_000, ge=1000)
+    version_drift_rows: int = Field(2000, ge=2)  # entities whose vectors the previous version recomputes
     histogram_bins: int = Field(40, ge=2)  # drift histogram of per-entity cosines in the PNG report
     events_min_in_day_share: float = Field(0.98, ge=0, le=1)  # events whose local time falls on their ds
     # False: a ds partition must hold exactly one model_version (the one validated). True: versions may sit

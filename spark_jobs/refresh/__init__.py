@@ -17,7 +17,7 @@ from pyspark.sql import SparkSession
 from lakehouse.candidates import Candidate
 from lakehouse.locks import day_lock
 from lfm.config import LfmConfig
-from lfm.contract import ExportSpec
+from lfm.contract import DayModel, ExportSpec
 from spark_jobs.refresh.compute import DayState, compute_day, previous_state
 from spark_jobs.refresh.errors import (MissingState, NoEvents, NonFiniteVectors, PublishError, RefreshError,
                                        TableMismatch)
@@ -71,8 +71,9 @@ def run_day(spark: SparkSession, cfg: LfmConfig, plan: RefreshPlan, prev: DaySta
     return RefreshResult(candidate, seconds)
 
 
-def refresh(spark: SparkSession, cfg: LfmConfig, spec: ExportSpec, model_dir: str, ds: str | dt.date,
+def refresh(spark: SparkSession, cfg: LfmConfig, spec: ExportSpec, model: DayModel, ds: str | dt.date,
             cold_start: bool = False, run_id: str | None = None) -> RefreshResult:
-    """Refresh day `ds` of one export: UR, IR, CR(user), CR(item) and the CR states, written atomically per table."""
-    plan = plan_refresh(spark, cfg, spec, model_dir, ds, cold_start, run_id)
+    """Refresh day `ds` of one export with the version that makes it: UR, IR, CR(user), CR(item) and the CR
+    states, written atomically per table."""
+    plan = plan_refresh(spark, cfg, spec, model, ds, cold_start, run_id)
     return run_day(spark, cfg, plan, previous_state(spark, cfg, plan))

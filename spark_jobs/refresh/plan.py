@@ -24,7 +24,7 @@ from lakehouse.delta_io import day_stats, ds_predicate, read_table, table_versio
 from lakehouse.features import feature_history, snapshot_for
 from lfm.config import LfmConfig
 from lfm.config.schema import FieldKind
-from lfm.contract import EVENTS, FEATURE_TABLES, INPUT_TABLES, ITEMS, USERS, ExportSpec, day_end_ms
+from lfm.contract import EVENTS, FEATURE_TABLES, INPUT_TABLES, ITEMS, USERS, DayModel, ExportSpec, day_end_ms
 from lfm.names import parse_ds
 from spark_jobs.refresh.errors import MissingState, NoEvents, TableMismatch
 
@@ -37,7 +37,7 @@ class RefreshPlan:
 
     ds: dt.date
     spec: ExportSpec
-    model_dir: str  # the verified checkpoint folder of spec.model_version
+    model: DayModel  # the version that makes the day (the frozen model, or the lineage's) and its verified folder
     run_id: str
     cold_start: bool
     day_end_ms: int  # T_D
@@ -49,7 +49,11 @@ class RefreshPlan:
 
     @property
     def model_version(self) -> str:
-        return self.spec.model_version
+        return self.model.version
+
+    @property
+    def model_dir(self) -> str:
+        return self.model.model_dir
 
     @property
     def cr_layer(self) -> str:
@@ -94,7 +98,7 @@ def check_snapshots(spark: SparkSession, cfg: LfmConfig, versions: dict[str, int
         snapshot_for(table, starts, day)
 
 
-def plan_refresh(spark: SparkSession, cfg: LfmConfig, spec: ExportSpec, model_dir: str, ds: str | dt.date,
+def plan_refresh(spark: SparkSession, cfg: LfmConfig, spec: ExportSpec, model: DayModel, ds: str | dt.date,
                  cold_start: bool = False, run_id: str | None = None, state_in_memory: bool = False,
                  chain_end: dt.date | None = None) -> RefreshPlan:
     """Validate the request (tables, events, previous state of this spec); raise before any work.
@@ -115,11 +119,18 @@ def plan_refresh(spark: SparkSession, cfg: LfmConfig, spec: ExportSpec, model_di
         raise NoEvents(f"no events for ds {day} in the lakehouse: ingest that day first (`lfm ingest --ds {day}`)")
     previous = None if (cold_start or state_in_memory) else previous_candidate(cfg, spec, day)
     warn_later_days(cfg, spec, day, chain_end or day)
-    return RefreshPlan(ds=day, spec=spec, model_dir=str(model_dir), run_id=run_id or uuid.uuid4().hex[:12],
+    check_model(spec, model)
+    return RefreshPlan(ds=day, spec=spec, model=model, run_id=run_id or uuid.uuid4().hex[:12],
                        cold_start=cold_start, day_end_ms=end_ms,
                        prev_day_end_ms=None if cold_start else day_end_ms(day - dt.timedelta(days=1), tz),
                        input_versions={t: int(v) for t, v in versions.items()}, previous=previous,
                        future_events=late)
+
+
+def check_model(spec: ExportSpec, model: DayModel) -> None:
+    """A frozen export is made by its own model only (a lineage's versions are picked by `pipeline.lineage`)."""
+    if not spec.lineage and model.version != spec.model_version:
+        raise TableMismatch(f"{spec.describe()} is made by model {spec.model_version}, not {model.version}")
 
 
 def day_counts(spark: SparkSession, cfg: LfmConfig, version: int, day: dt.date, end_ms: int) -> tuple[int, int]:
@@ -143,7 +154,7 @@ def previous_candidate(cfg: LfmConfig, spec: ExportSpec, day: dt.date) -> Candid
         return found
     fix = (f"refresh {prev} first (or `lfm backfill --from FIRST --to {day}`), or begin a new chain at {day} "
            "with --cold-start (or warm it up with `lfm backfill --warmup-days N`)")
-    others = candidates.latest_per_export(cfg, [prev], spec.model_version)
+    others = [c for c in candidates.latest_per_export(cfg, [prev]) if c.spec.model_version == spec.model_version]
     if others:
         diffs = "; ".join(f"{c.spec.id}: {', '.join(c.spec.differences(spec))}" for c in others)
         raise MissingState(f"the CR chain of model {spec.model_version} at {prev} was built under another export "
@@ -156,8 +167,7 @@ def previous_candidate(cfg: LfmConfig, spec: ExportSpec, day: dt.date) -> Candid
 
 def warn_later_days(cfg: LfmConfig, spec: ExportSpec, day: dt.date, chain_end: dt.date) -> None:
     """Complete refreshes after `chain_end` were chained from the current state of `day`: say to rerun them."""
-    later = sorted(c.ds for c in candidates.latest_per_export(cfg, None, spec.model_version)
-                   if c.spec.id == spec.id and c.ds > chain_end)
+    later = sorted(c.ds for c in candidates.latest_per_export(cfg) if c.spec.id == spec.id and c.ds > chain_end)
     if later:
         log.warning("refreshes after %s exist (from %s) and were chained from the current state of %s; if this run "
                     "changes it, rerun them: lfm backfill --from %s --to %s", day, later[0], day,

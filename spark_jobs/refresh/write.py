@@ -114,7 +114,7 @@ def record_candidate(cfg: LfmConfig, plan: RefreshPlan, written: dict[str, int],
     candidate = Candidate(ds=plan.ds, spec=plan.spec, run_id=plan.run_id, table_versions=written,
                           cold_start=plan.cold_start, warmup_days=plan.warmup_days,
                           input_versions=plan.input_versions, rows=outputs.rows,
-                          future_events_dropped=outputs.future_events_dropped)
+                          future_events_dropped=outputs.future_events_dropped, model_version=plan.model_version)
     candidates.append(cfg, candidate)
     if releases.release_of(cfg, plan.ds, plan.spec.id) is not None:
         releases.withdraw(cfg, plan.ds, plan.spec, plan.run_id,

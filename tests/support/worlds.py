@@ -39,8 +39,9 @@ class World:
             lake.mkdir(parents=True)
             for t in INPUTS:
                 shutil.copytree(self.root / "base" / "lakehouse" / t, lake / t)
+        quality = overrides.pop("quality", {"enabled": False})
         return make_config(root, registry={"path": str(registry or self.registry)}, model=SMALL_MODEL,
-                           train=SMALL_TRAIN, quality={"enabled": False}, **overrides)
+                           train=SMALL_TRAIN, quality=quality, **overrides)
 
 
 def _append_like(path: Path, changes: dict[str, str], select=lambda row: True, copies: int = 1) -> None:

@@ -90,7 +90,7 @@ def test_shop_log_from_raw_files_to_served_embeddings_and_a_downstream_auc(spark
     assert "BR" not in before.values() and sum(v == "BR" for v in after.values()) == SPEC.users // 3
     assert countries(D[2]) == after  # the same users file again: no new snapshot
     export = resolve_export(cfg, version)
-    plan = plan_refresh(spark, cfg, export.spec, export.model_dir, D[0], cold_start=True)
+    plan = plan_refresh(spark, cfg, export.spec, export.day_model(cfg, D[0]), D[0], cold_start=True)
     scoped = {r[0]: r[1] for r in users_in_scope(spark, cfg, plan).select("member_id", "country").collect()}
     assert scoped == before
 

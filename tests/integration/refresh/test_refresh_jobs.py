@@ -215,7 +215,7 @@ def test_active_user_scope_takes_users_with_events_in_the_window(spark, world):
 
     cfg = world.config("scope", refresh={"users": "active", "active_window_days": 2})
     export = resolve_export(cfg, world.model_a)
-    plan = plan_refresh(spark, cfg, export.spec, export.model_dir, D2, cold_start=True)
+    plan = plan_refresh(spark, cfg, export.spec, export.day_model(cfg, D2), D2, cold_start=True)
     events = spark.read.format("delta").load(cfg.table_path("events"))
     active = events.where(f"ds IN (DATE'{D1}', DATE'{D2}')").select("user_id").distinct().count()
     scoped = users_in_scope(spark, cfg, plan)

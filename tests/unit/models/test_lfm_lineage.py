@@ -114,3 +114,39 @@ def test_a_lineage_keeps_its_architecture(tmp_path):
     other = build_lfm(parent.encoders, cfg.schema, parent.card.model.model_copy(update={"dnn": [10, 7]}))
     with pytest.raises(BadInput, match="a lineage keeps its architecture"):
         carry_weights(parent.model, other)
+
+
+def _card(version: str, parent: str | None, through: int):
+    """A stand-in for a registry card's lineage fields (the functions below read only these)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(model_version=version, lineage=Lineage(parent, tuple(DAY[:through + 1])), metrics={})
+
+
+def test_the_version_of_a_day_is_the_one_trained_latest_before_it():
+    from models.lineage import maker_of, members, newest, root_of
+
+    base, v1, v2 = _card("base", None, 0), _card("v1", "base", 1), _card("v2", "v1", 2)
+    other = _card("other", None, 3)  # another lineage: never picked for this one
+    cards = [base, v1, v2, other]
+    assert root_of(v2, cards) == "base" and root_of(other, cards) == "other"
+    lineage = members("base", cards)
+    assert [c.model_version for c in lineage] == ["base", "v1", "v2"]
+    assert newest(lineage) is v2
+    assert maker_of(lineage, DAY[1]) is base  # v1 has seen DAY[1]: it may not make it
+    assert maker_of(lineage, DAY[2]) is v1
+    assert maker_of(lineage, DAY[3]) is v2
+    assert maker_of(lineage, DAY[0]) is None  # every version has seen it
+
+
+def test_a_frozen_export_keeps_its_id_and_a_lineage_export_is_another_space():
+    from lfm.contract import ExportSpec
+
+    fields = dict(model_version="a" * 20, cr_layer="dnn1", ur_dim=8, ir_dim=8, cr_dim=8, tau_hours=72.0,
+                  normalisation="layernorm", state_ttl_days=None, schema_hash="0" * 16)
+    frozen, lineage = ExportSpec(**fields), ExportSpec(**fields, cadence_days=1)
+    assert "cadence_days" not in frozen.to_json()  # the id every export had before lineages existed
+    assert frozen.id != lineage.id and ExportSpec.from_json(lineage.to_json()) == lineage
+    assert ExportSpec(**fields, cadence_days=2).id != lineage.id
+    with pytest.raises(BadInput, match="every_days"):
+        ExportSpec(**fields, cadence_days=0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from validation.metrics import _SLICE_ROWS, _cosines
+from validation.metrics import _SLICE_ROWS, _cosines, _valid_mean
 
 
 def test_cosines_in_slices_are_the_whole_days_cosines_without_invalid_pairs():
@@ -23,7 +23,7 @@ def test_cosines_in_slices_are_the_whole_days_cosines_without_invalid_pairs():
                       "b": pa.array(b_rows, pa.list_(pa.float32()))})
     center = np.full(dim, 0.1)
 
-    got = _cosines(pairs, dim, center, min_norm=0.0, max_norm=1e3)
+    got = _cosines(pairs, dim, center, center, min_norm=0.0, max_norm=1e3)
 
     keep = np.ones(n, dtype=bool)
     keep[[*nan, *zero, huge, null]] = False
@@ -31,4 +31,11 @@ def test_cosines_in_slices_are_the_whole_days_cosines_without_invalid_pairs():
     want = (ac * bc).sum(axis=1) / (np.linalg.norm(ac, axis=1) * np.linalg.norm(bc, axis=1))
     assert got.shape == (n - 6,)
     np.testing.assert_allclose(got, np.clip(want, -1.0, 1.0), rtol=1e-9)
-    assert _cosines(pairs.slice(0, 0), dim, center, 0.0, 1e3).shape == (0,)
+    assert _cosines(pairs.slice(0, 0), dim, center, center, 0.0, 1e3).shape == (0,)
+
+    # D-1 made by another version of a lineage: its side is centred by its own mean over the valid pairs
+    own = _valid_mean(pairs.column("b"), dim, 0.0, 1e3)
+    np.testing.assert_allclose(own, b[keep].astype(np.float64).mean(axis=0), rtol=1e-9)
+    bo = b[keep].astype(np.float64) - own
+    want_own = (ac * bo).sum(axis=1) / (np.linalg.norm(ac, axis=1) * np.linalg.norm(bo, axis=1))
+    np.testing.assert_allclose(_cosines(pairs, dim, center, own, 0.0, 1e3), np.clip(want_own, -1.0, 1.0), rtol=1e-9)
