@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lfm.config import LfmConfig
+from feature_repo.specs import key_of, service_name, view_name
+from lfm.config import KeyType, LfmConfig
 from lfm.contract import EMBEDDING_TABLES, ITEM_TABLES, USER_TABLES, ExportSpec, side_of
 from serving.errors import BadEntityRows, ServingError
 
@@ -55,8 +56,6 @@ def asked_views(store, views: Sequence[str]) -> tuple[ExportSpec, dict[str, str]
 
 def example_id(cfg: LfmConfig, side: str):
     """An id of the side's key type, for the example bodies of messages."""
-    from lfm.config import KeyType
-
     number = 42 if side == "user" else 7
     return number if cfg.key_type(side) == KeyType.int64 else f"{side[0]}{number}"
 
@@ -64,8 +63,6 @@ def example_id(cfg: LfmConfig, side: str):
 def example_body(cfg: LfmConfig, spec: ExportSpec, sides: Sequence[str] = ("user", "item")) -> str:
     """A request body that reads the export's views of `sides`: its feature service for both sides, else the side's
     `view:feature` refs (UR and CR(u) of a user; IR and CR(i) of an item) with that side's key alone."""
-    from feature_repo.specs import key_of, service_name, view_name
-
     tables = [t for t in EMBEDDING_TABLES if side_of(t) in sides]
     entities = {key_of(cfg, t): [example_id(cfg, side_of(t))] for t in tables}
     if len(set(sides)) == 2:

@@ -3,9 +3,9 @@
 A shop's log: CSV event files (epoch seconds, member ids of digits, string product ids, a string page as the
 scenario, true/false task columns, columns the platform does not use), users as Parquet (string categoricals),
 items as JSON lines and item statistics as CSV keyed by another column name. With `ShopSpec.odd_ids` member and
-product ids are text holding a quote, a slash, a space and a non-ASCII letter (`o'brien/ü 10000`). Days are calendar days in
-America/New_York; three days or more span the switch to daylight saving time (2024-03-10 has 23 hours). The
-outcomes follow latent user and item factors (a propensity each, and tastes that interact) that the features are
+product ids are text holding a quote, a slash, a space and a non-ASCII letter (`o'brien/ü 10000`). Days are
+calendar days in America/New_York; three days or more span the switch to daylight saving time (2024-03-10 has 23
+hours). The outcomes follow latent user and item factors (a propensity each, and tastes that interact) that the features are
 noisy views of, so a model can learn them.
 Nothing in the platform knows this shape: the config below is the whole adaptation.
 """
