@@ -5,7 +5,8 @@ Every source keeps `path=<delta table>`, `table_format=DeltaFormat()`, `timestam
 `releases` row is a release. Feast 0.67's SparkSource reads `query` when it is set (materialization and historical
 retrieval alike), so Feast's own tools never see another export's rows or an unreleased day. (The platform's own
 readers go further and read each day at the exact version its release names: `lakehouse.releases`.)
-The key is cast to the entity's Feast type (KuaiRand ids are Spark INT, Feast wants INT64).
+The key is cast to the entity's Feast type, which follows its declared type (`LfmConfig.key_type`: KuaiRand's
+INT ids become BIGINT, Feast's INT64).
 """
 from __future__ import annotations
 
@@ -15,12 +16,11 @@ from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import 
 from feast.table_format import DeltaFormat
 
 from lfm.config import LfmConfig
-from lfm.config.serving import EntityKeyType
 from lfm.errors import LfmError
 from lfm.storage import location
 
 from feature_repo.specs import key_of, spec_tags, view_name
-from lfm.contract import RELEASES, ExportSpec
+from lfm.contract import RELEASES, ExportSpec, side_of
 
 
 def _quoted_path(path: str) -> str:
@@ -33,7 +33,7 @@ def _quoted_path(path: str) -> str:
 def source_query(cfg: LfmConfig, table: str, spec: ExportSpec) -> str:
     """The Spark SQL a view reads: one export's rows of its released days, typed for Feast."""
     key = key_of(cfg, table)
-    key_type = "BIGINT" if cfg.feast.entity_key_type == EntityKeyType.int64 else "STRING"
+    key_type = cfg.key_type(side_of(table)).spark.upper()
     export = spec.id  # 16 hex characters, validated by ExportSpec
     released_days = (f"SELECT ds FROM (SELECT ds, status, row_number() OVER (PARTITION BY ds ORDER BY `at` DESC) "
                      f"AS n FROM {_quoted_path(cfg.table_path(RELEASES))} WHERE export_id = '{export}') "

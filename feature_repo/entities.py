@@ -8,23 +8,23 @@ from __future__ import annotations
 
 from feast import Entity, ValueType
 
-from lfm.config import LfmConfig
-from lfm.config.serving import EntityKeyType
+from lfm.config import KeyType, LfmConfig
 
 
-def key_value_type(cfg: LfmConfig) -> ValueType:
-    return ValueType.INT64 if cfg.feast.entity_key_type == EntityKeyType.int64 else ValueType.STRING
+def key_value_type(cfg: LfmConfig, side: str) -> ValueType:
+    """Feast's value type of one side's key: it follows the key's declared type (`LfmConfig.key_type`)."""
+    return ValueType.INT64 if cfg.key_type(side) == KeyType.int64 else ValueType.STRING
 
 
 def user_entity(cfg: LfmConfig) -> Entity:
     s = cfg.schema
-    return Entity(name=s.user_entity, join_keys=[s.user_key], value_type=key_value_type(cfg),
+    return Entity(name=s.user_entity, join_keys=[s.user_key], value_type=key_value_type(cfg, "user"),
                   description=f"a user of the platform, keyed by {s.user_key} (LFM user side)")
 
 
 def item_entity(cfg: LfmConfig) -> Entity:
     s = cfg.schema
-    return Entity(name=s.item_entity, join_keys=[s.item_key], value_type=key_value_type(cfg),
+    return Entity(name=s.item_entity, join_keys=[s.item_key], value_type=key_value_type(cfg, "item"),
                   description=f"an item of the platform, keyed by {s.item_key} (LFM item side)")
 
 

@@ -10,8 +10,7 @@ import datetime as dt
 from feast import Entity, FeatureView, Field
 from feast.types import Array, Float32, Int64, String
 
-from lfm.config import LfmConfig
-from lfm.config.serving import EntityKeyType
+from lfm.config import KeyType, LfmConfig
 
 from feature_repo.data_sources import embedding_source
 from feature_repo.specs import entity_of, key_of, spec_tags, view_name
@@ -24,7 +23,7 @@ _WHAT = {"ur": "user representation (user tower output)", "ir": "item representa
 
 def embedding_view(cfg: LfmConfig, table: str, spec: ExportSpec, entity: Entity) -> FeatureView:
     dim = spec.dim(table)
-    key_dtype = Int64 if cfg.feast.entity_key_type == EntityKeyType.int64 else String
+    key_dtype = Int64 if cfg.key_type(entity_of(table)) == KeyType.int64 else String
     tags = {**spec_tags(spec), "table": table, "dim": str(dim)}
     return FeatureView(
         name=view_name(table, spec.id),

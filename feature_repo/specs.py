@@ -6,7 +6,7 @@ exports — two model versions, or one model under another CR layer or decay —
 """
 from __future__ import annotations
 
-from lfm.config import LfmConfig
+from lfm.config import KeyType, LfmConfig
 from lfm.contract import ExportSpec, side_of
 from lfm.names import check_export_id
 
@@ -23,6 +23,11 @@ def service_name(export_id: str) -> str:
 
 def key_of(cfg: LfmConfig, table: str) -> str:
     return cfg.schema.user_key if side_of(table) == "user" else cfg.schema.item_key
+
+
+def key_type_of(cfg: LfmConfig, table: str) -> KeyType:
+    """The type of the key a table is keyed by (`LfmConfig.key_type` of its side)."""
+    return cfg.key_type(side_of(table))
 
 
 def entity_of(table: str) -> str:

@@ -78,6 +78,11 @@ def local_day(ts: dt.datetime, timezone: str) -> dt.date:
     return aware.astimezone(ZoneInfo(timezone)).date()
 
 
+def snapshot_day(ts: dt.datetime, timezone: str) -> dt.date:
+    """The day D whose snapshot time T_D (`day_end`) is `ts`: the local day before the one `ts` opens."""
+    return local_day(ts, timezone) - dt.timedelta(days=1)
+
+
 # --- the export spec --------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

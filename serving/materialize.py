@@ -39,11 +39,12 @@ import pyarrow.compute as pc
 from lakehouse import releases
 from lakehouse.delta_io import read_days, to_arrow
 from lfm.config import LfmConfig
-from lfm.config.serving import EntityKeyType, OnlineStoreKind
+from lfm.config import KeyType
+from lfm.config.serving import OnlineStoreKind
 from lfm.contract import EMBEDDING_TABLES, ExportSpec, day_end, day_start
 from lfm.names import parse_ds
 
-from feature_repo.specs import key_of, view_name
+from feature_repo.specs import key_of, key_type_of, view_name
 from serving import receipts
 from serving.errors import ServingError
 from serving.online_io import reaching_online
@@ -99,7 +100,7 @@ def read_release(spark, cfg: LfmConfig, table: str, release: releases.Release) -
     from pyspark.errors import PySparkException
     from pyspark.sql import functions as F
 
-    key_type = "bigint" if cfg.feast.entity_key_type == EntityKeyType.int64 else "string"
+    key_type = key_type_of(cfg, table).spark
     try:
         df = read_days(spark, cfg.table_path(table), release.table_versions[table], [release.ds], release.export_id)
         return to_arrow(df.select(F.col(key_of(cfg, table)).cast(key_type).alias("key"),
@@ -144,10 +145,10 @@ def _writes(cfg: LfmConfig, spec: ExportSpec, day: dt.date, checked: dict):
     from serving.codec import encode_vectors, entity_keys
     from serving.online_io import ViewWrite
 
-    int64 = cfg.feast.entity_key_type == EntityKeyType.int64
     _, end = day_bounds(cfg, day)
     out = []
     for table, (keys, mat) in checked.items():
+        int64 = key_type_of(cfg, table) == KeyType.int64
         kb = entity_keys(key_of(cfg, table), keys if int64 else [str(k) for k in keys], int64)
         out.append(ViewWrite(view_name(table, spec.id), table, kb, encode_vectors(mat), end))
     return out

@@ -34,7 +34,6 @@ from dataclasses import dataclass
 
 from lfm.config import LfmConfig
 
-from lfm.config.serving import EntityKeyType
 from lfm.contract import EMBEDDING_TABLES
 
 from serving.errors import BadEntityRows, MixedModelVersions, ServingError
@@ -94,9 +93,10 @@ def released_base(spark, cfg: LfmConfig, plan: ViewPlan, days: dict):
     frame of that shape when there is none."""
     from pyspark.sql import functions as F
 
+    from feature_repo.specs import key_type_of
     from lakehouse import releases
 
-    key_type = "bigint" if cfg.feast.entity_key_type == EntityKeyType.int64 else "string"
+    key_type = key_type_of(cfg, plan.table).spark
     columns = [F.col(plan.key).cast(key_type).alias(plan.key), F.col(plan.table).alias(plan.feature),
                F.col(TS), F.col("ds")]
     frame = releases.released_frame(spark, cfg, plan.table, plan.export_id, days)

@@ -9,16 +9,17 @@ which is what keeps it 2.5-3.4x above the raw store read (docs/serving_bench.md)
 """
 from __future__ import annotations
 
+import datetime as dt
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from lfm.config import LfmConfig
-from lfm.config.serving import EntityKeyType
+from lfm.config import KeyType, LfmConfig
 from lfm.names import BadInput
 
-from lfm.contract import EMBEDDING_TABLES, ITEM_TABLES, USER_TABLES, ExportSpec
+from lfm.contract import EMBEDDING_TABLES, ITEM_TABLES, USER_TABLES, ExportSpec, side_of, snapshot_day
 
 from feature_repo.specs import CURRENT_SERVICE, service_name, view_name
 from serving import whole
@@ -54,7 +55,7 @@ def is_int64(value) -> bool:
 
 def int64_refusal(key: str, wrong: Sequence) -> str:
     """The message for ids an int64 key cannot hold (text, floats, bools, beyond 64 bits)."""
-    return (f"entity key {key!r} takes integer ids within int64 (feast.entity_key_type is int64), got "
+    return (f"entity key {key!r} takes integer ids within int64 (its column is declared an integer in `sources`), got "
             f"{list(wrong)[:3]!r}; send integers, e.g. {{\"{key}\": [42]}}")
 
 
@@ -96,18 +97,20 @@ class OnlineReader:
 
         self.spec: ExportSpec = spec or registered(store or open_store(cfg)).require(version)
         self.cfg = cfg
-        self.int64 = cfg.feast.entity_key_type == EntityKeyType.int64
+        self.int64 = {cfg.schema.user_key: cfg.key_type("user") == KeyType.int64,
+                      cfg.schema.item_key: cfg.key_type("item") == KeyType.int64}
         self.backend = open_online(cfg)
         self.refs = {t: (view_name(t, self.spec.id), t) for t in EMBEDDING_TABLES}
 
     def _keys(self, join_key: str, ids: Sequence) -> list[bytes]:
         from serving.codec import entity_keys
 
-        if self.int64:
+        int64 = self.int64[join_key]
+        if int64:
             bad = [i for i in ids if not is_int64(i)]
             if bad:
                 raise BadInput(int64_refusal(join_key, bad))
-        return entity_keys(join_key, list(ids), self.int64)
+        return entity_keys(join_key, list(ids), int64)
 
     def _groups(self, user_ids, item_ids, user_tables, item_tables):
         s = self.cfg.schema
@@ -171,12 +174,12 @@ def version_of_refs(store, refs: Sequence[str]) -> str:
     by_view = {fv.name: fv for fv in store.list_feature_views(allow_cache=True)}
     versions: dict[str, list[str]] = {}
     for ref in refs:
-        view, sep, _ = str(ref).partition(":")
+        view, sep, feature = str(ref).partition(":")
         fv = by_view.get(view) if sep else None
-        if fv is None:
+        if fv is None or feature not in {f.name for f in fv.features}:
             raise UnknownModelVersion(f"feature {ref!r} is not registered (refs look like "
-                                      f"'{view_name('ur', '0' * 16)}:ur'; run `lfm register`, see `feast "
-                                      "feature-views list`)")
+                                      f"'{view_name('ur', '0' * 16)}:ur', the view's name and its one feature, the "
+                                      "table; run `lfm register`, see `feast feature-views list`)")
         versions.setdefault(fv.tags.get("export_id", "?"), []).append(str(ref))
     if len(versions) > 1:
         raise MixedModelVersions(f"one request mixes exports {sorted(versions)}: their vectors live in different "
@@ -207,9 +210,11 @@ def resolve_service(store, service: str | None = None, version: str | None = Non
 
 def get_online_features(cfg: LfmConfig, entity_rows: list[dict] | dict[str, list],
                         features: Sequence[str] | None = None, version: str | None = None,
-                        service: str | None = None, store=None) -> dict[str, list]:
+                        service: str | None = None, store=None, event_timestamps: bool = False) -> dict[str, list]:
     """Feast `get_online_features` (refs, a service, or the version's service); nulls for unknown ids. Each
-    entity's views come from one state of the store (`serving.whole`), even while a materialize commits."""
+    entity's views come from one state of the store (`serving.whole`), even while a materialize commits. The
+    request is checked by `serving.whole.plan`, as the HTTP server checks it. `event_timestamps` adds Feast's
+    `<feature>__ts` columns (epoch seconds of each value's snapshot)."""
     from serving.register import registered
     from feature_repo.store import open_store
 
@@ -224,8 +229,8 @@ def get_online_features(cfg: LfmConfig, entity_rows: list[dict] | dict[str, list
     asked = whole.plan(cfg, store, views_of(target), whole.columns(entity_rows))
     reader = OnlineReader(cfg, spec=asked.spec)
     try:
-        return whole.read_whole(asked, lambda: store.get_online_features(features=target,
-                                                                          entity_rows=entity_rows).to_dict(),
+        return whole.read_whole(asked, lambda: store.get_online_features(features=target, entity_rows=entity_rows)
+                                .to_dict(include_event_timestamps=event_timestamps),
                                 lambda: whole.snapshot(asked, reader))
     finally:
         reader.close()
@@ -237,3 +242,65 @@ def views_of(target) -> list[str]:
     if isinstance(target, list):
         return list(dict.fromkeys(str(ref).partition(":")[0] for ref in target))
     return [p.name for p in target.feature_view_projections]
+
+
+# --- one entity's vectors: `lfm lookup` ------------------------------------------------------------------------
+
+SIDE_TABLES = {"user": USER_TABLES, "item": ITEM_TABLES}
+
+
+def parse_id(cfg: LfmConfig, side: str, text: str):
+    """An id given as text (the CLI) in its key's type: an integer where the key is declared an integer (text that
+    is not one is refused naming the key), else the text itself."""
+    if cfg.key_type(side) == KeyType.string:
+        return text
+    key = cfg.schema.user_key if side == "user" else cfg.schema.item_key
+    value = int(text) if re.fullmatch(r"-?[0-9]+", text.strip()) else text
+    if not is_int64(value):
+        raise BadInput(int64_refusal(key, [text]))
+    return value
+
+
+@dataclass(frozen=True)
+class Looked:
+    """One entity's vectors as served online, and where they come from: the export and each snapshot's day."""
+
+    side: str  # 'user' | 'item'
+    id: object
+    spec: ExportSpec
+    vectors: dict[str, np.ndarray | None]  # table -> vector, None where the id has none online
+    days: dict[str, dt.date | None]  # table -> the released day the vector is the snapshot of
+
+    def lines(self, head: int = 5) -> list[str]:
+        """What `lfm lookup` prints: the export, the release day(s), then the first numbers of each vector."""
+        days = sorted({str(d) for d in self.days.values() if d is not None})
+        out = [f"{self.side} {self.id!r}: export {self.spec.id} (model {self.spec.model_version}, CR layer "
+               f"{self.spec.cr_layer}), " + (f"release of {', '.join(days)}" if days else "not online")]
+        for table, vec in self.vectors.items():
+            if vec is None:
+                out.append(f"  {table:<8} not online")
+            else:
+                numbers = ", ".join(f"{x:+.4f}" for x in vec[:head])
+                out.append(f"  {table:<8} {len(vec):>4}-d [{numbers}{', ...' if len(vec) > head else ''}]")
+        return out
+
+
+def lookup(cfg: LfmConfig, side: str, entity_id, version: str | None = None, store=None) -> Looked:
+    """One user's (UR, CR(u)) or one item's (IR, CR(i)) online vectors, read as the HTTP server reads them (Feast's
+    reader behind `serving.whole`'s checks); a side's views need that side's id alone."""
+    from serving.register import registered
+    from feature_repo.store import open_store
+
+    store = store or open_store(cfg)
+    spec = registered(store).require(version)
+    tables = SIDE_TABLES[side]
+    refs = [f"{view_name(t, spec.id)}:{t}" for t in tables]
+    key = cfg.schema.user_key if side_of(tables[0]) == "user" else cfg.schema.item_key
+    got = get_online_features(cfg, {key: [entity_id]}, features=refs, store=store, event_timestamps=True)
+    vectors, days = {}, {}
+    for t in tables:
+        value, seconds = got[t][0], got[f"{t}__ts"][0]
+        vectors[t] = None if value is None else np.asarray(value, dtype=np.float32)
+        days[t] = None if value is None or not seconds else snapshot_day(
+            dt.datetime.fromtimestamp(seconds, dt.timezone.utc), cfg.schema.timezone)
+    return Looked(side, entity_id, spec, vectors, days)

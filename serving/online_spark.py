@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 
 from lakehouse.releases import Release
 from lfm.config import LfmConfig
-from lfm.config.serving import EntityKeyType
+from lfm.config import KeyType
 from lfm.contract import EMBEDDING_TABLES, ExportSpec, side_of
 from serving.errors import ServingError
 from serving.feast_bytes import KeyLayout, ValueLayout
@@ -186,22 +186,17 @@ def redis_write_batches(batches: Iterator[pa.RecordBatch], side: Side, target: R
 
 # --- the driver: check every table, then write both sides from Spark tasks --------------------------------------
 
-def _key_type(cfg: LfmConfig) -> str:
-    return "bigint" if cfg.feast.entity_key_type == EntityKeyType.int64 else "string"
-
-
 def _released(spark, cfg: LfmConfig, release: Release, table: str):
     """One table of the release at its version: key, vector (array<float>), event_timestamp."""
     from pyspark.sql import functions as F
 
-    from feature_repo.specs import key_of
+    from feature_repo.specs import key_of, key_type_of
     from lakehouse.delta_io import read_days
 
     # read_days: a released file vacuumed or truncated is refused naming the table, version and fix
     df = read_days(spark, cfg.table_path(table), release.table_versions[table], [release.ds], release.export_id)
-    return df.select(
-        F.col(key_of(cfg, table)).cast(_key_type(cfg)).alias("key"), F.col(table).cast("array<float>").alias("vector"),
-        "event_timestamp")
+    return df.select(F.col(key_of(cfg, table)).cast(key_type_of(cfg, table).spark).alias("key"),
+                     F.col(table).cast("array<float>").alias("vector"), "event_timestamp")
 
 
 def audit_frame(df, table: str, dim: int) -> Audit:
@@ -247,9 +242,9 @@ def sides(cfg: LfmConfig, spec: ExportSpec) -> list[Side]:
     from serving.codec import key_layout, value_layout
     from serving.online_io import redis_field
 
-    int64 = cfg.feast.entity_key_type == EntityKeyType.int64
     out = []
     for entity in ("user", "item"):
+        int64 = cfg.key_type(entity) == KeyType.int64
         tables = tuple(t for t in EMBEDDING_TABLES if side_of(t) == entity)
         views = tuple(view_name(t, spec.id) for t in tables)
         out.append(Side(tables, views, key_layout(key_of(cfg, tables[0]), int64),

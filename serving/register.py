@@ -2,7 +2,7 @@
 
 A new export adds its four views and its feature service beside the others; registering the same exports again
 changes nothing — unless what Feast holds no longer matches what the config would write (the lakehouse moved,
-the online key type changed, the keys and so the entities were renamed): then the views are re-applied so every
+the keys' declared type changed, the keys and so the entities were renamed): then the views are re-applied so every
 read goes where the config says.
 `lfm_current` names the current export explicitly: `current` (an export id or a model version with one export),
 else `feast.current_version` (a model version), else the one already current, else the newest given.
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from lfm.config import LfmConfig
 from lfm.contract import EMBEDDING_TABLES, ExportSpec, side_of
-from lfm.names import MODEL_VERSION, BadInput
+from lfm.names import MODEL_VERSION
 from lfm.storage import location
 
 from feature_repo.specs import CURRENT_SERVICE, view_name
@@ -148,11 +148,6 @@ def register(cfg: LfmConfig, specs: list[ExportSpec], current: str | None = None
     holder)."""
     from feature_repo.store import open_store, write_feature_store_yaml
 
-    keys = cfg.entity_key_problems()
-    if keys:
-        raise BadInput(f"{'; '.join(keys)}, but feast.entity_key_type is int64: string ids would be cast to integers "
-                       "and every id that is not digits lost; set feast.entity_key_type: string in lfm.yaml and run "
-                       "`lfm register` again (nothing was registered)")
     write_feature_store_yaml(cfg)
     store = store or open_store(cfg)
     with registry_held(cfg, store, run_id) as fence:

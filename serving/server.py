@@ -1,9 +1,11 @@
 """`lfm serve`: Feast's HTTP feature server (its FastAPI app) on loopback, behind the platform's rules.
 
 - `/get-online-features` with a `features` list is refused (HTTP 400, a clear message) when the refs are not
-  registered or mix two exports; a `feature_service` request is Feast's own (unknown -> Feast's 404); entity ids
-  of the wrong type or beyond int64 (where the keys are int64), unknown entity keys, a key the asked views need
-  but the request lacks, and key lists of different lengths are refused with 400 naming the key, not a 500.
+  registered or mix two exports; a `feature_service` request is Feast's own (unknown -> Feast's 404); a body that
+  names no features, entity ids of the wrong type or beyond int64 (where a key is declared an integer), unknown
+  entity keys, a key the asked views need but the request lacks, empty or null ids and key lists of different
+  lengths are refused with 400 naming the key and a body that would be answered, never Feast's 500. A request
+  for one side's views (a user's UR and CR(u) by its refs) needs that side's key alone.
 - Every answer holds whole entities: Feast reads view by view, so its answer goes out only once it agrees with a
   one-step read of the same entities, else it is read again (`serving.whole`; 503 if loads never pause).
 - The write endpoints (`/push`, `/write-to-online-store`, `/materialize`, `/materialize-incremental`) are
@@ -16,8 +18,9 @@ import asyncio
 import json
 import logging
 
-from lfm.config import LfmConfig
+from lfm.config import KeyType, LfmConfig
 from lfm.errors import LfmError
+from lfm.names import BadInput
 
 log = logging.getLogger("lfm.feast")
 WRITE_PATHS = {"/push", "/write-to-online-store", "/materialize", "/materialize-incremental"}
@@ -84,7 +87,7 @@ class PlatformRules:
             version_of_refs(self.store, request["features"])
             target = list(request["features"])
         else:
-            return None
+            raise BadInput(no_features(self.cfg, self.store))
         return plan(self.cfg, self.store, views_of(target), columns(request["entities"]))
 
     async def _whole(self, scope, body: bytes, send, asked) -> None:
@@ -148,8 +151,21 @@ async def _captured(app, scope, body: bytes) -> tuple[dict, list[bytes]]:
     return start, chunks
 
 
+def no_features(cfg: LfmConfig, store) -> str:
+    """The refusal of a request that names neither a feature service nor features, with a body that works."""
+    from serving.register import registered
+    from serving.whole import example_body
+
+    try:
+        example = example_body(cfg, registered(store).require(None))
+    except LfmError:
+        example = "(nothing is registered yet: run `lfm register`)"
+    return ('the request names no features: send "feature_service" (lfm_current, or lfm_e<export id>) or '
+            f'"features" (view:feature refs) with "entities", e.g. {example}')
+
+
 def _bad_ids(request, int_keys: tuple[str, ...]) -> str:
-    """A message naming the first entity key whose ids are not int64 integers (feast.entity_key_type int64)."""
+    """A message naming the first entity key whose ids are not int64 integers (a key declared an integer)."""
     from serving.online import int64_refusal, is_int64
 
     entities = request.get("entities") if isinstance(request, dict) else None
@@ -159,7 +175,7 @@ def _bad_ids(request, int_keys: tuple[str, ...]) -> str:
         values = entities.get(key)
         if values is None:
             continue
-        wrong = [v for v in (values if isinstance(values, list) else [values]) if not is_int64(v)]
+        wrong = [v for v in (values if isinstance(values, list) else [values]) if v is not None and not is_int64(v)]
         if wrong:
             return int64_refusal(key, wrong)
     return ""
@@ -174,7 +190,8 @@ def build_app(cfg: LfmConfig, store=None):
 
     store = store or open_store(cfg)
     registered(store).require(None)  # refuse to start on an empty registry: nothing could be served
-    int_keys = (cfg.schema.user_key, cfg.schema.item_key) if cfg.feast.entity_key_type.value == "int64" else ()
+    int_keys = tuple(key for side, key in (("user", cfg.schema.user_key), ("item", cfg.schema.item_key))
+                     if cfg.key_type(side) == KeyType.int64)
     return PlatformRules(get_app(store, registry_ttl_sec=60), cfg, store, int_keys)
 
 

@@ -11,6 +11,7 @@ the request is read again, `ATTEMPTS` times at most, then refused as busy (`Onli
 """
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -18,7 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lfm.config import LfmConfig
+from feature_repo.specs import key_of, service_name, view_name
+from lfm.config import KeyType, LfmConfig
 from lfm.contract import EMBEDDING_TABLES, ITEM_TABLES, USER_TABLES, ExportSpec, side_of
 from serving.errors import BadEntityRows, ServingError
 
@@ -52,25 +54,51 @@ def asked_views(store, views: Sequence[str]) -> tuple[ExportSpec, dict[str, str]
     return ExportSpec.from_json(specs.pop()), {v: t["table"] for v, t in zip(views, tags)}
 
 
-def entity_ids(cfg: LfmConfig, tables: Sequence[str], entities: Mapping[str, Sequence]) -> tuple[list | None, list | None]:
-    """The user and item ids of a request, refusing unknown, missing and ragged entity keys with a message."""
+def example_id(cfg: LfmConfig, side: str):
+    """An id of the side's key type, for the example bodies of messages."""
+    number = 42 if side == "user" else 7
+    return number if cfg.key_type(side) == KeyType.int64 else f"{side[0]}{number}"
+
+
+def example_body(cfg: LfmConfig, spec: ExportSpec, sides: Sequence[str] = ("user", "item")) -> str:
+    """A request body that reads the export's views of `sides`: its feature service for both sides, else the side's
+    `view:feature` refs (UR and CR(u) of a user; IR and CR(i) of an item) with that side's key alone."""
+    tables = [t for t in EMBEDDING_TABLES if side_of(t) in sides]
+    entities = {key_of(cfg, t): [example_id(cfg, side_of(t))] for t in tables}
+    if len(set(sides)) == 2:
+        return json.dumps({"feature_service": service_name(spec.id), "entities": entities}, ensure_ascii=False)
+    return json.dumps({"features": [f"{view_name(t, spec.id)}:{t}" for t in tables], "entities": entities},
+                      ensure_ascii=False)
+
+
+def entity_ids(cfg: LfmConfig, spec: ExportSpec, tables: Sequence[str],
+               entities: Mapping[str, Sequence]) -> tuple[list | None, list | None]:
+    """The user and item ids of a request, refusing unknown, missing, empty, null and ragged entity keys with a
+    message naming the key and a body that would be answered."""
     s = cfg.schema
     keys = {"user": s.user_key, "item": s.item_key}
     unknown = sorted(set(entities) - set(keys.values()))
     if unknown:
         raise BadEntityRows(f"unknown entity key(s) {unknown}: this platform's keys are {s.user_key!r} (users) and "
-                            f"{s.item_key!r} (items), e.g. {{\"{s.user_key}\": [42], \"{s.item_key}\": [7]}}")
-    needed = {side_of(t) for t in tables}
-    missing = [keys[side] for side in ("user", "item") if side in needed and keys[side] not in entities]
+                            f"{s.item_key!r} (items); send e.g. {example_body(cfg, spec)}")
+    needed = [side for side in ("user", "item") if side in {side_of(t) for t in tables}]
+    missing = [keys[side] for side in needed if keys[side] not in entities]
     if missing:
         asked = [t for t in tables if keys[side_of(t)] in missing]
-        raise BadEntityRows(f"the request asks {asked}, keyed by {missing}, but sends no such ids: add "
-                            + ", ".join(f"{k!r}: [...]" for k in missing) + " to the entities, or ask only the "
-                            "features of the keys you send")
+        sent = [side for side in ("user", "item") if keys[side] in entities]
+        raise BadEntityRows(f"the request asks {asked}, keyed by {missing}, but sends no such ids: send e.g. "
+                            f"{example_body(cfg, spec, needed)}"
+                            + "".join(f", or for the {side}'s vectors alone {example_body(cfg, spec, [side])}"
+                                      for side in sent))
     lengths = {k: len(v) for k, v in entities.items()}
     if len(set(lengths.values())) > 1:
         raise BadEntityRows(f"entity key lists differ in length {lengths}: one row per position, every key "
                             "the same length")
+    empty = [keys[side] for side in needed if not entities[keys[side]]]
+    nulls = [keys[side] for side in needed if any(v is None for v in entities[keys[side]])]
+    if empty or nulls:
+        raise BadEntityRows(f"entity key(s) {empty or nulls} hold {'no ids' if empty else 'null ids'}: send at least "
+                            f"one id per key, none null, e.g. {example_body(cfg, spec, needed)}")
     users = list(entities[s.user_key]) if "user" in needed else None
     items = list(entities[s.item_key]) if "item" in needed else None
     return users, items
@@ -92,7 +120,7 @@ def plan(cfg: LfmConfig, store, views: Sequence[str], entities: Mapping[str, Seq
     spec, table_of = asked_views(store, views)
     tables = tuple(table_of.values())
     names = {**{t: t for t in tables}, **{f"{v}__{t}": t for v, t in table_of.items()}}
-    users, items = entity_ids(cfg, tables, entities)
+    users, items = entity_ids(cfg, spec, tables, entities)
     return Asked(spec, tables, names, users, items)
 
 

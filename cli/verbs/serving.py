@@ -1,4 +1,5 @@
-"""Verbs of the Feast layer: `lfm register`, `lfm materialize`, `lfm training-set`, `lfm serve`, `lfm retrieve`."""
+"""Verbs of the Feast layer: `lfm register`, `lfm materialize`, `lfm training-set`, `lfm serve`, `lfm lookup`,
+`lfm retrieve`."""
 from __future__ import annotations
 
 import argparse
@@ -42,6 +43,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", help="default: feast.server_host")
     p.add_argument("--port", type=int, help="default: feast.server_port")
     p.set_defaults(run=run_serve)
+
+    p = sub.add_parser("lookup", help="a user's and/or an item's online vectors, as the HTTP server reads them")
+    p.add_argument("--user", help="user id: prints its UR and CR(u)")
+    p.add_argument("--item", help="item id: prints its IR and CR(i)")
+    p.add_argument("--model", type=check_model_version,
+                   help="an export id or model version (default: the current export)")
+    p.set_defaults(run=run_lookup)
 
     p = sub.add_parser("retrieve", help="top-K items for a user from the day's ANN index over IR")
     p.add_argument("--user", required=True, help="user id")
@@ -103,10 +111,26 @@ def run_serve(args: argparse.Namespace, cfg: LfmConfig) -> int:
     return 0
 
 
+def run_lookup(args: argparse.Namespace, cfg: LfmConfig) -> int:
+    from lfm.names import BadInput
+    from serving.online import lookup, parse_id
+
+    asked = [(side, text) for side, text in (("user", args.user), ("item", args.item)) if text is not None]
+    if not asked:
+        raise BadInput("lfm lookup needs --user ID and/or --item ID")
+    found = True
+    for side, text in asked:
+        looked = lookup(cfg, side, parse_id(cfg, side, text), args.model)
+        print("\n".join(looked.lines()))
+        found &= all(v is not None for v in looked.vectors.values())
+    return 0 if found else 1
+
+
 def run_retrieve(args: argparse.Namespace, cfg: LfmConfig) -> int:
+    from serving.online import parse_id
     from serving.retrieval import retrieve_for_user
 
-    user = int(args.user) if cfg.feast.entity_key_type.value == "int64" and args.user.lstrip("-").isdigit() else args.user
+    user = parse_id(cfg, "user", args.user)
     encoder = None
     if args.projection:
         from models.two_tower import load_user_projection

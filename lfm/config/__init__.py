@@ -17,13 +17,13 @@ from lfm.config.model import ModelSettings, TrainSettings, UpdateSettings
 from lfm.config.platform import RegistrySettings, SparkSettings, StorageSettings
 from lfm.config.refresh import RefreshSettings
 from lfm.config.schema import DataSchema, FeatureField, FieldKind, Strict
-from lfm.config.serving import EntityKeyType, FeastSettings
-from lfm.config.sources import ColumnType, Sources, config_key, default_sources
+from lfm.config.serving import FeastSettings
+from lfm.config.sources import KeyType, Sources, declared_key_type, default_sources
 from lfm.config.quality import QualitySettings
 from lfm.errors import LfmError
 from lfm.storage import Location, location
 
-__all__ = ["LfmConfig", "ConfigError", "load_config", "DataSchema", "FeatureField", "FieldKind"]
+__all__ = ["LfmConfig", "ConfigError", "load_config", "DataSchema", "FeatureField", "FieldKind", "KeyType"]
 
 
 class ConfigError(LfmError, ValueError):
@@ -65,14 +65,14 @@ class LfmConfig(Strict):
         """How delta-rs (and obstore) reach `path`: the `storage:` options for an object store, None for local disk."""
         return None if self.location(path).local else self.storage.object_store_options()
 
-    def entity_key_problems(self) -> list[str]:
-        """Declared key columns the online store's key type cannot hold: under `feast.entity_key_type: int64` a
-        string key would be cast to an integer, and every id that is not digits lost."""
-        if self.feast.entity_key_type != EntityKeyType.int64:
-            return []
-        return [f"{config_key(role, key)} is string" for role, src in self.sources.declared()
-                for key in dict.fromkeys((self.schema.user_key, self.schema.item_key))
-                if key in src.columns and src.columns[key].type == ColumnType.string]
+    def key_type(self, side: str) -> KeyType:
+        """The type of the user ('user') or item ('item') key past ingest: the one home of that fact. It follows
+        the key column's declared type in `sources` (int, bigint -> int64; string -> string), and decides Feast's
+        entity value type, the online store's key bytes and every cast of the key column."""
+        try:
+            return declared_key_type(self.schema, self.sources, side)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
 
     def table_path(self, name: str) -> str:
         """Location of one Delta table under the lakehouse (a local path or an object-store URI)."""

@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from enum import Enum
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from lfm.config.schema import Strict
 from lfm.names import MODEL_VERSION
@@ -20,13 +21,6 @@ from lfm.names import MODEL_VERSION
 class OnlineStoreKind(str, Enum):
     sqlite = "sqlite"
     redis = "redis"
-
-
-class EntityKeyType(str, Enum):
-    """Feast value type of the user and item join keys (KuaiRand ids are integers)."""
-
-    int64 = "int64"
-    string = "string"
 
 
 class IndexKind(str, Enum):
@@ -59,7 +53,6 @@ class FeastSettings(Strict):
     online_store: OnlineStoreKind = OnlineStoreKind.sqlite
     redis_connection: str = "127.0.0.1:6379"  # host:port[,db=N,password=...] as Feast's Redis store takes it
     redis_key_ttl_days: int = Field(0, ge=0)  # expire entity keys not rewritten for this long; 0 = never
-    entity_key_type: EntityKeyType = EntityKeyType.int64
     ttl_days: int = Field(2, ge=1)  # a daily refresh; one missed day is tolerated
     current_version: str | None = None  # pin the "current" model version; unset = keep the registered one
     # PIT join: a view's snapshots (in the rows' time range) up to this size are broadcast; above it, a
@@ -72,6 +65,16 @@ class FeastSettings(Strict):
     server_host: str = "127.0.0.1"  # loopback unless configured otherwise
     server_port: int = Field(6566, ge=1, le=65535)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_keys(cls, data: object) -> object:
+        if isinstance(data, dict) and "entity_key_type" in data:
+            raise PydanticCustomError(
+                "removed_key", "feast.entity_key_type is no longer a setting: the key type now follows `schema`, the "
+                "declared type of the user and item key columns in `sources` (e.g. "
+                "sources.users.columns.<user_key>.type: string); delete feast.entity_key_type from the config")
+        return data
 
     @field_validator("project")
     @classmethod

@@ -55,6 +55,19 @@ class ColumnType(str, Enum):
         return self.value.upper()
 
 
+class KeyType(str, Enum):
+    """How an entity key is held past ingest (Feast's entity value type, the online store's key bytes, every cast
+    of the key column): derived from the key's declared column type alone (`LfmConfig.key_type`)."""
+
+    int64 = "int64"  # declared int or bigint
+    string = "string"  # declared string
+
+    @property
+    def spark(self) -> str:
+        """The Spark SQL type the key column is cast to where it is read for serving."""
+        return "bigint" if self is KeyType.int64 else "string"
+
+
 class TimeUnit(str, Enum):
     """How the event-time column holds an instant."""
 
@@ -204,6 +217,37 @@ def default_sources() -> Sources:
 def config_key(role: SourceRole, column: str | None = None, attr: str = "type") -> str:
     """The lfm.yaml key a user changes, e.g. `sources.events.columns.ts.type`."""
     return f"sources.{role.value}" + (f".columns.{column}.{attr}" if column else "")
+
+
+KEY_SOURCES = {"user": (SourceRole.users, SourceRole.events),
+               "item": (SourceRole.items, SourceRole.item_statistics, SourceRole.events)}
+
+
+def declared_key_type(schema: DataSchema, sources: Sources, side: str) -> KeyType:
+    """The key type of one entity side ('user' or 'item'), from the declared type of its key column in the sources
+    that hold it; a ValueError naming the config key when it is undeclared, not a key type, or declared both as
+    text and as a number."""
+    if side not in KEY_SOURCES:
+        raise ValueError(f"entity side {side!r}: use 'user' or 'item'")
+    key = schema.user_key if side == "user" else schema.item_key
+    what = "schema.user_key" if side == "user" else "schema.item_key"
+    by_role = dict(sources.declared())
+    types = {r: by_role[r].columns[key].type for r in KEY_SOURCES[side] if r in by_role and key in by_role[r].columns}
+    if not types:
+        role = KEY_SOURCES[side][0].value
+        raise ValueError(f"{what} {key!r} is not a column of sources.{role}: declare it in sources.{role}.columns "
+                         "with its type (int, bigint or string); the key type of Feast's entities and of the "
+                         "online store follows that declaration")
+    bad = {r: t for r, t in types.items() if t not in KEY_TYPES}
+    if bad:
+        r, t = next(iter(bad.items()))
+        raise ValueError(f"{config_key(r, key)}: the {what} must be int, bigint or string, not {t.value}")
+    kinds = {KeyType.string if t == ColumnType.string else KeyType.int64 for t in types.values()}
+    if len(kinds) > 1:
+        raise ValueError(f"key {key!r} is declared with different types ("
+                         + ", ".join(f"{config_key(r, key)}: {t.value}" for r, t in types.items())
+                         + "): declare the same type everywhere")
+    return kinds.pop()
 
 
 def mapping_problems(schema: DataSchema, sources: Sources) -> list[str]:

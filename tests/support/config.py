@@ -36,3 +36,12 @@ def write_yaml(cfg: LfmConfig, path: Path) -> Path:
             "feast": json.loads(cfg.feast.model_dump_json())}
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+def keyed_sources(user_key: str = "user_id", item_key: str = "video_id", user_type: str = "int",
+                  item_type: str = "int") -> dict:
+    """A minimal `sources:` block declaring only the keys, with their types: the key type (`LfmConfig.key_type`)
+    follows these declarations, so tests of serving alone state their keys this way."""
+    return {"events": {"path": "events.csv", "columns": {user_key: user_type, item_key: item_type}},
+            "users": {"path": "users.csv", "columns": {user_key: user_type}},
+            "items": {"path": "items.csv", "columns": {item_key: item_type}}}

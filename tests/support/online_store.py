@@ -7,8 +7,8 @@ import datetime as dt
 import numpy as np
 
 from feature_repo.specs import view_name
-from lfm.contract import EMBEDDING_TABLES, USER_TABLES
-from tests.support.config import make_config
+from lfm.contract import EMBEDDING_TABLES
+from tests.support.config import keyed_sources, make_config
 from tests.support.synthetic_vectors import spec
 
 SPEC = spec("c0ffee00c0ffee00c0ff", ur_dim=8, ir_dim=8, cr_dim=4, cr_layer="dnn_0")
@@ -17,15 +17,17 @@ T2 = T1 + dt.timedelta(days=1)
 
 
 def configured(tmp_path, kind: str, key_type: str, redis_server=None):
+    """A registered repo of SPEC on `kind`, its keys declared `key_type` ('int64': int, or 'string')."""
     from serving.register import register
 
-    feast = {"repo_path": str(tmp_path / "repo"), "online_store": kind, "entity_key_type": key_type}
+    feast = {"repo_path": str(tmp_path / "repo"), "online_store": kind}
     if redis_server is not None:
         import redis
 
         redis.Redis(host="127.0.0.1", port=redis_server.port).flushall()
         feast["redis_connection"] = redis_server.connection
-    cfg = make_config(tmp_path, feast=feast)
+    column = "int" if key_type == "int64" else key_type
+    cfg = make_config(tmp_path, feast=feast, sources=keyed_sources(user_type=column, item_type=column))
     register(cfg, [SPEC])
     return cfg
 
@@ -40,14 +42,15 @@ def write(cfg, ids: list, day_ts: dt.datetime, seed: int, batch_rows: int = 3,
     if cfg.feast.online_store.value == "redis":
         redis_write(cfg, ids, day_ts, mats, batch_rows, replacing)
         return mats
+    from feature_repo.specs import key_of, key_type_of
+    from lfm.config import KeyType
     from serving.codec import encode_vectors, entity_keys
     from serving.online_io import ViewWrite, open_online
 
-    int64 = cfg.feast.entity_key_type.value == "int64"
     writes = []
     for table in EMBEDDING_TABLES:
-        key = cfg.schema.user_key if table in USER_TABLES else cfg.schema.item_key
-        writes.append(ViewWrite(view_name(table, SPEC.id), table, entity_keys(key, ids, int64),
+        int64 = key_type_of(cfg, table) == KeyType.int64
+        writes.append(ViewWrite(view_name(table, SPEC.id), table, entity_keys(key_of(cfg, table), ids, int64),
                                 encode_vectors(mats[table]), day_ts))
     backend = open_online(cfg)
     try:

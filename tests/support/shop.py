@@ -1,10 +1,11 @@
 """A second data set in another shape than KuaiRand, generated, with the lfm.yaml block that declares it.
 
-A shop's log: CSV event files (epoch seconds, int member ids, string product ids, a string page as the
+A shop's log: CSV event files (epoch seconds, member ids of digits, string product ids, a string page as the
 scenario, true/false task columns, columns the platform does not use), users as Parquet (string categoricals),
-items as JSON lines and item statistics as CSV keyed by another column name. Days are calendar days in
-America/New_York; three days or more span the switch to daylight saving time (2024-03-10 has 23 hours). The
-outcomes follow latent user and item factors (a propensity each, and tastes that interact) that the features are
+items as JSON lines and item statistics as CSV keyed by another column name. With `ShopSpec.odd_ids` member and
+product ids are text holding a quote, a slash, a space and a non-ASCII letter (`o'brien/ü 10000`). Days are
+calendar days in America/New_York; three days or more span the switch to daylight saving time (2024-03-10 has 23
+hours). The outcomes follow latent user and item factors (a propensity each, and tastes that interact) that the features are
 noisy views of, so a model can learn them.
 Nothing in the platform knows this shape: the config below is the whole adaptation.
 """
@@ -66,6 +67,13 @@ class ShopSpec:
     days: int = 6
     events_per_day: int = 1500
     seed: int = 0
+    odd_ids: bool = False  # member and product ids like "o'brien/ü 10000": text a cast or a quote would break
+
+
+def member_ids(spec: ShopSpec, members: np.ndarray) -> np.ndarray:
+    """Member ids: 10000, 10001, ... (digits, declared string), or names with `'`, `/`, a space and `ü`."""
+    ids = 10_000 + members.astype(np.int64)
+    return np.char.add("o'brien/ü ", ids.astype(str)) if spec.odd_ids else ids
 
 
 def _bucket(x: np.ndarray, n: int) -> np.ndarray:
@@ -76,8 +84,8 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def sku(i: np.ndarray) -> np.ndarray:
-    return np.char.add("sku-", np.char.zfill(i.astype(str), 5))
+def sku(i: np.ndarray, odd: bool = False) -> np.ndarray:
+    return np.char.add("d'or/é sku " if odd else "sku-", np.char.zfill(i.astype(str), 5))
 
 
 def write_shop(out: Path, spec: ShopSpec = ShopSpec(), users_version: int = 1) -> dict[str, int]:
@@ -92,13 +100,13 @@ def write_shop(out: Path, spec: ShopSpec = ShopSpec(), users_version: int = 1) -
     if users_version == 2:
         moved = np.arange(spec.users) % 3 == 0
         countries = np.where(moved, "BR", countries)
-    users = pd.DataFrame({"uid": 10_000 + np.arange(spec.users, dtype=np.int64), "country": countries,
+    users = pd.DataFrame({"uid": member_ids(spec, np.arange(spec.users)), "country": countries,
                           "age_band": np.array(["18-24", "25-34", "35-44", "45+"])[_bucket(noisy_u[:, 1], 4)],
                           "tenure_days": np.exp(3 + noisy_u[:, 2]).astype(np.int32),
                           "signup_channel": "web"})  # a column the config does not declare: left out
     users.to_parquet(out / "users.parquet", index=False)
     noisy_i = item_f + 0.4 * rng.normal(size=item_f.shape)
-    ids = sku(np.arange(spec.items))
+    ids = sku(np.arange(spec.items), spec.odd_ids)
     with (out / "items.jsonl").open("w") as fh:
         for i in range(spec.items):
             fh.write(json.dumps({"sku": str(ids[i]), "category": f"c{_bucket(noisy_i[:, 0], 8)[i]}",
@@ -123,7 +131,7 @@ def write_shop(out: Path, spec: ShopSpec = ShopSpec(), users_version: int = 1) -
         click = rng.random(n) < _sigmoid(score)
         purchase = click & (rng.random(n) < _sigmoid(score - 2.0))
         frame = pd.DataFrame({
-            "event_ts": np.sort(rng.integers(begin, end, n)), "member": 10_000 + u, "product": ids[i],
+            "event_ts": np.sort(rng.integers(begin, end, n)), "member": member_ids(spec, u), "product": ids[i],
             "page": PAGES[p], "clicked": np.where(click, "true", "false"),
             "purchased": np.where(purchase, "true", "false"),
             "dwell_s": np.round(rng.exponential(20, n), 1), "session": rng.integers(0, 1 << 30, n)})
@@ -133,10 +141,11 @@ def write_shop(out: Path, spec: ShopSpec = ShopSpec(), users_version: int = 1) -
 
 
 def shop_config(root: Path, data: Path, **extra) -> dict:
-    """The lfm.yaml of the shop (as a dict): schema, sources, string entity keys, small-data settings."""
+    """The lfm.yaml of the shop (as a dict): schema, sources (string keys: Feast's entities follow them), small-data
+    settings."""
     return {"lakehouse": str(root / "lakehouse"), "registry": {"path": str(root / "registry")},
             "schema": SCHEMA, "sources": {"root": str(data), **SOURCES},
-            "feast": {"repo_path": str(root / "feature_repo"), "entity_key_type": "string"}, **extra}
+            "feast": {"repo_path": str(root / "feature_repo")}, **extra}
 
 
 def days(n: int = ShopSpec.days) -> list[dt.date]:

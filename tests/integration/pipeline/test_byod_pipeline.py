@@ -3,24 +3,31 @@
 `lfm ingest --dry-run` reports the mapping and writes nothing; `lfm ingest` loads two days; `lfm pretrain` runs
 on them; `lfm run-daily` refreshes, gates, publishes and materializes two days, the second ingested from a
 folder whose users file changed (a new snapshot, valid from that day); the online store serves the Delta vectors
-under string ids; a downstream ranker trains on the point-in-time training sets of the released days. Real
+under string ids — text with a quote, a slash, a space and a non-ASCII letter (`o'brien/ü 10000`), carried as it is
+through the HTTP server, `lfm lookup`, the ANN index of `lfm retrieve` and the point-in-time training sets a
+downstream ranker trains on. Real
 Spark, Delta, GE, Feast (sqlite online store) and torch; no code path knows this shape. Kept small (120 members,
 three days of 1,000 events, the third spanning the DST switch); `lfm select-layer` is left out to keep it short
 (it reads the same `samples`; its small-data setting is `refresh.probe_min_test_rows`).
 """
 from __future__ import annotations
 
+import datetime as dt
+import json
+
 import numpy as np
 import pytest
+import requests
 import yaml
 
 from lfm.config import load_config
 from tests.support.cli import cli
+from tests.support.http import http_server
 from tests.support.shop import ShopSpec, days, shop_config, write_shop
 
 pytestmark = pytest.mark.slow
 
-SPEC = ShopSpec(users=120, items=60, days=3, events_per_day=1000, seed=0)
+SPEC = ShopSpec(users=120, items=60, days=3, events_per_day=1000, seed=0, odd_ids=True)
 SMALL_MODEL = {"embedding_dim": 4, "user_tower": [16], "item_tower": [16], "cross_layers": 1, "dnn": [16, 8]}
 SMALL_TRAIN = {"max_epochs": 2, "batch_size": 512, "threads": 1}
 # An 8-d CR layer of a tiny model spans few directions (the collapse bounds are tuned for 64-d exports).
@@ -106,6 +113,7 @@ def test_shop_log_from_raw_files_to_served_embeddings_and_a_downstream_auc(spark
     ir_name = next(k for k in online if k.startswith("ir"))
     np.testing.assert_allclose(online[ur_name][0], ur[1], rtol=0, atol=1e-6)
     np.testing.assert_allclose(online[ir_name][0], ir[1], rtol=0, atol=1e-6)
+    _odd_ids_everywhere(cfg, conf, export.spec.id, ur, ir, D[1])
 
     # Downstream: the home page's click model on the point-in-time training sets (rows of D[1], tested on D[2]).
     sets = training_sets(spark, cfg, "home", [D[1]], [D[2]], model_version=version)
@@ -113,3 +121,32 @@ def test_shop_log_from_raw_files_to_served_embeddings_and_a_downstream_auc(spark
     result = train_on_sets(cfg, sets, "click", TransferRequest(TransferVariant.ur_ir_cr_gate), seed=0)
     assert result.vector_coverage["ur"] > 0.9 and result.vector_coverage["ir"] > 0.9
     assert 0.55 < result.test_auc <= 1.0  # the planted user-item affinity is learnt
+    assert all(c in sets.train.column("member_id")[0].as_py() for c in "'/ ü")  # joined by the odd ids themselves
+
+
+def _odd_ids_everywhere(cfg, conf, export_id: str, ur, ir, day: dt.date) -> None:
+    """A member and a product whose ids hold `'`, `/`, a space and a non-ASCII letter: the HTTP server (the member
+    alone, by its refs), `lfm lookup` and the day's ANN index all find them by that text."""
+    from feature_repo.specs import view_name
+    from serving.retrieval import load_index
+    from serving.server import build_app
+
+    member, product = ur[0], ir[0]
+    assert all(c in member for c in "'/ ü") and all(c in product for c in "'/ é"), (member, product)
+    with http_server(build_app(cfg)) as url:
+        body = {"features": [f"{view_name(t, export_id)}:{t}" for t in ("ur", "cr_user")],
+                "entities": {"member_id": [member]}}
+        resp = requests.post(f"{url}/get-online-features", json=body, timeout=30)
+        assert resp.status_code == 200, resp.text
+        got = {n: r["values"] for n, r in zip(resp.json()["metadata"]["feature_names"], resp.json()["results"])}
+        assert got["member_id"] == [member]
+        np.testing.assert_allclose(got["ur"][0], ur[1], rtol=0, atol=1e-6)
+    looked = cli("--config", str(conf), "lookup", "--user", member, "--item", product)
+    assert looked.code == 0, looked.err + looked.out
+    assert f"user {member!r}: export {export_id}" in looked.out and f"release of {day}" in looked.out
+    assert f"item {product!r}: export {export_id}" in looked.out
+    hits = cli("--config", str(conf), "retrieve", "--user", member, "--k", "5")
+    assert hits.code == 0, hits.err
+    index = load_index(cfg, export_id, day)
+    exact, _ = index.exact(np.asarray([ur[1]], dtype=np.float32), 5)
+    assert [h["item"] for h in json.loads(hits.out)] == exact[0].tolist() and product in index.item_ids.tolist()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.config import REPO, make_config
+from tests.support.config import REPO, keyed_sources, make_config
 from lfm.names import BadInput
 
 D = dt.date(2022, 4, 27)
@@ -95,7 +95,7 @@ def test_api_refuses_injection_shaped_values_before_any_path_or_query(spark, tmp
 
 
 def test_entity_ids_never_reach_sql_as_text(spark, tmp_path):
-    """int64 keys (the default) refuse non-integers; string keys are bound parameters, looked up literally."""
+    """Integer keys (KuaiRand's) refuse non-integers; string keys are bound parameters, looked up literally."""
     from feature_repo.specs import view_name
     from serving.online import OnlineReader
     from serving.register import register
@@ -108,8 +108,8 @@ def test_entity_ids_never_reach_sql_as_text(spark, tmp_path):
         reader.user_vectors(["1 OR 1=1"])
     reader.close()
 
-    cfg = make_config(tmp_path / "str", feast={"repo_path": str(tmp_path / "str" / "repo"),
-                                               "entity_key_type": "string"})
+    cfg = make_config(tmp_path / "str", feast={"repo_path": str(tmp_path / "str" / "repo")},
+                      sources=keyed_sources(user_type="string", item_type="string"))
     register(cfg, [spec])
     reader = OnlineReader(cfg, V)
     try:

@@ -15,7 +15,7 @@ from lfm.contract import EMBEDDING_TABLES as TABLES
 from lfm.contract import ExportSpec
 from lfm.names import BadInput
 from serving.errors import NothingRegistered, UnknownModelVersion
-from tests.support.config import make_config
+from tests.support.config import keyed_sources, make_config
 from tests.support.synthetic_vectors import spec
 
 V1 = spec("a1" * 10, ur_dim=16, ir_dim=16, cr_dim=8, cr_layer="dnn_0")
@@ -58,15 +58,25 @@ def test_views_are_per_export_typed_tagged_and_read_only_their_export(cfg):
     assert svc.name == service_name(V1.id) and len(svc.feature_view_projections) == 4
 
 
-def test_schema_key_names_flow_into_entities_and_sources(tmp_path):
-    cfg = make_config(tmp_path, schema={"user_key": "uid", "item_key": "ad_id", "user_fields": [{"name": "uid"}],
-                                        "item_fields": [{"name": "ad_id"}]})
+def test_schema_key_names_and_declared_types_flow_into_entities_views_and_sources(tmp_path):
+    """The key type follows the declared key columns alone (`LfmConfig.key_type`): here an integer user key and
+    a string item key give an INT64 and a STRING entity, typed view keys and the sources' casts."""
+    from feast import ValueType
+    from feast.types import Int64, String
+
     from feature_repo.entities import entities
     from feature_repo.feature_views import feature_views
 
-    views = feature_views(cfg, V1, entities(cfg))
+    cfg = make_config(tmp_path, schema={"user_key": "uid", "item_key": "ad_id", "user_fields": [{"name": "uid"}],
+                                        "item_fields": [{"name": "ad_id"}]},
+                      sources=keyed_sources("uid", "ad_id", user_type="bigint", item_type="string"))
+    ents = entities(cfg)
+    assert (ents["user"].value_type, ents["item"].value_type) == (ValueType.INT64, ValueType.STRING)
+    views = feature_views(cfg, V1, ents)
     assert views["ur"].entity_columns[0].name == "uid" and views["cr_item"].entity_columns[0].name == "ad_id"
-    assert "CAST(`ad_id` AS BIGINT) AS `ad_id`" in views["ir"].batch_source.query
+    assert views["ur"].entity_columns[0].dtype == Int64 and views["cr_item"].entity_columns[0].dtype == String
+    assert "CAST(`ad_id` AS STRING) AS `ad_id`" in views["ir"].batch_source.query
+    assert "CAST(`uid` AS BIGINT) AS `uid`" in views["cr_user"].batch_source.query
 
 
 def test_register_is_idempotent_additive_and_current_is_explicit(cfg):
@@ -148,7 +158,7 @@ def test_entity_names_follow_the_keys(tmp_path):
              ("uid", "sku"): ("uid", "sku")}
     for (ukey, ikey), names in cases.items():
         cfg = make_config(tmp_path, schema={"user_key": ukey, "item_key": ikey, "user_fields": [{"name": ukey}],
-                                            "item_fields": [{"name": ikey}]})
+                                            "item_fields": [{"name": ikey}]}, sources=keyed_sources(ukey, ikey))
         ents = entities(cfg)
         assert (ents["user"].name, ents["item"].name) == names and ents["item"].join_key == ikey
         assert "video" not in ents["item"].description or ikey == "video_id"
@@ -164,7 +174,8 @@ def test_register_follows_renamed_keys(tmp_path):
     register(make_config(tmp_path, feast=feast), [V1])
     renamed = make_config(tmp_path, feast=feast, schema={"user_key": "member_id", "item_key": "item_id",
                                                          "user_fields": [{"name": "member_id"}],
-                                                         "item_fields": [{"name": "item_id"}]})
+                                                         "item_fields": [{"name": "item_id"}]},
+                          sources=keyed_sources("member_id", "item_id"))
     res = register(renamed, [V1])
     assert res.applied and res.updated == [V1.id]
     fv = _store(renamed).get_feature_view(view_name("cr_item", V1.id))

@@ -143,23 +143,3 @@ def test_redis_writer_sets_only_the_views_an_entity_has_and_counts_what_it_wrote
     assert [v is not None for v in second_got] == has_second.tolist()
     np.testing.assert_array_equal(np.asarray([v for v in second_got if v is not None], dtype=np.float32),
                                   mats[1][has_second])
-
-
-def test_string_keys_under_an_int64_online_store_are_refused_before_anything_is_registered(tmp_path):
-    """Declared string keys with `feast.entity_key_type: int64` would be cast to integers (and non-digit ids lost):
-    `register` refuses, naming the columns and the key to set, and writes no repo."""
-    from lfm.names import BadInput
-    from serving.register import register
-    from tests.support.config import make_config
-    from tests.support.shop import SCHEMA, SOURCES
-
-    repo = tmp_path / "repo"
-    cfg = make_config(tmp_path, schema=SCHEMA, sources=SOURCES, feast={"repo_path": str(repo)})
-    with pytest.raises(BadInput) as err:
-        register(cfg, [SPEC])
-    assert ("sources.events.columns.member_id.type is string; sources.events.columns.item_id.type is string"
-            in str(err.value) and "set feast.entity_key_type: string" in str(err.value))
-    assert not repo.exists()
-    fixed = make_config(tmp_path, schema=SCHEMA, sources=SOURCES, feast={"repo_path": str(repo),
-                                                                           "entity_key_type": "string"})
-    assert fixed.entity_key_problems() == [] and make_config(tmp_path).entity_key_problems() == []

@@ -86,3 +86,32 @@ def test_mapping_problems_name_the_config_key_and_the_fix(tmp_path):
         _problems(tmp_path, users__member_id={"raw": "uid", "type": "bigint"})
     assert "schema.date 'day' is not a column of sources.events" in _problems(tmp_path, schema={"date": "day"})
     assert "both declare ['views_7d']" in _problems(tmp_path, items__views_7d="int")
+
+
+def test_the_key_type_follows_the_declared_key_columns_alone(tmp_path):
+    """`LfmConfig.key_type` is the one home of the key type (Feast's entities, the online key bytes, every cast):
+    KuaiRand's int keys are int64, the shop's string keys strings, each side on its own; an undeclared or
+    text-and-number key is a clear error, and the removed `feast.entity_key_type` says where the type lives now."""
+    from lfm.config import KeyType
+    from tests.support.config import keyed_sources
+
+    kuairand = make_config(tmp_path)
+    assert (kuairand.key_type("user"), kuairand.key_type("item")) == (KeyType.int64, KeyType.int64)
+    shop = make_config(tmp_path, schema=SCHEMA, sources=SOURCES)
+    assert (shop.key_type("user"), shop.key_type("item")) == (KeyType.string, KeyType.string)
+    assert KeyType.int64.spark == "bigint" and KeyType.string.spark == "string"
+    mixed = make_config(tmp_path, sources=keyed_sources(user_type="bigint", item_type="string"))
+    assert (mixed.key_type("user"), mixed.key_type("item")) == (KeyType.int64, KeyType.string)
+
+    undeclared = make_config(tmp_path, schema={"user_key": "uid", "user_fields": [{"name": "uid"}]})
+    with pytest.raises(ConfigError, match="schema.user_key 'uid' is not a column of sources.users: declare it"):
+        undeclared.key_type("user")
+    torn = make_config(tmp_path, sources={**keyed_sources(), "users": {"path": "u", "columns": {"user_id": "string"}}})
+    with pytest.raises(ConfigError, match="sources.users.columns.user_id.type: string, "
+                                          "sources.events.columns.user_id.type: int"):
+        torn.key_type("user")
+
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({"feast": {"entity_key_type": "string"}}, "lfm.yaml", str(tmp_path))
+    assert ("feast.entity_key_type is no longer a setting: the key type now follows `schema`" in str(err.value)
+            and "delete feast.entity_key_type" in str(err.value))
