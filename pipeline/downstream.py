@@ -73,6 +73,7 @@ def training_sets(spark, cfg: LfmConfig, scenario: str, train_days: list[dt.date
     service = resolve_service(store, feature_service, model_version)
     version = (service.tags or {}).get("model_version", "")
     export_id = (service.tags or {}).get("export_id", "")
+    check_release_before(cfg, export_id, min(train_days + test_days))
     if feature_service is None and model_version is None:
         log.warning("training sets from %s (model %s): pin a version with --model for a reproducible run",
                     service.name, version)
@@ -96,6 +97,20 @@ def training_sets(spark, cfg: LfmConfig, scenario: str, train_days: list[dt.date
     return TrainingSets(train=train, test=test, scenario=str(scenario), model_version=version,
                         feature_service=service.name, seconds=time.perf_counter() - t0, export_id=export_id,
                         fell_back=fallback_rows(spark, cfg, rows, export_id))
+
+
+def check_release_before(cfg: LfmConfig, export_id: str, first: dt.date) -> None:
+    """Refuse rows that no released day precedes: every vector would be missing for a broken reason (not a new
+    entity). An entity without a state on a released day is new, and its rows train with a learned default."""
+    from lakehouse import releases
+    from models.downstream import NoReleaseBefore
+
+    if not export_id or any(d < first for d in releases.released(cfg, export_id)):
+        return
+    before = first - dt.timedelta(days=1)
+    raise NoReleaseBefore(f"no day of export {export_id} is released before {first}, the first day of these rows, "
+                          f"so no row could have a vector: run `lfm run-daily --ds {before}` (with --cold-start if "
+                          f"it starts the CR chain), or train on days after a released one")
 
 
 def iim_source(cfg: LfmConfig, sets: TrainingSets, checkpoint: str | None):
