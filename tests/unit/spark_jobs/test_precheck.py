@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from lfm.config import config_from_dict
+from lfm.config.sources import SourceRole
 from spark_jobs.precheck import precheck
 from spark_jobs.raw_input import IngestError
 from tests.support.cli import cli
@@ -65,6 +66,19 @@ def test_a_misspelled_column_is_named_before_spark(tmp_path, data, columns, expe
     with pytest.raises(IngestError) as err:
         _precheck(tmp_path, data, **columns)
     assert expect in str(err.value)
+
+
+def test_a_delta_source_is_checked_against_its_schema(tmp_path, data):
+    import pandas as pd
+    from deltalake import write_deltalake
+
+    write_deltalake(str(tmp_path / "users_delta"), pd.read_parquet(data / "users.parquet"))
+    conf = _conf(tmp_path, data)
+    conf["sources"]["users"] = {**conf["sources"]["users"], "path": str(tmp_path / "users_delta"), "format": "delta"}
+    assert precheck(config_from_dict(conf, "<test>", str(tmp_path))).columns_read[SourceRole.users] == "delta schema"
+    conf["sources"]["users"]["columns"]["country"] = {"raw": "contry", "type": "string"}
+    with pytest.raises(IngestError, match=r"missing columns \['contry'\] has \['uid', 'country'"):
+        precheck(config_from_dict(conf, "<test>", str(tmp_path)))
 
 
 def test_lfm_ingest_dry_run_refuses_a_misspelling_without_starting_spark(tmp_path, data):
