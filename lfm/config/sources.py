@@ -202,8 +202,13 @@ class Source(Strict):
     @property
     def expression_names(self) -> list[str]:
         """Every name the expressions may read (sure references and keyword-like words): a JSON source's fields."""
-        names = {n for col in self.columns.values() for n in col.references.names | col.references.maybe}
-        return sorted(names - set(self.raw_names))
+        seen = {n.lower() for n in self.raw_names}
+        out = []
+        for n in sorted({n for col in self.columns.values() for n in col.references.names | col.references.maybe}):
+            if n.lower() not in seen:  # Spark resolves names case-insensitively: one field per name
+                seen.add(n.lower())
+                out.append(n)
+        return out
 
 
 class EventSource(Source):
