@@ -11,6 +11,10 @@ of three ways, chosen per representation:
 
 Any subset of the four representations can be switched on, each with its own kind (`TransferSpec`).
 Appended fields have the ranker's embedding width D so they join the field stack and every cross layer sees them.
+
+A row whose entity has no state for a representation (a user first seen on the row's day has no CR state yet) is
+new, not broken: its adapter reads a learned default vector in place of the missing one (zero-initialised, so it
+starts as the zeros the frame holds), and learns what "new to the LFM" means for the task.
 """
 from __future__ import annotations
 
@@ -140,17 +144,27 @@ class TransferBlock(nn.Module):
         self.spec = spec
         self.adapters = nn.ModuleDict({
             r.value: make_adapter(k, in_dims[r], n_fields, sizes) for r, k in spec.adapters})
+        # what a row without the representation reads (an entity without that state), learnt per representation
+        self.defaults = nn.ParameterDict({r.value: nn.Parameter(torch.zeros(in_dims[r]))
+                                          for r in spec.representations})
+
+    def filled(self, rep: Representation, vector: Tensor, present: Tensor | None) -> Tensor:
+        """The vector where the row has one, the learned default where it does not."""
+        if present is None:
+            return vector
+        return torch.where(present.unsqueeze(1), vector, self.defaults[rep.value].expand_as(vector))
 
     @property
     def extra_field_count(self) -> int:
         return len(self.spec.adapters) - len(self.spec.with_kind(AdapterKind.gate))
 
-    def forward(self, embeddings: Tensor, vectors: Mapping[str, Tensor]) -> TransferOutput:
-        # embeddings: (B, F, D); vectors[rep]: (B, in_dims[rep])
+    def forward(self, embeddings: Tensor, vectors: Mapping[str, Tensor],
+                present: Mapping[str, Tensor] | None = None) -> TransferOutput:
+        # embeddings: (B, F, D); vectors[rep]: (B, in_dims[rep]); present[rep]: (B,) bool, absent = every row has it
         gate: Tensor | None = None
         extra: list[Tensor] = []
         for rep, kind in self.spec.adapters:
-            out = self.adapters[rep.value](vectors[rep.value])
+            out = self.adapters[rep.value](self.filled(rep, vectors[rep.value], (present or {}).get(rep.value)))
             if kind is AdapterKind.gate:
                 gate = out if gate is None else gate * out  # (B, F, D)
             else:

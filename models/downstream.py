@@ -44,6 +44,10 @@ class MissingVectors(DownstreamError):
     """A transfer variant needs a vector column the frames do not hold."""
 
 
+class NoReleaseBefore(DownstreamError):
+    """No day of the export is released before the rows: every vector would be missing for a broken reason."""
+
+
 @dataclass(frozen=True)
 class Batch:
     """A batch of encoded rows; every downstream model (ranker, IIM, two-tower) reads what it needs from it."""
@@ -51,6 +55,9 @@ class Batch:
     fields: Tensor  # (B, F) int64: index of each raw field's value in its vocabulary (0 = out of vocabulary)
     labels: Tensor  # (B,) float32 in {0, 1}
     vectors: Mapping[str, Tensor] = field(default_factory=dict)  # representation name -> (B, d) float32
+    # representation name -> (B,) bool: the row's entity had that state (False: new to it, its vector is zeros and
+    # the ranker's adapter reads a learned default instead); a name without a mask means every row had one
+    present: Mapping[str, Tensor] = field(default_factory=dict)
     users: Tensor | None = None  # (B,) int64 user index, for id-based two-towers
     items: Tensor | None = None  # (B,) int64 item index (0 = item unseen in training)
     item_keys: Tensor | None = None  # (B,) int64 identity of the item over all frames; never a model input,
@@ -64,6 +71,7 @@ class Batch:
         pick = (lambda t: None if t is None else t[index])
         return replace(self, fields=self.fields[index], labels=self.labels[index],
                        vectors={k: v[index] for k, v in self.vectors.items()},
+                       present={k: v[index] for k, v in self.present.items()},
                        users=pick(self.users), items=pick(self.items), item_keys=pick(self.item_keys))
 
     @staticmethod
@@ -75,6 +83,7 @@ class Batch:
 
         return Batch(fields=torch.cat([p.fields for p in parts]), labels=torch.cat([p.labels for p in parts]),
                      vectors={k: torch.cat([p.vectors[k] for p in parts]) for k in parts[0].vectors},
+                     present={k: torch.cat([p.present[k] for p in parts]) for k in parts[0].present},
                      users=cat("users"), items=cat("items"), item_keys=cat("item_keys"))
 
 
@@ -114,6 +123,6 @@ class DownstreamRanker(nn.Module):
 
     def forward(self, batch: Batch) -> Tensor:  # -> (B,) logits
         e = self.embeddings(batch.fields)  # (B, F, D)
-        e = self.transfer(e, batch.vectors).embeddings  # (B, F + E, D)
+        e = self.transfer(e, batch.vectors, batch.present).embeddings  # (B, F + E, D)
         x = self.cross(e.flatten(1))  # (B, (F + E) * D)
         return self.head(self.dnn(x)).squeeze(-1)  # (B, dnn[-1]) -> (B,)

@@ -49,10 +49,12 @@ def check_task(cfg: LfmConfig, task: str) -> None:
 
 def training_sets(spark, cfg: LfmConfig, scenario: str, train_days: list[dt.date], test_days: list[dt.date],
                   model_version: str | None = None, feature_service: str | None = None,
-                  store=None) -> TrainingSets:
+                  store=None, vectors_needed: bool = True) -> TrainingSets:
     """Samples of `scenario` on the train and test days, joined point-in-time with the pinned feature service.
 
-    Refuses a scenario without rows in either window, and a join that loses or duplicates entity rows.
+    Refuses, before any Spark job, rows that no released day precedes unless `vectors_needed` is False (a control
+    that reads no vectors, e.g. the report's `none_more_data` on every earlier day); then a scenario without rows
+    in either window, and a join that loses or duplicates entity rows.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -73,6 +75,8 @@ def training_sets(spark, cfg: LfmConfig, scenario: str, train_days: list[dt.date
     service = resolve_service(store, feature_service, model_version)
     version = (service.tags or {}).get("model_version", "")
     export_id = (service.tags or {}).get("export_id", "")
+    if vectors_needed:
+        check_release_before(cfg, export_id, min(train_days + test_days))
     if feature_service is None and model_version is None:
         log.warning("training sets from %s (model %s): pin a version with --model for a reproducible run",
                     service.name, version)
@@ -98,6 +102,27 @@ def training_sets(spark, cfg: LfmConfig, scenario: str, train_days: list[dt.date
                         fell_back=fallback_rows(spark, cfg, rows, export_id))
 
 
+def check_release_before(cfg: LfmConfig, export_id: str, first: dt.date) -> None:
+    """Refuse rows that no released day precedes: every vector would be missing for a broken reason (not a new
+    entity). An entity without a state on a released day is new, and its rows train with a learned default."""
+    from lakehouse import releases
+    from models.downstream import NoReleaseBefore
+
+    if not export_id or any(d < first for d in releases.released(cfg, export_id)):
+        return
+    before = first - dt.timedelta(days=1)
+    raise NoReleaseBefore(f"no day of export {export_id} is released before {first}, the first day of these rows, "
+                          f"so no row could have a vector: run `lfm run-daily --ds {before}` (with --cold-start if "
+                          f"it starts the CR chain), or train on days after a released one")
+
+
+def first_day(sets: TrainingSets) -> dt.date:
+    """The first day of the sets' rows."""
+    import pyarrow.compute as pc
+
+    return min(pc.min(t.column("ds")).as_py() for t in (sets.train, sets.test) if t.num_rows)
+
+
 def iim_source(cfg: LfmConfig, sets: TrainingSets, checkpoint: str | None):
     """The verified checkpoint for module-level variants; another version than the features' is refused."""
     from models.iim import IimSource
@@ -116,6 +141,8 @@ def train_on_sets(cfg: LfmConfig, sets: TrainingSets, task: str, request, seed: 
     from models.training.variants import Granularity
 
     check_task(cfg, task)
+    if request.representations:
+        check_release_before(cfg, sets.export_id, first_day(sets))
     settings = settings or DownstreamSetup.from_config(cfg)
     if request.variant.granularity is Granularity.module and iim is None:
         iim = iim_source(cfg, sets, checkpoint)

@@ -1,6 +1,7 @@
 """Ingest the declared sources (`sources:` in lfm.yaml) into the Delta tables `events` (by ds), `users`, `items`.
 
-Everything is checked before anything is written: the declaration against the data schema, then every source
+Everything is checked before anything is written: first, without Spark (`spark_jobs.precheck`), the declaration
+against the data schema, the files and their columns and the derived columns' expressions; then every source
 (files found, declared columns present, values of their declared types, tasks 0/1 or boolean, keys set and
 unique, event times plausible for their unit, days parseable), in one Spark pass per source; each failure stops
 the run with one message that names the source, the column, the config key to change and a sample bad value.
@@ -32,12 +33,12 @@ from pyspark.sql import functions as F
 from lakehouse.delta_io import TableLeases, history, overwrite_table, read_table, replace_partitions, table_exists
 from lakehouse.features import FeatureHistoryError, feature_history, snapshot_for
 from lfm.config import LfmConfig
-from lfm.config.sources import (ColumnType, DuplicatePolicy, SourceFormat, SourceRole, TimeUnit, column_roles,
-                                mapping_problems)
+from lfm.config.sources import ColumnType, DuplicatePolicy, SourceFormat, SourceRole, TimeUnit, column_roles
 from lfm.contract import EVENTS, ITEMS, USERS, VALID_FROM
 from lfm.names import parse_ds
-from lfm.storage import Location, is_local, location
-from spark_jobs.raw_input import Checked, ColumnRules, IngestError, RawInput, check_values, locate, read_source
+from lfm.storage import is_local, location
+from spark_jobs.precheck import Prechecked, precheck
+from spark_jobs.raw_input import Checked, ColumnRules, IngestError, RawInput, check_values, read_source
 
 __all__ = ["IngestError", "IngestResult", "MappedColumn", "ingest"]
 
@@ -70,6 +71,7 @@ class IngestResult:
     mapping: list[MappedColumn] = field(default_factory=list)
     duplicate_rows: int = 0  # exact duplicate events in the days written (copies beyond the first of each row)
     duplicates: DuplicatePolicy = DuplicatePolicy.keep  # what was done with them (sources.events.duplicates)
+    before_spark: str = ""  # what was checked before Spark started (`spark_jobs.precheck`)
     dry_run: bool = False
 
 
@@ -93,12 +95,6 @@ class _Events:
     @property
     def duplicate_rows(self) -> int:
         return sum(self.duplicates.values())
-
-
-def check_mapping(cfg: LfmConfig) -> None:
-    problems = mapping_problems(cfg.schema, cfg.sources)
-    if problems:
-        raise IngestError("the sources in lfm.yaml do not provide the data schema: " + "; ".join(problems))
 
 
 def _rules(cfg: LfmConfig, role: SourceRole) -> ColumnRules:
@@ -165,12 +161,12 @@ def build_events(read: _Read, cfg: LfmConfig, days: list[dt.date] | None) -> _Ev
     label = read.raw.label
     if stats["__bad_ts"]:
         sample = events.filter(F.col("event_timestamp").isNull()).select(s.timestamp).first()[0]
-        raise IngestError(f"{label}: column {src.raw_name(s.timestamp)!r} has {stats['__bad_ts']} value(s) that are "
+        raise IngestError(f"{label}: {src.shown(s.timestamp)} has {stats['__bad_ts']} value(s) that are "
                           f"not times in unit {src.time_unit.value} (e.g. {sample!r}); fix the file or "
                           "sources.events.time_unit in lfm.yaml")
     if per_day.get(None):
         bad = [r[0] for r in events.filter(F.col("ds").isNull()).select(s.date).limit(3).collect()]
-        raise IngestError(f"{label}: column {src.raw_name(s.date)!r} holds values that are not "
+        raise IngestError(f"{label}: {src.shown(s.date)} holds values that are not "
                           f"{src.date_format.lower()} dates, e.g. {bad}; fix the log file or "
                           "sources.events.date_format in lfm.yaml")
     present = sorted(d for d in per_day if d is not None)
@@ -331,24 +327,14 @@ def _mapping(cfg: LfmConfig) -> list[MappedColumn]:
             for role, src in cfg.sources.declared() for name, col in src.columns.items()]
 
 
-def source_root(cfg: LfmConfig, source: Path | str | None) -> Location | None:
-    """`--source DIR` (a folder or an object-store URI), else `sources.root` (relative to the config's folder),
-    else none (absolute paths only)."""
-    if source is not None:
-        root = location(str(source))
-        if root.local and not root.path().is_dir():
-            raise IngestError(f"source folder {root.uri} does not exist: pass --source DIR with the raw files")
-        return root
-    return cfg.location(cfg.sources.root) if cfg.sources.root else None
-
-
 def ingest(spark: SparkSession, cfg: LfmConfig, source: Path | str | None = None,
-           days: list[dt.date] | None = None, run_id: str | None = None, dry_run: bool = False) -> IngestResult:
-    """Check every source, then write `events` (only the given days' partitions) and the feature snapshots, side
-    by side. Row counts come from the checking passes, so nothing is read again after the writes."""
-    check_mapping(cfg)
-    root = source_root(cfg, source)
-    located = {role: locate(root, role, src) for role, src in cfg.sources.declared()}
+           days: list[dt.date] | None = None, run_id: str | None = None, dry_run: bool = False,
+           prechecked: Prechecked | None = None) -> IngestResult:
+    """Check every source (first what needs no Spark, unless `prechecked` says it was done before Spark started),
+    then write `events` (only the given days' partitions) and the feature snapshots, side by side. Row counts come
+    from the checking passes, so nothing is read again after the writes."""
+    prechecked = prechecked or precheck(cfg, source)
+    root, located = prechecked.root, prechecked.located
     events_read = read_checked(spark, cfg, located[SourceRole.events])
     policy = cfg.sources.events.duplicates
     events = apply_duplicates(build_events(events_read, cfg, days), events_read, policy)
@@ -362,7 +348,7 @@ def ingest(spark: SparkSession, cfg: LfmConfig, source: Path | str | None = None
     result = dict(events_rows=events.rows, days=written_days, users_rows=rows["users"], items_rows=rows["items"],
                   source_rows=rows, days_found=events.present, mapping=_mapping(cfg),
                   snapshots={p.table: p.valid_from if p.write else None for p in snaps},
-                  duplicate_rows=events.duplicate_rows, duplicates=policy)
+                  duplicate_rows=events.duplicate_rows, duplicates=policy, before_spark=prechecked.summary())
     if dry_run:
         return IngestResult(dry_run=True, **result)
 

@@ -3,7 +3,8 @@
 Every problem stops with an `IngestError` that names the source, the column, the config key to change and a
 sample bad value: no file matching the path, a declared column missing (or, for `exact_columns`, an unexpected
 one), a column whose source type cannot become the declared type, values that do not parse, task values that are
-not 0/1 or true/false, empty keys. Nothing here writes; ingest writes only after every source passed.
+not 0/1 or true/false, empty keys, a derived column's expression (`columns.<name>.expr`) that Spark cannot resolve
+or that fails on a value. Nothing here writes; ingest writes only after every source passed.
 """
 from __future__ import annotations
 
@@ -92,7 +93,8 @@ def read_source(spark: SparkSession, raw: RawInput, rules: ColumnRules) -> DataF
         df = _read_csv(spark, raw)
     elif fmt == SourceFormat.json:
         # Every declared field read as text (numbers and booleans as their JSON text), then cast like CSV.
-        schema = T.StructType([T.StructField(c, T.StringType()) for c in raw.source.raw_names])
+        fields = raw.source.raw_names + raw.source.expression_names  # absent fields read as null
+        schema = T.StructType([T.StructField(c, T.StringType()) for c in fields])
         df = spark.read.option("mode", "FAILFAST").schema(schema).json(raw.spark_files)
     elif fmt == SourceFormat.delta:
         if not table_exists(spark, raw.files[0]):
@@ -104,32 +106,63 @@ def read_source(spark: SparkSession, raw: RawInput, rules: ColumnRules) -> DataF
     if missing:
         raise IngestError(f"{raw.label}: missing columns {missing}; has {df.columns}: fix the source or "
                           f"sources.{raw.role.value}.columns (`raw:` names a column the source calls otherwise)")
+    df = _with_derived(df, raw)
     out = []
-    for name, col in raw.source.columns.items():
-        rawc = F.col(f"`{col.raw or name}`")
-        native = df.schema[col.raw or name].dataType
+    for name in raw.source.columns:
+        rawc = F.col(f"`{_input(raw.source, name)}`")
+        native = df.schema[_input(raw.source, name)].dataType
         out += [rawc.alias(f"__raw_{name}"), typed(raw, name, native, rules).alias(name)]
     return df.select(*out)
 
 
+def _input(src: Source, name: str) -> str:
+    """The frame column a declared column is read from: its raw column, or its expression's value."""
+    col = src.columns[name]
+    return f"__expr_{name}" if col.expr else col.raw or name
+
+
+def _with_derived(df: DataFrame, raw: RawInput) -> DataFrame:
+    """The frame with each derived column's expression value (`__expr_<name>`), resolved against the raw columns."""
+    for name, expr in raw.source.derived.items():
+        try:
+            df = df.withColumn(f"__expr_{name}", F.expr(expr))
+        except PySparkException as err:
+            detail = str(err).splitlines()[0][:300]
+            raise IngestError(f"{raw.label}: {config_key(raw.role, name, 'expr')} {expr!r} does not read against "
+                              f"the source ({detail}); its raw columns are {df.columns}") from None
+    return df
+
+
 def typed(raw: RawInput, name: str, native: T.DataType, rules: ColumnRules) -> SparkColumn:
-    """The lakehouse value of one column: a null where the source value does not read as the declared type."""
+    """The lakehouse value of one column: a null where the source value does not read as the declared type (a
+    derived column's value is cast to it)."""
     col = raw.source.columns[name]
-    x = F.col(f"`{col.raw or name}`")
+    source = _input(raw.source, name)
+    x = F.col(f"`{source}`")
     if name in rules.tasks:
         return _binary(raw, name, native, x)
-    _check_native(raw, name, native)
+    if col.expr is None:
+        _check_native(raw, name, native)
     if col.type == ColumnType.timestamp:
         if isinstance(native, T.TimestampType):
             return x
         wall = x.cast("timestamp_ntz") if isinstance(native, T.TimestampNTZType) else \
-            F.expr(f"try_cast(`{col.raw or name}` AS TIMESTAMP_NTZ)")
+            F.expr(f"try_cast(`{source}` AS TIMESTAMP_NTZ)")
         local = F.convert_timezone(F.lit(rules.timezone), F.current_timezone(), wall).cast("timestamp")
         if isinstance(native, T.StringType):  # text with an explicit offset is an instant already
             offset = x.rlike(r"(Z|[+-][0-9]{2}(:?[0-9]{2})?)$")
-            return F.when(offset, F.expr(f"try_cast(`{col.raw or name}` AS TIMESTAMP)")).otherwise(local)
+            return F.when(offset, F.expr(f"try_cast(`{source}` AS TIMESTAMP)")).otherwise(local)
         return local
-    return F.expr(f"try_cast(`{col.raw or name}` AS {col.type.sql})")
+    return F.expr(f"try_cast(`{source}` AS {col.type.sql})")
+
+
+def derive_hint(raw: RawInput, name: str) -> str:
+    """The fix for a task column that is not a 0/1 label (its type cannot make it one): derive it."""
+    col, key = raw.source.columns[name], f"sources.{raw.role.value}.columns.{name}"
+    if col.expr:
+        return f"a task is a 0/1 (or true/false) label: make {key}.expr a condition, e.g. \"({col.expr}) >= 4\""
+    return (f"a task is a 0/1 (or true/false) label: derive it from the raw column with an expression, e.g. "
+            f"{key}: {{expr: \"{col.raw or name} >= 4\", type: boolean}}")
 
 
 def _binary(raw: RawInput, name: str, native: T.DataType, x: SparkColumn) -> SparkColumn:
@@ -139,8 +172,8 @@ def _binary(raw: RawInput, name: str, native: T.DataType, x: SparkColumn) -> Spa
     if isinstance(native, T.NumericType):
         return F.when(x == 1, F.lit(1)).when(x == 0, F.lit(0))
     if not isinstance(native, T.StringType):
-        raise IngestError(f"{raw.label}: task column {raw.source.raw_name(name)!r} is {native.simpleString()}, "
-                          f"not 0/1 or boolean: map another column in {config_key(raw.role, name, 'raw')}")
+        raise IngestError(f"{raw.label}: task {raw.source.shown(name)} is {native.simpleString()}, not 0/1 or "
+                          f"boolean; {derive_hint(raw, name)}")
     v = F.lower(F.trim(x))
     return (F.when(v.isin("1", "1.0", "true", "t", "yes", "y"), F.lit(1))
             .when(v.isin("0", "0.0", "false", "f", "no", "n"), F.lit(0)))
@@ -170,7 +203,7 @@ def _check_native(raw: RawInput, name: str, native: T.DataType) -> None:
     if ok:
         return
     hint = next((v for k, v in _SUGGEST.items() if isinstance(native, k)), None)
-    raise IngestError(f"{raw.label}: column {raw.source.raw_name(name)!r} is {native.simpleString()} in the source "
+    raise IngestError(f"{raw.label}: {raw.source.shown(name)} is {native.simpleString()} in the source "
                       f"and does not read as {want.sql} without loss: change {config_key(raw.role, name)}"
                       + (f" (e.g. to {hint})" if hint else ""))
 
@@ -182,9 +215,23 @@ def _read_csv(spark: SparkSession, raw: RawInput) -> DataFrame:
     opts = raw.source.csv
     reader = spark.read.option("sep", opts.delimiter).option("quote", opts.quote).option("nullValue", opts.null_value)
     if not is_local(raw.files[0]):  # an object store: Spark reads the first file's first row
-        headers = {raw.files[0]: reader.option("header", "true").csv(raw.spark_files[0]).columns}
+        header = check_headers(raw, {raw.files[0]: reader.option("header", "true").csv(raw.spark_files[0]).columns})
     else:
-        headers = {f: _first_row(Path(f), opts) for f in raw.files}
+        header = csv_header(raw)
+    schema = T.StructType([T.StructField(c, T.StringType()) for c in header])
+    return (reader.option("header", str(opts.header).lower()).option("mode", "FAILFAST").schema(schema)
+            .csv(raw.spark_files))
+
+
+def csv_header(raw: RawInput) -> list[str]:
+    """The columns of a local CSV source, from the first row of each file with its csv options (no Spark)."""
+    return check_headers(raw, {f: _first_row(Path(f), raw.source.csv) for f in raw.files})
+
+
+def check_headers(raw: RawInput, headers: dict[str, list[str]]) -> list[str]:
+    """The source's columns: its first file's header (every file's the same, holding the declared columns), or
+    the declared raw columns in order when the files have no header row."""
+    opts = raw.source.csv
     header = headers[raw.files[0]] if opts.header else raw.source.raw_names
     for f, h in headers.items():
         if opts.header:
@@ -196,9 +243,7 @@ def _read_csv(spark: SparkSession, raw: RawInput) -> DataFrame:
         if opts.header and h != header:
             raise IngestError(f"{f}: its header differs from {raw.files[0]}'s; every file of "
                               f"sources.{raw.role.value} must have the same columns in the same order")
-    schema = T.StructType([T.StructField(c, T.StringType()) for c in header])
-    return (reader.option("header", str(opts.header).lower()).option("mode", "FAILFAST").schema(schema)
-            .csv(raw.spark_files))
+    return header
 
 
 def _first_row(path: Path, opts: CsvOptions) -> list[str]:
@@ -224,8 +269,10 @@ def _check_header(raw: RawInput, path: str, header: list[str]) -> None:
     """Declared raw columns present; with `exact_columns`, exactly them in order (a changed layout is refused)."""
     expected = raw.source.raw_names
     missing = [c for c in expected if c not in header]
-    extra = [c for c in header if c not in expected] if raw.source.exact_columns else []
-    if not missing and not extra and (header == expected or not raw.source.exact_columns):
+    read = set(expected) | set(raw.source.expression_columns(header))  # the expressions' columns are declared too
+    extra = [c for c in header if c not in read] if raw.source.exact_columns else []
+    in_order = [c for c in header if c in expected] == expected
+    if not missing and not extra and (in_order or not raw.source.exact_columns):
         return
     detail = []
     if missing:
@@ -269,7 +316,7 @@ def check_values(df: DataFrame, raw: RawInput, rules: ColumnRules, extra: tuple[
              for c in names]
     aggs += [F.sum(F.when(F.col(c).isNull(), 1).otherwise(0)).alias(f"null_{c}") for c in rules.required]
     if raw.source.format == SourceFormat.json:  # a JSON field no record has reads as null, not as an error
-        aggs += [F.count(F.col(f"__raw_{c}")).alias(f"seen_{c}") for c in names]
+        aggs += [F.count(F.col(f"__raw_{c}")).alias(f"seen_{c}") for c in names if not raw.source.columns[c].expr]
     try:
         if by is None:
             found, groups = [df.agg(*aggs).collect()[0].asDict()], None
@@ -278,6 +325,12 @@ def check_values(df: DataFrame, raw: RawInput, rules: ColumnRules, extra: tuple[
             groups = {r.pop("__by"): dict(r) for r in found}
     except (PySparkException, Py4JJavaError) as err:
         text = str(err)
+        failed = [n for n, e in raw.source.derived.items() if e in text]
+        if failed and not re.search(r"Malformed (CSV|JSON) record|Malformed records", text):
+            raise IngestError(f"{raw.label}: the expression of {config_key(raw.role, failed[0], 'expr')} "
+                              f"({raw.source.derived[failed[0]]!r}) fails on a value: {_spark_error(text)}; a csv "
+                              "or json source's columns are text: read them with try_cast(column AS DOUBLE) (null "
+                              "where a value is not a number), or fix the file") from None
         match = re.search(r"Malformed (CSV|JSON) record[^\n]{0,200}|Malformed records[^\n]{0,200}", text)
         detail = match.group(0) if match else text.splitlines()[0][:200]
         raise IngestError(f"{raw.label}: cannot parse as {raw.source.format.value} ({detail}); the file is corrupt or "
@@ -292,13 +345,15 @@ def check_values(df: DataFrame, raw: RawInput, rules: ColumnRules, extra: tuple[
     if bad:
         col = max(bad, key=bad.get)
         sample = df.filter(F.col(f"__raw_{col}").isNotNull() & F.col(col).isNull()).select(f"__raw_{col}").first()[0]
-        want = "0/1 or true/false" if col in rules.tasks else raw.source.columns[col].type.sql
-        raise IngestError(f"{raw.label}: column {raw.source.raw_name(col)!r} has {bad[col]} value(s) that are not "
-                          f"{want} (e.g. {sample!r}); fix the file or {config_key(raw.role, col)} in lfm.yaml")
+        what = f"{raw.label}: {raw.source.shown(col)} has {bad[col]} value(s) that are not"
+        if col in rules.tasks:
+            raise IngestError(f"{what} 0/1 or true/false (e.g. {sample!r}); {derive_hint(raw, col)}; or fix the file")
+        raise IngestError(f"{what} {raw.source.columns[col].type.sql} (e.g. {sample!r}); fix the file or "
+                          f"{config_key(raw.role, col)} in lfm.yaml")
     nulls = {k[5:]: v for k, v in row.items() if k.startswith("null_") and v}
     if nulls:
         col = max(nulls, key=nulls.get)
-        raise IngestError(f"{raw.label}: required column {raw.source.raw_name(col)!r} is empty in {nulls[col]} row(s) "
+        raise IngestError(f"{raw.label}: required {raw.source.shown(col)} is empty in {nulls[col]} row(s) "
                           "(a truncated file?); restore the file and rerun")
     if not row["__rows"]:
         raise IngestError(f"{raw.label}: no rows; fix sources.{raw.role.value}.path")
@@ -307,3 +362,9 @@ def check_values(df: DataFrame, raw: RawInput, rules: ColumnRules, extra: tuple[
         dupes = [r[key] for r in df.groupBy(key).count().filter("count > 1").limit(3).collect()]
         raise IngestError(f"{raw.label}: key {key!r} is not unique (e.g. {dupes}); deduplicate the source file")
     return Checked(row, groups)
+
+
+def _spark_error(text: str) -> str:
+    """The first line of a Spark error, its error class kept, the JVM stack left out."""
+    match = re.search(r"\[[A-Z_.]+\][^\n]{0,200}", text)
+    return match.group(0) if match else text.splitlines()[0][:200]

@@ -146,7 +146,7 @@ def fetch(spark, cfg: LfmConfig, spec: ReportSpec, tab: str, export: str,
     from pipeline.downstream import training_sets
 
     ts = training_sets(spark, cfg, tab, sorted(set(extra_days) | set(spec.windows.train)), list(spec.windows.test),
-                       model_version=export)
+                       model_version=export, vectors_needed=not extra_days)  # extra days: a control's, no vectors
     test = sort_rows(ts.test, cfg.schema)
     test = test.filter(pc.is_valid(test.column(spec.task)))
     return TabSets(sort_rows(ts.train, cfg.schema), test, replace(ts, train=None, test=None))

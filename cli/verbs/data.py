@@ -43,11 +43,13 @@ def run_synth(args: argparse.Namespace, cfg: LfmConfig) -> int:
 
 def run_ingest(args: argparse.Namespace, cfg: LfmConfig) -> int:
     from spark_jobs.ingest import ingest
+    from spark_jobs.precheck import precheck
     from spark_jobs.session import get_spark
 
     days = [parse_ds(d) for d in args.ds] if args.ds else None
     t0 = time.perf_counter()
-    result = ingest(get_spark(cfg), cfg, args.source, days, dry_run=args.dry_run)
+    checked = precheck(cfg, args.source)  # a misspelled column is named before Spark starts
+    result = ingest(get_spark(cfg), cfg, args.source, days, dry_run=args.dry_run, prechecked=checked)
     if args.dry_run:
         print("\n".join(dry_run_lines(result)))
         return 0
@@ -70,7 +72,7 @@ def duplicates_line(result) -> str:
 def dry_run_lines(result) -> list[str]:
     """The dry-run report: each source's columns and their roles, rows, the days found, the snapshots it would
     write."""
-    lines = ["ingest --dry-run: every check passed; nothing was written", "",
+    lines = ["ingest --dry-run: every check passed; nothing was written", f"checked {result.before_spark}", "",
              f"{'source':<16} {'column':<24} {'from raw':<24} {'type':<10} role"]
     for m in result.mapping:
         lines.append(f"{m.source:<16} {m.name:<24} {m.raw:<24} {m.type:<10} {m.role or '-'}")

@@ -18,6 +18,7 @@ from pydantic import field_validator, model_validator
 
 from lfm.config.kuairand import KUAIRAND_SOURCES
 from lfm.config.schema import DataSchema, FieldKind, Strict
+from lfm.config.sql_expr import References, references
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 RESERVED = ("ds", "event_timestamp", "valid_from")  # columns ingest adds; a source cannot declare them
@@ -93,8 +94,12 @@ DATE_TYPES = (ColumnType.date, ColumnType.int, ColumnType.bigint, ColumnType.str
 
 
 class Column(Strict):
+    """A declared column: read from a raw column (`raw`, default its own name) or derived from the raw columns by a
+    Spark SQL expression (`expr`, e.g. "rating >= 4" or "'all'"), whose value is cast to `type`."""
+
     type: ColumnType = ColumnType.string
     raw: str | None = None  # the column's name in the source, when it differs from the lakehouse name
+    expr: str | None = None  # a Spark SQL expression over the source's raw columns; no raw column then
 
     @field_validator("raw")
     @classmethod
@@ -102,6 +107,25 @@ class Column(Strict):
         if v is not None and (not v or "`" in v):
             raise ValueError("a raw column name must be non-empty and hold no backtick")
         return v
+
+    @field_validator("expr")
+    @classmethod
+    def _expression(cls, v: str | None) -> str | None:
+        if v is not None:
+            references(v)  # raises naming what does not tokenize
+        return v
+
+    @model_validator(mode="after")
+    def _raw_or_expr(self) -> "Column":
+        if self.raw is not None and self.expr is not None:
+            raise ValueError("give `raw:` (a column of the source) or `expr:` (an expression over its columns), "
+                             "not both")
+        return self
+
+    @property
+    def references(self) -> References:
+        """The raw columns the expression reads (none for a plain column)."""
+        return references(self.expr) if self.expr else References(frozenset(), frozenset())
 
 
 class CsvOptions(Strict):
@@ -156,18 +180,48 @@ class Source(Strict):
         reserved = [n for n in v if n in RESERVED]
         if reserved:
             raise ValueError(f"{reserved} are added by ingest; give the raw column another name (`raw:`)")
-        raws = [c.raw or n for n, c in v.items()]
+        raws = [c.raw or n for n, c in v.items() if c.expr is None]
         twice = sorted({r for r in raws if raws.count(r) > 1})
         if twice:
             raise ValueError(f"raw columns mapped twice: {twice}")
         return v
 
     def raw_name(self, name: str) -> str:
-        return self.columns[name].raw or name
+        """The source column a declared column reads, or `= EXPR` for a derived one."""
+        col = self.columns[name]
+        return f"= {col.expr}" if col.expr else col.raw or name
+
+    def shown(self, name: str) -> str:
+        """How a message names the column: `column 'clicked'`, or `derived column 'click' (= rating >= 4)`."""
+        col = self.columns[name]
+        return f"derived column {name!r} ({self.raw_name(name)})" if col.expr else f"column {self.raw_name(name)!r}"
 
     @property
     def raw_names(self) -> list[str]:
-        return [self.raw_name(n) for n in self.columns]
+        """The raw columns the plain (not derived) columns read, in declared order."""
+        return [c.raw or n for n, c in self.columns.items() if c.expr is None]
+
+    @property
+    def derived(self) -> dict[str, str]:
+        """Lakehouse name -> expression of the derived columns."""
+        return {n: c.expr for n, c in self.columns.items() if c.expr is not None}
+
+    def expression_columns(self, available: list[str]) -> list[str]:
+        """The columns of `available` the expressions read (beyond the plain columns), in that order."""
+        plain = set(self.raw_names)
+        read = {c for col in self.columns.values() for c in col.references.present(available)}
+        return [c for c in available if c in read and c not in plain]
+
+    @property
+    def expression_names(self) -> list[str]:
+        """Every name the expressions may read (sure references and keyword-like words): a JSON source's fields."""
+        seen = {n.lower() for n in self.raw_names}
+        out = []
+        for n in sorted({n for col in self.columns.values() for n in col.references.names | col.references.maybe}):
+            if n.lower() not in seen:  # Spark resolves names case-insensitively: one field per name
+                seen.add(n.lower())
+                out.append(n)
+        return out
 
 
 class EventSource(Source):

@@ -1,8 +1,9 @@
 """Training frames -> `Batch`es: vector columns, fixed vocabularies, chronological validation split.
 
 Frames are what a Feast point-in-time retrieval returns: the task label, the scenario's raw fields, the keys,
-`event_timestamp` and the vector columns `ur`, `ir`, `cr_user`, `cr_item` (a row without a snapshot before its
-time has a null vector; it reads as zeros).
+`event_timestamp` and the vector columns `ur`, `ir`, `cr_user`, `cr_item`. A row whose entity has no state before
+its time (a user first seen that day has no CR state) has a null vector: it reads as zeros with a False in the
+batch's `present` mask, which the ranker's adapters replace by a learned default.
 """
 from __future__ import annotations
 
@@ -33,24 +34,45 @@ def as_table(frame: Frame) -> pa.Table:
     raise TypeError(f"expected a pyarrow Table or pandas DataFrame, got {type(frame).__name__}")
 
 
-def vector_matrix(table: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """(n, d) float32 of a list column and a (n,) bool mask of the rows that had a vector (others are zeros)."""
+def _is_vector_column(col: pa.Array) -> bool:
+    return pa.types.is_list(col.type) or pa.types.is_large_list(col.type) or pa.types.is_fixed_size_list(col.type)
+
+
+def vector_width(tables: list[pa.Table], name: str) -> int:
+    """The width of a vector column over frames where some may hold no vector at all (every entity new to it).
+
+    Only a column that no row of any frame holds is refused: the adapter would learn nothing from it. A day with
+    no release before it is refused earlier, naming that cause (`pipeline.downstream.training_sets`)."""
+    for table in tables:
+        col = column_array(table, name)
+        if pa.types.is_null(col.type) or col.null_count == len(col):
+            continue
+        if not _is_vector_column(col):
+            raise MissingVectors(f"column {name!r} holds {col.type}, not a list of floats: pass the Feast vectors")
+        return int(pc.list_value_length(col.drop_null()[:1])[0].as_py())
+    raise MissingVectors(f"no row of the training or test frames has a {name!r} vector: none of their entities had "
+                         f"that state before its row (an entity's state starts on the day after it is first seen); "
+                         f"train a --transfer variant without {name}, or on later days")
+
+
+def vector_matrix(table: pa.Table, name: str, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n, width) float32 of a list column and a (n,) bool mask of the rows that had a vector (others are zeros:
+    an entity without that state, e.g. a user first seen on the row's day has no CR state yet, is new, not
+    broken)."""
     col = column_array(table, name)
-    if pa.types.is_null(col.type) or col.null_count == len(col):
-        raise MissingVectors(f"column {name!r} is null on every row: no snapshot precedes these rows "
-                             "(refresh the day before the first training day)")
-    if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type) or pa.types.is_fixed_size_list(col.type)):
+    n = len(col)
+    if pa.types.is_null(col.type) or col.null_count == n:
+        return np.zeros((n, width), dtype=np.float32), np.zeros(n, dtype=bool)
+    if not _is_vector_column(col):
         raise MissingVectors(f"column {name!r} holds {col.type}, not a list of floats: pass the Feast vectors")
     present = ~col.is_null().to_numpy(zero_copy_only=False)
-    n = len(col)
     lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False)[present]
-    d = int(lengths[0])
-    if (lengths != d).any():
-        raise MissingVectors(f"column {name!r} mixes vector widths {sorted(set(lengths.tolist()))}: one model "
-                             "version per training set")
+    if (lengths != width).any():
+        raise MissingVectors(f"column {name!r} mixes vector widths {sorted(set(lengths.tolist()) | {width})}: one "
+                             "model version per training set")
     values = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
-    out = np.zeros((n, d), dtype=np.float32)
-    out[present] = values.reshape(-1, d)
+    out = np.zeros((n, width), dtype=np.float32)
+    out[present] = values.reshape(-1, width)
     if not np.isfinite(out).all():
         raise MissingVectors(f"column {name!r} holds NaN or infinite values")
     return out, present
@@ -66,6 +88,7 @@ class RowEncoder:
     item_identity: CategoricalEncoder  # every item of every frame: tells recall candidates apart
     representations: tuple[Representation, ...]
     task: str
+    widths: dict[str, int]  # representation name -> vector width, over every frame
 
     @classmethod
     def fit(cls, train: pa.Table, every: list[pa.Table], schema: DataSchema, fields: FeatureEncoders, task: str,
@@ -76,19 +99,20 @@ class RowEncoder:
                    users=CategoricalEncoder.fit(schema.user_key, column_array(train, schema.user_key), 1),
                    items=CategoricalEncoder.fit(schema.item_key, column_array(train, schema.item_key), 1),
                    item_identity=CategoricalEncoder.fit(schema.item_key, all_items, 1),
-                   representations=representations, task=task)
+                   representations=representations, task=task,
+                   widths={r.value: vector_width(every, r.value) for r in representations})
 
     def encode(self, table: pa.Table) -> tuple[Batch, dict[str, float]]:
         """The labelled rows as a `Batch`, and per representation the share of rows that had a vector."""
         labels, mask = encode_labels(table, [self.task])
         keep = mask[:, 0] > 0
-        vectors, coverage = {}, {}
+        vectors, masks, coverage = {}, {}, {}
         for rep in self.representations:
-            m, present = vector_matrix(table, rep.value)
-            vectors[rep.value] = torch.from_numpy(m)
+            m, present = vector_matrix(table, rep.value, self.widths[rep.value])
+            vectors[rep.value], masks[rep.value] = torch.from_numpy(m), torch.from_numpy(present)
             coverage[rep.value] = float(present[keep.numpy()].mean()) if bool(keep.any()) else 0.0
         users, items = column_array(table, self.users.name), column_array(table, self.items.name)
-        batch = Batch(fields=self.fields.encode_fields(table), labels=labels[:, 0], vectors=vectors,
+        batch = Batch(fields=self.fields.encode_fields(table), labels=labels[:, 0], vectors=vectors, present=masks,
                       users=torch.from_numpy(self.users.encode(users)),
                       items=torch.from_numpy(self.items.encode(items)),
                       item_keys=torch.from_numpy(self.item_identity.encode(items)))

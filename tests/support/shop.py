@@ -68,6 +68,7 @@ class ShopSpec:
     events_per_day: int = 1500
     seed: int = 0
     odd_ids: bool = False  # member and product ids like "o'brien/ü 10000": text a cast or a quote would break
+    late_members: int = 0  # the last members have no event on the first day (their first is on a later one)
 
 
 def member_ids(spec: ShopSpec, members: np.ndarray) -> np.ndarray:
@@ -124,6 +125,8 @@ def write_shop(out: Path, spec: ShopSpec = ShopSpec(), users_version: int = 1) -
         end = int(dt.datetime(nxt.year, nxt.month, nxt.day, tzinfo=tz).timestamp())  # 23 h on 2024-03-10
         n = spec.events_per_day
         u = rng.integers(0, spec.users, n)
+        if d == 0 and spec.late_members:  # their first-day events go to the others: no CR state after day 0
+            u = np.where(u >= spec.users - spec.late_members, u % (spec.users - spec.late_members), u)
         i = rng.integers(0, spec.items, n)
         p = rng.choice(len(PAGES), n, p=PAGE_SHARES)
         taste = (user_f[u, 1:] * page_w[p, 1:] * item_f[i, 1:]).sum(1) / np.sqrt(FACTORS - 1)

@@ -3,6 +3,7 @@ of each day, time units and date formats, and bad input that names the source, t
 change and a sample value, writing nothing."""
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 import shutil
@@ -13,7 +14,9 @@ import pytest
 
 from lakehouse.features import FeatureHistoryError, features_as_of
 from lfm.config import LfmConfig, config_from_dict
-from spark_jobs.ingest import IngestError, ingest
+from lfm.config.sources import SourceRole
+from spark_jobs.ingest import IngestError, ingest, read_checked
+from spark_jobs.precheck import precheck
 from spark_jobs.samples import samples
 from tests.support.shop import TZ, ShopSpec, days, shop_config, write_shop
 
@@ -152,6 +155,41 @@ def test_a_tab_separated_log_with_a_null_marker_or_without_a_header_reads_as_its
     pd.testing.assert_frame_equal(read["no_header"], read["comma"])
 
 
+def test_derived_columns_a_task_from_a_raw_column_and_a_constant_scenario(spark, tmp_path, shop):
+    """`columns.<name>.expr`: a task that is an expression of a raw column and a scenario that is a constant, cast
+    to their declared types; an expression Spark cannot resolve, one that fails on a value and a task that is not
+    0/1 each name the key and the fix, writing nothing."""
+    def events_with(**derived) -> dict:
+        events = copy.deepcopy(shop_config(tmp_path, shop[0])["sources"]["events"])
+        events["columns"].update(derived)
+        return {"events": events}
+
+    long_view = {"expr": "try_cast(dwell_s AS DOUBLE) >= 30", "type": "boolean"}
+    cfg = config(tmp_path, shop[0], events_with(purchase=long_view, surface={"expr": "'all'"}))
+    read = read_checked(spark, cfg, precheck(cfg).located[SourceRole.events])  # what ingest writes, checked
+    assert dict(read.frame.dtypes)["purchase"] == "int" and read.checked.rows == SMALL.days * SMALL.events_per_day
+    got = read.frame.select("surface", "purchase", "dwell_s").toPandas()
+    assert set(got["surface"]) == {"all"}
+    assert got["purchase"].tolist() == (got["dwell_s"] >= 30).astype(int).tolist()
+
+    bad = {"unresolved": ({"expr": "no_such_fn(dwell_s) > 1", "type": "boolean"},
+                          "sources.events.columns.purchase.expr 'no_such_fn(dwell_s) > 1' does not read against the "
+                          "source ([UNRESOLVED_ROUTINE]"),
+           "fails": ({"expr": "dwell_s >= 30", "type": "boolean"},
+                     "the expression of sources.events.columns.purchase.expr ('dwell_s >= 30') fails on a value: "
+                     "[CAST_INVALID_INPUT]"),
+           "not_binary": ({"expr": "round(try_cast(dwell_s AS DOUBLE))", "type": "bigint"},
+                          "derived column 'purchase' (= round(try_cast(dwell_s AS DOUBLE))) has")}
+    for case, (purchase, expect) in bad.items():
+        lake = tmp_path / case
+        with pytest.raises(IngestError) as err:
+            ingest(spark, config(lake, shop[0], events_with(purchase=purchase)), days=[D[0]])
+        assert expect in str(err.value), case
+        assert not (lake / "lakehouse").exists()
+    assert "make sources.events.columns.purchase.expr a condition, e.g. \"(round(try_cast(dwell_s AS DOUBLE))) >= 4\"" \
+        in str(err.value)
+
+
 def _edit_csv(path: Path, column: str, value: str) -> None:
     frame = pd.read_csv(path, dtype=str)
     frame.loc[frame.index[7], column] = value
@@ -192,8 +230,9 @@ def _damage(data: Path, case: str) -> dict:
 @pytest.mark.parametrize("case, expect", [
     ("unparseable", "column 'event_ts' has 1 value(s) that are not BIGINT (e.g. 'noon'); fix the file or "
                     "sources.events.columns.ts.type in lfm.yaml"),
-    ("task", "column 'clicked' has 1 value(s) that are not 0/1 or true/false (e.g. 'maybe'); fix the file or "
-             "sources.events.columns.click.type"),
+    ("task", "column 'clicked' has 1 value(s) that are not 0/1 or true/false (e.g. 'maybe'); a task is a 0/1 "
+             "(or true/false) label: derive it from the raw column with an expression, e.g. "
+             "sources.events.columns.click: {expr: \"clicked >= 4\", type: boolean}; or fix the file"),
     ("missing", "users.parquet): missing columns ['country']"),
     ("json_missing", "items.jsonl): missing columns ['brand'] (no record has them)"),
     ("native_type", "column 'tenure_days' is double in the source and does not read as INT without loss: change "

@@ -23,11 +23,11 @@ import yaml
 from lfm.config import load_config
 from tests.support.cli import cli
 from tests.support.http import http_server
-from tests.support.shop import ShopSpec, days, shop_config, write_shop
+from tests.support.shop import ShopSpec, days, member_ids, shop_config, write_shop
 
 pytestmark = pytest.mark.slow
 
-SPEC = ShopSpec(users=120, items=60, days=3, events_per_day=1000, seed=0, odd_ids=True)
+SPEC = ShopSpec(users=120, items=60, days=3, events_per_day=1000, seed=0, odd_ids=True, late_members=12)
 SMALL_MODEL = {"embedding_dim": 4, "user_tower": [16], "item_tower": [16], "cross_layers": 1, "dnn": [16, 8]}
 SMALL_TRAIN = {"max_epochs": 2, "batch_size": 512, "threads": 1}
 # An 8-d CR layer of a tiny model spans few directions (the collapse bounds are tuned for 64-d exports).
@@ -38,6 +38,7 @@ D = days(SPEC.days)
 def test_shop_log_from_raw_files_to_served_embeddings_and_a_downstream_auc(spark, tmp_path):
     from feature_repo.entities import entities
     from lakehouse.features import features_as_of
+    from models.downstream import NoReleaseBefore
     from models.registry import Registry
     from models.training.variants import TransferRequest, TransferVariant
     from pipeline.downstream import train_on_sets, training_sets
@@ -116,10 +117,19 @@ def test_shop_log_from_raw_files_to_served_embeddings_and_a_downstream_auc(spark
     _odd_ids_everywhere(cfg, conf, export.spec.id, ur, ir, D[1])
 
     # Downstream: the home page's click model on the point-in-time training sets (rows of D[1], tested on D[2]).
+    # The late members, first seen on D[1], have no CR state before it: their rows are new, not broken.
     sets = training_sets(spark, cfg, "home", [D[1]], [D[2]], model_version=version)
     assert sets.train.num_rows > 400 and sets.test.num_rows > 400
+    late = set(member_ids(SPEC, np.arange(SPEC.users - SPEC.late_members, SPEC.users)).tolist())
+    rows = sets.train.select(["member_id", "ur", "cr_user"]).to_pylist()
+    new = [r for r in rows if r["member_id"] in late]
+    assert new and all(r["cr_user"] is None and r["ur"] is not None for r in new)
+    assert all(r["cr_user"] is not None for r in rows if r["member_id"] not in late)
     result = train_on_sets(cfg, sets, "click", TransferRequest(TransferVariant.ur_ir_cr_gate), seed=0)
     assert result.vector_coverage["ur"] > 0.9 and result.vector_coverage["ir"] > 0.9
+    # No released day before D[0] (its run-daily started the chain): the real cause is named, before any Spark job.
+    with pytest.raises(NoReleaseBefore, match=f"released before {D[0]}.*run-daily --ds {D[0] - dt.timedelta(1)}"):
+        training_sets(spark, cfg, "home", [D[0]], [D[1]], model_version=version)
     assert 0.55 < result.test_auc <= 1.0  # the planted user-item affinity is learnt
     assert all(c in sets.train.column("member_id")[0].as_py() for c in "'/ ü")  # joined by the odd ids themselves
 

@@ -48,6 +48,12 @@ def test_a_declaration_replaces_the_default_whole(tmp_path):
      "csv.delimiter and csv.quote must differ"),
     ({"events": {"path": "x", "format": "parquet", "csv": {"header": False}, "columns": {"a": "int"}}},
      "`csv:` options apply to format csv, not parquet"),
+    ({"events": {"path": "x", "columns": {"a": {"expr": "rating >= (4", "type": "boolean"}}}},
+     "sources.events.columns.a.expr: Value error, an unclosed '(' in 'rating >= (4'"),
+    ({"events": {"path": "x", "columns": {"a": {"expr": "'all", "type": "string"}}}},
+     "sources.events.columns.a.expr: Value error, an unclosed quote at character 1"),
+    ({"events": {"path": "x", "columns": {"a": {"expr": "b", "raw": "c"}}}}, "give `raw:` (a column of the "
+     "source) or `expr:` (an expression over its columns), not both"),
 ])
 def test_bad_declarations_name_the_key(tmp_path, sources, named):
     with pytest.raises(ConfigError) as err:
@@ -115,3 +121,33 @@ def test_the_key_type_follows_the_declared_key_columns_alone(tmp_path):
         config_from_dict({"feast": {"entity_key_type": "string"}}, "lfm.yaml", str(tmp_path))
     assert ("feast.entity_key_type is no longer a setting: the key type now follows `schema`" in str(err.value)
             and "delete feast.entity_key_type" in str(err.value))
+
+
+def test_derived_columns_are_declared_columns_with_an_expression(tmp_path):
+    """`columns.<name>.expr`: a task or a scenario from the raw columns; typed, checked against the schema like any
+    column, and the raw columns it reads found by a conservative tokenizer."""
+    from lfm.config.sql_expr import references
+
+    events = {**SOURCES["events"], "columns": {**SOURCES["events"]["columns"],
+                                               "click": {"expr": "try_cast(dwell_s AS DOUBLE) >= 30",
+                                                         "type": "boolean"},
+                                               "surface": {"expr": "'all'"}}}
+    events["columns"].pop("dwell_s")
+    cfg = make_config(tmp_path, schema=SCHEMA, sources={**SOURCES, "events": events})
+    src = cfg.sources.events
+    assert mapping_problems(cfg.schema, cfg.sources) == []
+    assert src.derived == {"click": "try_cast(dwell_s AS DOUBLE) >= 30", "surface": "'all'"}
+    assert "clicked" not in src.raw_names and "dwell_s" not in src.raw_names
+    assert src.expression_columns(["event_ts", "clicked", "dwell_s", "session"]) == ["dwell_s"]
+    assert src.shown("click") == "derived column 'click' (= try_cast(dwell_s AS DOUBLE) >= 30)"
+    assert src.shown("member_id") == "column 'member'"
+    # A derived scenario of a type a scenario cannot have is named like any column.
+    events["columns"]["surface"] = {"expr": "1.5", "type": "double"}
+    bad = make_config(tmp_path, schema=SCHEMA, sources={**SOURCES, "events": events})
+    assert "sources.events.columns.surface.type: the schema.scenario must be int or bigint or string, not double" \
+        in "; ".join(mapping_problems(bad.schema, bad.sources))
+    # What the tokenizer reads: functions, keywords, struct fields, lambda variables and literals are no columns.
+    refs = references("CASE WHEN `page name` = 'home' AND size(tags) > 0 THEN 1 ELSE 0 END + s.x "
+                      "+ aggregate(v, 0, (acc, y) -> acc + y) + 1.5e3 + date_diff(date, DATE '2024-01-01')")
+    assert refs.names == {"page name", "tags", "s", "v"} and refs.maybe >= {"date", "CASE"}
+    assert refs.missing(["Page Name", "TAGS", "s"]) == ["v"]  # Spark resolves names case-insensitively

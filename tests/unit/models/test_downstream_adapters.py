@@ -111,6 +111,26 @@ def test_ranker_output_depends_on_the_transferred_vectors(spec):
     assert torch.equal(plain(b), plain(other))  # no transfer: vectors are ignored
 
 
+def test_a_row_without_a_state_reads_the_learned_default_and_the_others_their_vector():
+    torch.manual_seed(3)
+    model = DownstreamRanker(VOCAB, SIZES, TransferSpec.of(ur="mlp", cr_user="gate"), DIMS)
+    for p in model.transfer.parameters():  # move the zero-initialised gate and defaults off their start
+        torch.nn.init.normal_(p)
+    b = batch()
+    new = torch.tensor([True, False, True, False, True])  # rows 1 and 3: users without a CR state
+    masked = Batch(fields=b.fields, labels=b.labels, vectors=b.vectors, present={"cr_user": new})
+    filled = model.transfer.filled(Representation.cr_user, b.vectors["cr_user"], new)
+    assert torch.equal(filled[new], b.vectors["cr_user"][new])
+    assert torch.equal(filled[~new], model.transfer.defaults["cr_user"].detach().expand(2, IN))
+    scrambled = {**b.vectors, "cr_user": torch.where(new.unsqueeze(1), b.vectors["cr_user"], torch.randn(B, IN))}
+    other = Batch(fields=b.fields, labels=b.labels, vectors=scrambled, present={"cr_user": new})
+    assert torch.equal(model(masked), model(other))  # whatever a missing row holds, it reads the default
+    assert not torch.allclose(model(masked)[~new], model(b)[~new])  # unmasked, the same rows read their zeros
+    model(masked).sum().backward()
+    assert model.transfer.defaults["cr_user"].grad.abs().sum() > 0  # the default is learnt from the new rows
+    assert model.transfer.defaults["ur"].grad is None or not model.transfer.defaults["ur"].grad.any()
+
+
 def test_transfer_spec_is_typed_and_refuses_bad_input():
     spec = TransferSpec.of(cr_item="gate", ur="mlp")
     assert spec.representations == (Representation.ur, Representation.cr_item)  # canonical order

@@ -11,7 +11,7 @@ from tests.support.config import make_config
 from lfm.config import ConfigError
 from lfm.config.downstream import TrainerSettings, TwoTowerSettings
 from models.downstream import DownstreamError, DownstreamSizes, EmptyScenario, MissingTask, MissingVectors
-from models.training.encoding import as_table, chronological_split, vector_matrix
+from models.training.encoding import as_table, chronological_split, vector_matrix, vector_width
 from models.training.fit import EarlyStopping
 from models.training.setup import DownstreamSetup
 from models.training.transfer import run_transfer
@@ -88,12 +88,27 @@ def test_validation_is_the_chronological_tail_of_the_training_days(planted):
 def test_missing_vectors_read_as_zeros_and_coverage_is_reported(planted):
     test = planted.test.copy()
     test["ur"] = [None if i % 4 == 0 else v for i, v in enumerate(test["ur"])]
-    m, present = vector_matrix(as_table(test), "ur")
+    m, present = vector_matrix(as_table(test), "ur", vector_width([as_table(test)], "ur"))
     assert present.mean() == pytest.approx(0.75)
     assert not m[~present].any() and m[present].any()
     r = run_transfer(planted.train, test, "is_click", TransferRequest(TransferVariant.ur_linear), planted.schema,
                      replace(SETTINGS, trainer=SETTINGS.trainer.model_copy(update={"max_epochs": 2})), seed=0)
     assert r.vector_coverage["ur"] == pytest.approx(0.75)
+
+
+def test_rows_of_entities_without_a_cr_state_train_with_a_learned_default(planted):
+    """Bursty users: no test row's user has a CR state (each first seen on the test day), a fifth of the training
+    rows' neither; the run trains (it was refused with "no snapshot precedes these rows") and learns a default."""
+    train = planted.train.copy()
+    train["cr_user"] = [None if i % 5 == 0 else v for i, v in enumerate(train["cr_user"])]
+    test = planted.test.assign(cr_user=None)
+    short = replace(SETTINGS, trainer=SETTINGS.trainer.model_copy(update={"max_epochs": 3}))
+    r = run_transfer(train, test, "is_click", TransferRequest(TransferVariant.ur_ir_cr_gate), planted.schema,
+                     short, seed=0, keep_model=True)
+    assert r.vector_coverage["cr_user"] == 0.0 and r.vector_coverage["ur"] == 1.0
+    assert r.test_auc > 0.6  # UR, IR and CR(item) still carry the planted signal
+    assert r.model.transfer.defaults["cr_user"].abs().sum() > 0  # learnt from the rows without a state
+    assert not r.model.transfer.defaults["cr_item"].any()  # every row had a CR(item): its default never moved
 
 
 def test_bad_inputs_stop_with_clear_errors(planted):
@@ -108,8 +123,8 @@ def test_bad_inputs_stop_with_clear_errors(planted):
     with pytest.raises(MissingVectors, match="cr_user"):
         run_transfer(planted.train.drop(columns=["cr_user"]), planted.test, "is_click",
                      TransferRequest(TransferVariant.ur_ir_cr_gate), planted.schema, SETTINGS, seed=0)
-    with pytest.raises(MissingVectors, match="null on every row"):
-        run_transfer(planted.train.assign(ur=None), planted.test, "is_click",
+    with pytest.raises(MissingVectors, match="no row of the training or test frames has a 'ur' vector"):
+        run_transfer(planted.train.assign(ur=None), planted.test.assign(ur=None), "is_click",
                      TransferRequest(TransferVariant.ur_linear), planted.schema, SETTINGS, seed=0)
     with pytest.raises(DownstreamError, match="needs k"):
         TransferRequest(TransferVariant.iim)
