@@ -55,7 +55,7 @@ class LayerSelection:
         """Points as rows, scenarios as columns (AUC), plus the weighted mean that picks the layer."""
         scen = sorted({r["scenario"] for r in self.table if r["auc"] is not None}, key=lambda v: (len(v), v))
         n_test = {r["scenario"]: r["n_test"] for r in self.table}
-        head = ("| point | width | " + " | ".join(f"tab {s} (n={n_test[s]})" for s in scen)
+        head = ("| point | width | " + " | ".join(f"scenario {s} (n={n_test[s]})" for s in scen)
                 + " | weighted mean | best - point (SE) |")
         lines = [head, "|" + "---|" * (len(scen) + 4)]
         for point in tower_order(self.scores):
@@ -253,7 +253,7 @@ def bootstrap_gap_se(ps: ProbeScores, best: str, rounds: int, seed: int = 0) -> 
     """Standard error of (score of `best` - score of each point), resampling test rows per scenario (paired).
 
     The same resampled rows score every point, so the SE measures whether two points really differ on these
-    rows, not how noisy each AUC is alone (docs/domain.md section 5: test-row noise dominates on small tabs).
+    rows, not how noisy each AUC is alone (docs/domain.md section 5: test-row noise dominates on small scenarios).
     """
     rng = np.random.default_rng(seed)
     scen = list(ps.labels)

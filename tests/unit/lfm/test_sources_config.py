@@ -86,3 +86,18 @@ def test_mapping_problems_name_the_config_key_and_the_fix(tmp_path):
         _problems(tmp_path, users__member_id={"raw": "uid", "type": "bigint"})
     assert "schema.date 'day' is not a column of sources.events" in _problems(tmp_path, schema={"date": "day"})
     assert "both declare ['views_7d']" in _problems(tmp_path, items__views_7d="int")
+
+
+def test_a_numeric_event_time_needs_its_unit_said(tmp_path):
+    """Epoch numbers do not say their unit: no default (KuaiRand's ms would read seconds as 1970); a column
+    declared `timestamp` needs none."""
+    events = {k: v for k, v in SOURCES["events"].items() if k != "time_unit"}
+    unsaid = make_config(tmp_path, schema=SCHEMA, sources={**SOURCES, "events": events})
+    assert unsaid.sources.events.time_unit is None
+    assert mapping_problems(unsaid.schema, unsaid.sources) == [
+        "sources.events.time_unit is not set: the event time 'ts' (schema.timestamp) is declared bigint, so say its "
+        "unit: s, ms or us (epoch seconds, milliseconds, microseconds)"]
+    typed = {**events, "columns": {**events["columns"], "ts": {"raw": "event_ts", "type": "timestamp"}}}
+    cfg = make_config(tmp_path, schema=SCHEMA, sources={**SOURCES, "events": typed})
+    assert mapping_problems(cfg.schema, cfg.sources) == []
+    assert cfg.sources.events.unit_of_time("ts") == TimeUnit.timestamp
