@@ -28,8 +28,8 @@ from lakehouse.locks import day_lock
 from lfm.config import LfmConfig
 from lfm.contract import ExportSpec
 from lfm.errors import LfmError
-from lfm.progress import ticking
 from lfm.names import check_model_version, check_run_id, parse_ds
+from lfm.progress import ticking
 from pipeline import runs
 from pipeline.daystate import STEP_NAMES, DayState, day_state, ingested
 from pipeline.spec import ResolvedExport
