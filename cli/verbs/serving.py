@@ -6,10 +6,14 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from serving.errors import ServingError
 from lfm.config import LfmConfig
 from lfm.names import check_model_version, parse_ds
+
+if TYPE_CHECKING:
+    from models.two_tower import ProjectionCard
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -119,7 +123,7 @@ def run_retrieve(args: argparse.Namespace, cfg: LfmConfig) -> int:
     return 0
 
 
-def _user_encoder(args: argparse.Namespace, cfg: LfmConfig):
+def _user_encoder(args: argparse.Namespace, cfg: LfmConfig) -> tuple[object | None, str | None, str]:
     """What maps the user into the item space: --raw's identity, --projection's file, else the newest projection
     saved for the export's model, else the identity; with the export to read and a line saying which."""
     from models.two_tower import load_user_projection
@@ -138,14 +142,17 @@ def _user_encoder(args: argparse.Namespace, cfg: LfmConfig):
 
     spec = registered(open_store(cfg)).require(args.model)
     saved = trained_projections(cfg, spec.model_version)
-    if not saved:
-        return None, spec.id, (f"ranking with the raw, untrained UR: model {spec.model_version} has no trained user "
-                               "projection (`lfm train-downstream --transfer retrieval_ur` saves one)")
-    encoder = load_user_projection(saved[0])
-    others = f"; {len(saved) - 1} older one(s) beside it (--projection FILE picks one)" if len(saved) > 1 else ""
-    return encoder, spec.id, _projection_says(saved[0], encoder.card) + f"{others}; --raw ranks with the raw UR"
+    width = {"ur": spec.ur_dim, "cr_user": spec.cr_dim}
+    for path in saved:  # newest first; one trained on another export's CR width does not fit
+        encoder = load_user_projection(path)
+        if encoder.card.in_dim == width.get(encoder.source) and encoder.card.out_dim == spec.ir_dim:
+            others = f"; {len(saved) - 1} other(s) saved (--projection FILE picks one)" if len(saved) > 1 else ""
+            return encoder, spec.id, _projection_says(path, encoder.card) + f"{others}; --raw ranks with the raw UR"
+    return None, spec.id, (f"ranking with the raw, untrained UR: model {spec.model_version} has no trained user "
+                           f"projection{' that fits export ' + spec.id if saved else ''} (`lfm train-downstream "
+                           "--transfer retrieval_ur` saves one)")
 
 
-def _projection_says(path: Path, card) -> str:
+def _projection_says(path: Path, card: ProjectionCard) -> str:
     return (f"ranking with the trained projection {path} ({card.source} of model {card.model_version} -> IR, "
             f"trained on scenario {card.scenario}, task {card.task})")
