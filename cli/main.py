@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="config file (default: $LFM_CONFIG, ./lfm.yaml, embedded default)")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="the log on the screen too (it always goes to lfm.log in the `logs:` folder, default "
-                        "<lakehouse>/_logs); -vv adds debug records")
+                        "./data/logs beside the config); -vv adds debug records")
     parser.add_argument("--log-json", action="store_true", default=None, help="JSON log lines (or LFM_LOG_JSON=1)")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for info in sorted(pkgutil.iter_modules(cli.verbs.__path__), key=lambda m: m.name):

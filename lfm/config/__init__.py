@@ -6,7 +6,6 @@ Every section is strict: an unknown key or a bad value stops with one message na
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -27,9 +26,6 @@ from lfm.storage import Location, location
 __all__ = ["LfmConfig", "ConfigError", "load_config", "DataSchema", "FeatureField", "FieldKind"]
 
 
-LOGS_DIR = "_logs"  # the log folder under a local lakehouse
-
-
 class ConfigError(LfmError, ValueError):
     """A config file that cannot be used; the message names the key and the fix."""
 
@@ -47,7 +43,9 @@ class LfmConfig(Strict):
     refresh: RefreshSettings = Field(default_factory=RefreshSettings)
     feast: FeastSettings = Field(default_factory=FeastSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
-    logs: str | None = None  # a local folder for lfm.log (`log_dir`); default `<lakehouse>/_logs`
+    # A local folder for lfm.log (`lfm.logs`); beside the lakehouse by default, never in it: a dry run or a refused
+    # command writes no lakehouse folder.
+    logs: str = "./data/logs"
     base_dir: str = Field(default=".", exclude=True)  # folder of the config file; relative paths resolve here
 
     @property
@@ -66,17 +64,10 @@ class LfmConfig(Strict):
         return where.path()
 
     def log_dir(self) -> Path:
-        """Where `lfm` writes its log (`lfm.logs`): `logs:`, else `<lakehouse>/_logs` beside a local lakehouse, else
-        (a lakehouse on an object store) `$XDG_CACHE_HOME/lfm/logs/<12 hex of the lakehouse URI's SHA-256>`."""
-        if self.logs:
-            if not self.location(self.logs).local:
-                raise ConfigError(f"logs: {self.logs!r} must be a local folder (the log is appended line by line)")
-            return self.resolve(self.logs)
-        lake = self.location(self.lakehouse)
-        if lake.local:
-            return lake.path() / LOGS_DIR
-        digest = hashlib.sha256(lake.for_delta_rs().rstrip("/").encode()).hexdigest()[:12]
-        return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lfm" / "logs" / digest
+        """Where `lfm` appends its log (`lfm.logs`): the `logs:` folder, relative to the config file's folder."""
+        if not self.location(self.logs).local:
+            raise ConfigError(f"logs: {self.logs!r} must be a local folder (the log is appended line by line)")
+        return self.resolve(self.logs)
 
     def delta_rs_options(self, path: str) -> dict[str, str] | None:
         """How delta-rs (and obstore) reach `path`: the `storage:` options for an object store, None for local disk."""

@@ -243,8 +243,8 @@ def test_status_shows_steps_rows_errors_and_gate_verdicts(chain):
 
 
 def test_each_step_is_one_line_on_screen_and_the_log_is_in_its_file(chain):
-    """Without -v the screen has one line per step and no log record; the records are in the lakehouse's
-    `_logs/lfm.log` (with -v on the screen too: `back` below)."""
+    """Without -v the screen has one line per step and no log record; the records are in `data/logs/lfm.log`
+    beside the config (with -v on the screen too: `back` below)."""
     def lines(run: Cli, day: dt.date, step: str) -> list[str]:
         return [x for x in run.out.splitlines() if x.startswith(f"  {day} {step} ")]
 
@@ -252,7 +252,7 @@ def test_each_step_is_one_line_on_screen_and_the_log_is_in_its_file(chain):
     assert len(lines(chain.first, D1, "refresh")) == 1 and " FAILED after " in lines(chain.first, D1, "refresh")[0]
     assert "step=" not in chain.first.out + chain.first.err and " INFO " not in chain.first.err
     log = (chain.cfg.log_dir() / "lfm.log").read_text()
-    assert chain.cfg.log_dir() == Path(chain.cfg.lakehouse) / "_logs"
+    assert chain.cfg.log_dir() == Path(chain.cfg.base_dir) / "data" / "logs"  # beside the config, not in the lake
     assert f"ds={D1} step=ingest status=succeeded" in log and f"ds={D1} step=refresh status=failed" in log
     assert "lfm run-daily failed: step 'refresh' of 2022-04-27 failed" in log
     for step in ("ingest", "refresh", "withdraw", "validate"):  # -v: each step's line once, its records as well

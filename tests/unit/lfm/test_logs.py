@@ -57,14 +57,12 @@ def test_a_failed_verb_says_one_line_and_the_file_keeps_it(conf, tmp_path, monke
     assert "lfm status failed: no events ingested" in (tmp_path / "logs" / LOG_FILE).read_text()
 
 
-def test_the_default_log_folder_is_beside_a_local_lakehouse_and_an_object_store_one_uses_the_cache(tmp_path,
-                                                                                                 monkeypatch):
+def test_the_default_log_folder_is_data_logs_beside_the_config_whatever_the_lakehouse(tmp_path):
     from lfm.config import ConfigError, config_from_dict
 
-    assert config_from_dict({"lakehouse": str(tmp_path / "lake")}).log_dir() == tmp_path / "lake" / "_logs"
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    remote = config_from_dict({"lakehouse": "s3://bucket/lfm"}).log_dir()
-    assert remote.parent == tmp_path / "cache" / "lfm" / "logs" and len(remote.name) == 12
+    for lake in (str(tmp_path / "lake"), "s3://bucket/lfm"):
+        cfg = config_from_dict({"lakehouse": lake}, base_dir=str(tmp_path))
+        assert cfg.log_dir() == tmp_path / "data" / "logs"
     with pytest.raises(ConfigError, match="logs: 's3://bucket/logs' must be a local folder"):
         config_from_dict({"logs": "s3://bucket/logs"}).log_dir()
 
