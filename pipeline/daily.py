@@ -33,6 +33,7 @@ from lfm.config import LfmConfig
 from lfm.contract import ExportSpec
 from lfm.errors import LfmError
 from lfm.names import check_model_version, check_run_id, parse_ds
+from lfm.progress import ticking
 from pipeline import runs
 from pipeline.daystate import STEP_NAMES, DayState, day_state, ingested
 from pipeline.spec import ResolvedExport
@@ -166,15 +167,18 @@ def _done_by(state: Callable[[DayContext], DayState], name: str) -> Callable[[Da
 
 
 def _with_progress(step: Step, say: Say) -> Step:
+    """One line per step when it ends (its rows and seconds, or FAILED); on a terminal, the seconds so far while
+    it runs (`lfm.progress`). The log file has the step's start and end with the run id."""
     def run(ctx: DayContext) -> int | None:
-        say(f"  {ctx.ds} {step.name:<11} ...")
+        label = f"  {ctx.ds} {step.name:<11}"
         t0 = time.perf_counter()
         try:
-            rows = step.run(ctx)
+            with ticking(label):
+                rows = step.run(ctx)
         except Exception:
-            say(f"  {ctx.ds} {step.name:<11} FAILED after {time.perf_counter() - t0:.1f}s")
+            say(f"{label} FAILED after {time.perf_counter() - t0:.1f}s")
             raise
-        say(f"  {ctx.ds} {step.name:<11} done: {rows or 0:,} rows in {time.perf_counter() - t0:.1f}s")
+        say(f"{label} done: {rows or 0:,} rows in {time.perf_counter() - t0:.1f}s")
         return rows
     return Step(step.name, run, step.done)
 

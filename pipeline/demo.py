@@ -19,6 +19,7 @@ from pathlib import Path
 from lfm.config import LfmConfig
 from lfm.contract import EXPORT_TABLES, INPUT_TABLES, RECORD_TABLES
 from lfm.names import BadInput
+from lfm.progress import ticking
 from pipeline.daily import DailyFailed, DayRun, Say
 
 SUMMARY_TABLES = (*INPUT_TABLES, *EXPORT_TABLES, *RECORD_TABLES)
@@ -78,7 +79,8 @@ def run_demo(cfg: LfmConfig, opts: DemoOptions, say: Say = print) -> DemoResult:
         "(the first Spark start fetches the Delta jars)")
     spark = get_spark(cfg)
     t = time.perf_counter()
-    ingested = ingest(spark, cfg, Path(source))
+    with ticking("     "):
+        ingested = ingest(spark, cfg, Path(source))
     say(f"      events {ingested.events_rows:,} rows in {len(ingested.days)} days "
         f"({ingested.days[0]}..{ingested.days[-1]}), users {ingested.users_rows:,}, items {ingested.items_rows:,} "
         f"({time.perf_counter() - t:.0f}s)")
@@ -134,7 +136,8 @@ def _ensure_layer(spark, cfg: LfmConfig, card, days: dict[str, list[dt.date]], s
         return card.selected_cr_layer
     say(f"[4/6] selecting the CR layer: a CR(u) probe per CR point on {days['probe'][0]}..{days['probe'][-1]}")
     t = time.perf_counter()
-    sel = select_layer(spark, cfg, card.model_version, days["probe"], warmup_days=1, record=True)
+    with ticking("     "):
+        sel = select_layer(spark, cfg, card.model_version, days["probe"], warmup_days=1, record=True)
     scores = ", ".join(f"{p} {s:.3f}" for p, s in sel.scores.items() if s is not None)
     say(f"      probe AUC: {scores}; selected {sel.selected} ({time.perf_counter() - t:.0f}s)")
     return sel.selected

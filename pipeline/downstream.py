@@ -164,6 +164,16 @@ def save_projection(cfg: LfmConfig, sets: TrainingSets, task: str, result, path:
     return save_user_projection(target, model, card)
 
 
+def trained_projections(cfg: LfmConfig, model_version: str) -> list[Path]:
+    """The user projections `lfm train-downstream` saved for `model_version` (`save_projection`'s default place),
+    newest first; none when the registry is not on this machine's disk (projections are saved locally)."""
+    root = cfg.location(cfg.registry.path)
+    folder = root.path() / PROJECTIONS_DIR / model_version if root.local else None
+    if folder is None or not folder.is_dir():
+        return []
+    return sorted(folder.glob("retrieval_*.pt"), key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True)
+
+
 def parse_variant(value: str):
     from models.downstream import DownstreamError
     from models.training.variants import TransferVariant

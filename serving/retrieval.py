@@ -7,8 +7,9 @@ local lakehouse, `<lakehouse>/_serving/ann/<export id>/<ds>/` when the lakehouse
 and its meta names the release (IR version, refresh run). `lfm retrieve` uses the newest index whose release is
 still current: an index of a day since withdrawn (rewritten) or re-released at another version is never used.
 `Retriever(index, encoder).retrieve(user_vector, k)` is the serving API: the encoder maps a user vector into the
-item space. Today it is the identity on UR (needs ur_dim == ir_dim); `lfm retrieve --projection` plugs in the retrieval
-two-tower's learned projection of UR or CR(u) by passing any object with `source` and `encode`.
+item space: the identity on UR (needs ur_dim == ir_dim), or the retrieval two-tower's learned projection of UR or
+CR(u) (any object with `source` and `encode`), which `lfm retrieve` uses by default where one was saved for the
+export's model (`--projection FILE` picks one, `--raw` forces the identity).
 """
 from __future__ import annotations
 

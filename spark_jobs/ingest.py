@@ -138,10 +138,11 @@ def with_event_time(events: DataFrame, cfg: LfmConfig) -> DataFrame:
     """`event_timestamp` from the event time in its unit, and `ds`: the date column's day, else the event
     time's calendar day in schema.timezone (null where either does not parse)."""
     s, src = cfg.schema, cfg.sources.events
-    if src.time_unit == TimeUnit.timestamp:
+    unit = src.unit_of_time(s.timestamp)  # checked set (check_mapping) before any data is read
+    if unit == TimeUnit.timestamp:
         ts = F.col(s.timestamp)
     else:
-        ts = F.timestamp_micros(_micros(F.col(s.timestamp), src.time_unit, src.columns[s.timestamp].type))
+        ts = F.timestamp_micros(_micros(F.col(s.timestamp), unit, src.columns[s.timestamp].type))
     events = events.withColumn("event_timestamp", ts)
     if s.date is None:
         wall = F.col("event_timestamp").cast("timestamp_ntz")  # wall clock in the session's zone
@@ -162,7 +163,7 @@ def build_events(read: _Read, cfg: LfmConfig, days: list[dt.date] | None) -> _Ev
     if stats["__bad_ts"]:
         sample = events.filter(F.col("event_timestamp").isNull()).select(s.timestamp).first()[0]
         raise IngestError(f"{label}: {src.shown(s.timestamp)} has {stats['__bad_ts']} value(s) that are "
-                          f"not times in unit {src.time_unit.value} (e.g. {sample!r}); fix the file or "
+                          f"not times in unit {src.unit_of_time(s.timestamp).value} (e.g. {sample!r}); fix the file or "
                           "sources.events.time_unit in lfm.yaml")
     if per_day.get(None):
         bad = [r[0] for r in events.filter(F.col("ds").isNull()).select(s.date).limit(3).collect()]
@@ -173,7 +174,7 @@ def build_events(read: _Read, cfg: LfmConfig, days: list[dt.date] | None) -> _Ev
     lo, hi = PLAUSIBLE_DAYS
     if present[0] < lo or present[-1] >= hi:
         raise IngestError(f"{label}: the events fall on {present[0]}..{present[-1]} when column "
-                          f"{src.raw_name(s.timestamp)!r} is read in unit {src.time_unit.value}"
+                          f"{src.raw_name(s.timestamp)!r} is read in unit {src.unit_of_time(s.timestamp).value}"
                           + ("" if s.date is None else f" and {src.raw_name(s.date)!r} as {src.date_format}")
                           + ": is sources.events.time_unit right (s, ms, us or timestamp)?")
     wanted = present if days is None else sorted({parse_ds(d) for d in days})

@@ -8,7 +8,9 @@ a point's score is the test-row-weighted mean AUC over the scenarios with at lea
 test rows and both classes (the same scenarios for every point, since every point sees the same rows).
 The recorded point is the narrowest one whose score is within one paired-bootstrap standard error of the best
 (points that transfer indistinguishably should be exported at the smallest width); it is recorded with
-`Registry.set_selected_layer`, and `refresh` uses it unless told otherwise.
+`Registry.set_selected_layer`, and `refresh` uses it unless told otherwise. Only points whose score (the point
+estimate) is above chance, AUC 0.5, may be chosen: when none is, nothing is recorded and the selection fails
+naming the scores (`NoProbeSignal`), since a layer picked among coin flips is noise.
 
 Choosing the layer looks at labels, so the probe days must precede any window the layer is later judged on: a
 `protect` window (a downstream study's train..test days) is never probed, explicit days that overlap it are
@@ -56,7 +58,7 @@ class LayerSelection:
         """Points as rows, scenarios as columns (AUC), plus the weighted mean that picks the layer."""
         scen = sorted({r["scenario"] for r in self.table if r["auc"] is not None}, key=lambda v: (len(v), v))
         n_test = {r["scenario"]: r["n_test"] for r in self.table}
-        head = ("| point | width | " + " | ".join(f"tab {s} (n={n_test[s]})" for s in scen)
+        head = ("| point | width | " + " | ".join(f"scenario {s} (n={n_test[s]})" for s in scen)
                 + " | weighted mean | best - point (SE) |")
         lines = [head, "|" + "---|" * (len(scen) + 4)]
         for point in tower_order(self.scores):
@@ -242,20 +244,46 @@ def score_points(rows: pd.DataFrame, points: list[str], test_day: dt.date, min_t
 
 
 def probe_shortfall(table: list[dict], min_test_rows: int, test_day: dt.date) -> str:
-    """Why no CR point could be scored, with the largest scenario's counts and the setting for small data."""
+    """Why no CR point could be scored: the largest scenario's counts, which rows count, and what to change."""
     top = max(table, key=lambda r: r["n_test"], default=None)
     seen = "" if top is None else (f" (the largest, scenario {top['scenario']!r}, has {top['n_test']} test rows, "
                                    f"{top['positives']} positive, and {top['n_train']} training rows)")
-    return (f"no scenario has {min_test_rows}+ test rows with both classes on {test_day}{seen}: for a small data "
-            "set lower refresh.probe_min_test_rows in lfm.yaml (at least 10), add probe days, or skip select-layer "
-            "(refresh then exports the last CR point)")
+    return (f"no scenario has {min_test_rows}+ test rows with both classes on {test_day}{seen}. Only rows of users "
+            "with a CR state count: a user needs events on an earlier day of the chain (the warm-up days or an "
+            "earlier probe day), so users without earlier events drop out. For a small data set: more warm-up days "
+            "(--warmup-days), more or other probe days (--days), or lower refresh.probe_min_test_rows in lfm.yaml "
+            "(at least 10); or skip select-layer (refresh then exports the last CR point)")
+
+
+CHANCE_AUC = 0.5  # a probe at or below it ranks no better than a coin: its point carries no signal for the task
+
+
+class NoProbeSignal(BadInput):
+    """No CR point's probe beats chance: a layer recorded from these scores would be chosen by noise."""
+
+
+def with_signal(scores: dict[str, float | None]) -> dict[str, float]:
+    """The points a selection may choose: a probe AUC (the point estimate) above chance."""
+    return {p: v for p, v in scores.items() if v is not None and v > CHANCE_AUC}
+
+
+def require_signal(scores: dict[str, float | None], task: str, test_day: dt.date, model_version: str) -> None:
+    """Refuse a selection where no point beats chance, naming the scores and what to try."""
+    if with_signal(scores):
+        return
+    listed = ", ".join(f"{p} {v:.4f}" for p, v in scores.items() if v is not None)
+    raise NoProbeSignal(f"no CR point's probe beats chance (AUC > {CHANCE_AUC}) for {task} on {test_day}: "
+                        f"{listed}; nothing recorded for model {model_version} (refresh keeps the recorded layer, "
+                        "else the last CR point). Probe other or more days (--days), a longer warm-up "
+                        "(--warmup-days) or another label (refresh.probe_task); if no day shows signal, the model's "
+                        f"CR(u) does not carry {task} (see `lfm models show {model_version}`)")
 
 
 def bootstrap_gap_se(ps: ProbeScores, best: str, rounds: int, seed: int = 0) -> dict[str, float]:
     """Standard error of (score of `best` - score of each point), resampling test rows per scenario (paired).
 
     The same resampled rows score every point, so the SE measures whether two points really differ on these
-    rows, not how noisy each AUC is alone (docs/domain.md section 5: test-row noise dominates on small tabs).
+    rows, not how noisy each AUC is alone (docs/domain.md section 5: test-row noise dominates on small scenarios).
     """
     rng = np.random.default_rng(seed)
     scen = list(ps.labels)
@@ -277,12 +305,15 @@ def bootstrap_gap_se(ps: ProbeScores, best: str, rounds: int, seed: int = 0) -> 
 
 def choose(scores: dict[str, float | None], widths: dict[str, int], gap_se: dict[str, float],
            points: tuple[str, ...]) -> str:
-    """The narrowest point whose score is within one (paired) SE of the best; ties: higher score, earlier point.
+    """The narrowest point above chance whose score is within one (paired) SE of the best; ties: higher score,
+    earlier point.
 
     Points that transfer indistinguishably well should be exported at the smallest width: storage, serving
     and every downstream adapter scale with it (the paper's production choice, the last MLP layer, is narrow).
     """
-    scored = {p: v for p, v in scores.items() if v is not None}
+    scored = with_signal(scores)  # a point at or below chance is never chosen, even within one SE of the best
+    if not scored:
+        raise NoProbeSignal(f"no CR point's probe beats chance: {scores}")
     best = max(scored, key=lambda p: (scored[p], -points.index(p)))
     near = [p for p, v in scored.items() if scored[best] - v <= gap_se.get(p, 0.0)]
     return min(near, key=lambda p: (widths[p], -scored[p], points.index(p)))
@@ -291,7 +322,8 @@ def choose(scores: dict[str, float | None], widths: dict[str, int], gap_se: dict
 def select_layer(spark: SparkSession, cfg: LfmConfig, model_version: str | None = None,
                  days: list[dt.date] | None = None, warmup_days: int = 2, record: bool = True,
                  protect: Window | None = None) -> LayerSelection:
-    """Score every CR point of a model by its CR(u)'s probe AUC on held-out days; record the best.
+    """Score every CR point of a model by its CR(u)'s probe AUC on held-out days; record the best. Raises
+    `NoProbeSignal` (nothing recorded) when no point's probe beats chance.
 
     `protect`: a window (first, last) no probe day may touch; the default days end before it.
     """
@@ -327,6 +359,8 @@ def select_layer(spark: SparkSession, cfg: LfmConfig, model_version: str | None 
     scored = {p: v for p, v in ps.scores.items() if v is not None}
     if not scored:
         raise BadInput(probe_shortfall(ps.table, cfg.refresh.probe_min_test_rows, days[-1]))
+    require_signal(ps.scores, task, days[-1], card.model_version)  # before anything is recorded
+    scored = with_signal(ps.scores)
     best = max(scored, key=lambda p: (scored[p], -points.index(p)))
     gap_se = bootstrap_gap_se(ps, best, cfg.refresh.probe_bootstrap_rounds) \
         if cfg.refresh.probe_bootstrap_rounds > 1 else {}

@@ -49,10 +49,10 @@ def run_daily(args: argparse.Namespace, cfg: LfmConfig) -> int:
 
     done = run_days(cfg, args.ds, lambda: _spark(cfg), source=args.source, model_version=args.model,
                     cr_layer=args.layer, cold_start=args.cold_start, force=args.force, run_id=args.run_id, say=print)
-    for day in done:
-        state = "already complete (released and online), nothing to do (--force reruns it)" if day.skipped else \
-            ", ".join(f"{r.step} {r.rows or 0:,} rows {r.seconds:.1f}s" for r in day.steps)
-        print(f"run-daily {day.ds}: {state} (model {day.model_version or '-'}, run {day.run_id})")
+    for day in done:  # each step had its line, a finished day its "already complete": one closing line per day
+        if not day.skipped:
+            print(f"run-daily {day.ds}: released and online, {len(day.steps)} step(s) in "
+                  f"{sum(r.seconds for r in day.steps):.1f}s (model {day.model_version or '-'}, run {day.run_id})")
     return 0
 
 

@@ -22,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("train-downstream", help="train a downstream transfer variant on a scenario's Feast "
                                                 "training set and report its test AUC")
-    p.add_argument("--scenario", required=True, help="scenario value (e.g. KuaiRand tab 4)")
+    p.add_argument("--scenario", required=True,
+                   help="a value of the schema.scenario column: the surface the downstream model serves")
     p.add_argument("--task", required=True, help="label column (one of schema.tasks)")
     p.add_argument("--transfer", required=True, metavar="VARIANT",
                    help="variant: none, feature level (ur_linear, ur_mlp, ur_ir_mlp, ur_ir_cr_mlp, ur_ir_cr_gate, "
@@ -75,7 +76,7 @@ def run_train_downstream(args: argparse.Namespace, cfg: LfmConfig) -> int:
                            keep_model=is_retrieval)
     f = result.fit
     print(f"{result.label} seed {args.seed}: test AUC {result.test_auc:.4f} on {result.test_rows:,} rows; "
-          f"best valid AUC {f.best_valid_auc:.4f} at epoch {f.best_epoch + 1} of {f.epochs} "
+          f"best valid AUC {f.best_valid_auc:.4f} at epoch {f.best_epoch} of {f.epochs} "
           f"({'early-stopped' if f.converged else 'hit the epoch cap: raise --max-epochs'}) in {f.seconds:.1f}s"
           + "".join(f"; recall@{k} {v:.4f}" for k, v in result.recall.items()))
     if result.vector_coverage:

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from serving.errors import ServingError
 from lfm.config import LfmConfig
 from lfm.names import check_model_version, parse_ds
+
+if TYPE_CHECKING:
+    from models.two_tower import ProjectionCard
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -57,8 +62,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=check_model_version,
                    help="an export id or model version (default: the current export)")
     p.add_argument("--ds", type=parse_ds, help="index of this day (default: the newest)")
-    p.add_argument("--projection", type=Path, help="a retrieval two-tower's user projection saved by "
-                   "`lfm train-downstream --transfer retrieval_ur|retrieval_cr_user` (default: the raw UR)")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--projection", type=Path, help="a retrieval two-tower's user projection file (default: the "
+                     "newest one `lfm train-downstream --transfer retrieval_ur|retrieval_cr_user` saved for the "
+                     "export's model; without one, the raw UR)")
+    how.add_argument("--raw", action="store_true", help="rank with the raw, untrained UR even where a trained "
+                     "projection exists")
     p.set_defaults(run=run_retrieve)
 
 
@@ -131,17 +140,43 @@ def run_retrieve(args: argparse.Namespace, cfg: LfmConfig) -> int:
     from serving.retrieval import retrieve_for_user
 
     user = parse_id(cfg, "user", args.user)
-    encoder = None
-    if args.projection:
-        from models.two_tower import load_user_projection
+    encoder, version, says = _user_encoder(args, cfg)
+    hits = retrieve_for_user(cfg, user, args.k, version, args.ds, encoder=encoder)
+    print(f"retrieve: {says}", file=sys.stderr)  # stdout stays the JSON list
+    print(json.dumps([{"item": i, "score": round(s, 6)} for i, s in hits]))
+    return 0
 
+
+def _user_encoder(args: argparse.Namespace, cfg: LfmConfig) -> tuple[object | None, str | None, str]:
+    """What maps the user into the item space: --raw's identity, --projection's file, else the newest projection
+    saved for the export's model, else the identity; with the export to read and a line saying which."""
+    from models.two_tower import load_user_projection
+
+    if args.raw:
+        return None, args.model, "ranking with the raw UR (--raw)"
+    if args.projection:
         encoder = load_user_projection(args.projection)
         if args.model and encoder.card.model_version != args.model:
             raise ServingError(f"projection {args.projection} was trained on model {encoder.card.model_version}'s "
                                f"vectors, not {args.model}: embeddings of different versions live in different spaces")
-        version = args.model or encoder.card.model_version
-    else:
-        version = args.model
-    hits = retrieve_for_user(cfg, user, args.k, version, args.ds, encoder=encoder)
-    print(json.dumps([{"item": i, "score": round(s, 6)} for i, s in hits]))
-    return 0
+        return encoder, args.model or encoder.card.model_version, _projection_says(args.projection, encoder.card)
+    from feature_repo.store import open_store
+    from pipeline.downstream import trained_projections
+    from serving.register import registered
+
+    spec = registered(open_store(cfg)).require(args.model)
+    saved = trained_projections(cfg, spec.model_version)
+    width = {"ur": spec.ur_dim, "cr_user": spec.cr_dim}
+    for path in saved:  # newest first; one trained on another export's CR width does not fit
+        encoder = load_user_projection(path)
+        if encoder.card.in_dim == width.get(encoder.source) and encoder.card.out_dim == spec.ir_dim:
+            others = f"; {len(saved) - 1} other(s) saved (--projection FILE picks one)" if len(saved) > 1 else ""
+            return encoder, spec.id, _projection_says(path, encoder.card) + f"{others}; --raw ranks with the raw UR"
+    return None, spec.id, (f"ranking with the raw, untrained UR: model {spec.model_version} has no trained user "
+                           f"projection{' that fits export ' + spec.id if saved else ''} (`lfm train-downstream "
+                           "--transfer retrieval_ur` saves one)")
+
+
+def _projection_says(path: Path, card: ProjectionCard) -> str:
+    return (f"ranking with the trained projection {path} ({card.source} of model {card.model_version} -> IR, "
+            f"trained on scenario {card.scenario}, task {card.task})")

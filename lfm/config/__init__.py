@@ -44,6 +44,9 @@ class LfmConfig(Strict):
     refresh: RefreshSettings = Field(default_factory=RefreshSettings)
     feast: FeastSettings = Field(default_factory=FeastSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
+    # A local folder for lfm.log (`lfm.logs`); beside the lakehouse by default, never in it: a dry run or a refused
+    # command writes no lakehouse folder.
+    logs: str = "./data/logs"
     base_dir: str = Field(default=".", exclude=True)  # folder of the config file; relative paths resolve here
 
     @property
@@ -60,6 +63,12 @@ class LfmConfig(Strict):
         if not where.local:
             raise LfmError(f"{path} is on an object store; this needs a local folder")
         return where.path()
+
+    def log_dir(self) -> Path:
+        """Where `lfm` appends its log (`lfm.logs`): the `logs:` folder, relative to the config file's folder."""
+        if not self.location(self.logs).local:
+            raise ConfigError(f"logs: {self.logs!r} must be a local folder (the log is appended line by line)")
+        return self.resolve(self.logs)
 
     def delta_rs_options(self, path: str) -> dict[str, str] | None:
         """How delta-rs (and obstore) reach `path`: the `storage:` options for an object store, None for local disk."""

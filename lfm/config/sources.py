@@ -225,9 +225,19 @@ class Source(Strict):
 
 
 class EventSource(Source):
-    time_unit: TimeUnit = TimeUnit.ms  # of the schema.timestamp column
+    # How the schema.timestamp column holds an instant: no default, since epoch numbers do not say their unit (a
+    # column declared `timestamp` needs none); KuaiRand's layout says ms.
+    time_unit: TimeUnit | None = None
     date_format: str = "yyyyMMdd"  # of the schema.date column when it is not of type date (Spark pattern)
     duplicates: DuplicatePolicy = DuplicatePolicy.keep  # exact duplicate events in the days ingested
+
+    def unit_of_time(self, column: str) -> TimeUnit | None:
+        """The event time `column`'s unit: `time_unit`, else `timestamp` for a column declared of type timestamp;
+        None when a numeric time's unit is not said (`mapping_problems` names the key)."""
+        if self.time_unit is not None:
+            return self.time_unit
+        declared = self.columns.get(column)
+        return TimeUnit.timestamp if declared is not None and declared.type == ColumnType.timestamp else None
 
 
 EVENT_POLICIES = ("duplicates",)  # keys of sources.events that set a policy, not the layout
@@ -331,8 +341,14 @@ def mapping_problems(schema: DataSchema, sources: Sources) -> list[str]:
     need(s.scenario, "schema.scenario", ev, KEY_TYPES)
     for task in s.tasks:
         need(task, "task (schema.tasks)", ev, TASK_TYPES)
-    epoch = (ColumnType.timestamp,) if sources.events.time_unit == TimeUnit.timestamp else NUMERIC
-    need(s.timestamp, f"schema.timestamp (time_unit {sources.events.time_unit.value})", ev, epoch)
+    unit = sources.events.unit_of_time(s.timestamp)
+    if unit is None and s.timestamp in sources.events.columns:
+        problems.append(f"sources.events.time_unit is not set: the event time {s.timestamp!r} (schema.timestamp) "
+                        f"is declared {sources.events.columns[s.timestamp].type.value}, so say its unit: s, ms or us "
+                        "(epoch seconds, milliseconds, microseconds)")
+    else:
+        epoch = (ColumnType.timestamp,) if unit == TimeUnit.timestamp else NUMERIC
+        need(s.timestamp, f"schema.timestamp (time_unit {unit.value if unit else '-'})", ev, epoch)
     if s.date is not None:
         need(s.date, "schema.date", ev, DATE_TYPES)
     for key, roles in ((s.user_key, (ev, SourceRole.users)),
@@ -380,7 +396,8 @@ def column_roles(schema: DataSchema, sources: Sources) -> dict[tuple[SourceRole,
     for (role, name), what in list(out.items()):
         if not what and name in kinds:
             out[(role, name)] = kinds[name]
-    fixed = {s.scenario: "scenario", s.timestamp: f"event time ({sources.events.time_unit.value})",
+    unit = sources.events.unit_of_time(s.timestamp)
+    fixed = {s.scenario: "scenario", s.timestamp: f"event time ({unit.value if unit else 'unit not set'})",
              **{t: "task (0/1)" for t in s.tasks}}
     if s.date is not None:
         fixed[s.date] = f"date ({sources.events.date_format})"

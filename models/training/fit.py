@@ -32,24 +32,24 @@ class EarlyStopping:
     def __init__(self, patience: int, min_delta: float, min_epochs: int = 0) -> None:
         self.patience, self.min_delta, self.min_epochs = patience, min_delta, min_epochs
         self.best = -np.inf
-        self.best_epoch = -1
+        self.best_epoch = 0  # 1-based, as every log line and printout counts epochs; 0: none yet
         self.best_state: dict[str, Tensor] | None = None
         self.bad_epochs = 0
 
     def update(self, metric: float, epoch: int, model: nn.Module) -> bool:
-        """Record one epoch's metric; True when training should stop."""
+        """Record epoch `epoch`'s metric (1-based); True when training should stop."""
         if metric > self.best + self.min_delta:
             self.best, self.best_epoch, self.bad_epochs = metric, epoch, 0
             self.best_state = copy.deepcopy(model.state_dict())
         else:
             self.bad_epochs += 1
-        return self.bad_epochs > self.patience and epoch + 1 >= self.min_epochs
+        return self.bad_epochs > self.patience and epoch >= self.min_epochs
 
 
 @dataclass(frozen=True)
 class FitResult:
     best_valid_auc: float
-    best_epoch: int  # 0-based epoch of the kept weights
+    best_epoch: int  # epoch of the kept weights, 1-based (history[best_epoch - 1] is its AUC)
     epochs: int  # epochs run
     converged: bool  # True when patience ended the run, False when the epoch cap did (then: raise max_epochs)
     history: tuple[float, ...]  # validation AUC per epoch
@@ -75,7 +75,7 @@ def fit(model: nn.Module, train: Batch, valid: Batch, settings: TrainerSettings,
     history: list[float] = []
     t0 = time.perf_counter()
     stopped = False
-    for epoch in range(settings.max_epochs):
+    for epoch in range(1, settings.max_epochs + 1):
         model.train()
         order = torch.randperm(len(train), generator=gen)
         for s in range(0, len(train), settings.batch_size):

@@ -23,13 +23,26 @@ def sweep(train: pa.Table, valid: pa.Table, test: pa.Table, cfg: LfmConfig, vari
     return runs
 
 
-def sweep_markdown(runs: list[dict], task: str, scenarios: list[str]) -> str:
-    """Per variant: mean +- std over seeds of test AUC of `task` on each scenario, plus wall time per run."""
+SUMMARY_SCENARIOS = 5  # the table's columns: this many scenarios with the most test rows, then all pooled
+
+
+def largest_scenarios(runs: list[dict], task: str, k: int = SUMMARY_SCENARIOS) -> list[str]:
+    """The `k` scenarios with the most test rows of `task` (the same rows score every run), largest first."""
+    rows = {r["scenario"]: r["n"] for run in runs[:1] for r in run["test"]
+            if r["task"] == task and r["scenario"] != "*"}
+    return sorted(rows, key=lambda s: (-rows[s], len(s), s))[:k]
+
+
+def sweep_markdown(runs: list[dict], task: str, scenarios: list[str] | None = None) -> str:
+    """Per variant: mean +- std over seeds of test AUC of `task` on each scenario (default: the largest ones by
+    test rows, `largest_scenarios`), plus wall time per run."""
+    scenarios = largest_scenarios(runs, task) if scenarios is None else scenarios
+
     def auc_of(run: dict, scen: str) -> float | None:
         return next((r["auc"] for r in run["test"] if r["task"] == task and r["scenario"] == scen), None)
 
     cols = [*scenarios, "*"]
-    head = "| variant | seeds | " + " | ".join(f"tab {c}" if c != "*" else "all tabs" for c in cols) + \
+    head = "| variant | seeds | " + " | ".join(f"scenario {c}" if c != "*" else "all scenarios" for c in cols) + \
            " | wall s / run | CPU s / run | epochs (best) |"
     lines = [head, "|" + "---|" * (len(cols) + 5)]
     for variant in dict.fromkeys(r["variant"] for r in runs):
@@ -43,7 +56,7 @@ def sweep_markdown(runs: list[dict], task: str, scenarios: list[str]) -> str:
         lines.append(f"| {variant} | {len(rs)} | " + " | ".join(cells)
                      + f" | {np.mean(secs):.1f} | {np.mean(cpu):.1f} | {epochs} |")
     lines += ["", f"Per run (test AUC of {task}):", "",
-              "| variant | seed | " + " | ".join(f"tab {c}" if c != "*" else "all" for c in cols) + " | wall s |",
+              "| variant | seed | " + " | ".join(f"scenario {c}" if c != "*" else "all" for c in cols) + " | wall s |",
               "|" + "---|" * (len(cols) + 3)]
     for r in runs:
         cells = [f"{v:.4f}" if (v := auc_of(r, c)) is not None else "-" for c in cols]

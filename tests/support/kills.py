@@ -8,7 +8,7 @@ from pathlib import Path
 from lfm.config import LfmConfig
 from tests.support.worlds import D2
 
-WRITING_ONLINE = "all four tables checked; writing the online store"  # materialize's log line before its write
+WRITING_ONLINE = "all four tables checked; writing the online store"  # materialize's log line (-v) before its write
 POLL_S = 0.002  # the ANN index of a tiny day is staged for a few milliseconds: a slower poll misses it more often
 KILL_ATTEMPTS = 3  # a run that ended before its phase (the poll missed that window) is run again, up to this often
 
@@ -59,7 +59,7 @@ def phase_signals(cfg: LfmConfig, export_id: str, out: Path) -> dict:
 def lfm_command(conf: Path, verb: str, model: str) -> list[str]:
     """`lfm refresh|validate|materialize --ds D2 --model MODEL` as its own process (refresh writes, gates and
     publishes; validate gates and publishes the newest candidate)."""
-    return [sys.executable, "-m", "cli.main", "--config", str(conf), verb, "--ds", str(D2), "--model", model]
+    return [sys.executable, "-m", "cli.main", "-v", "--config", str(conf), verb, "--ds", str(D2), "--model", model]
 
 
 def run_and_kill(command: list[str], out: Path, probe, timeout: float = 900) -> tuple[bool, str]:

@@ -126,7 +126,7 @@ def chain(spark, world) -> Iterator[Chain]:
     try:
         conf = write_config(root, world.registry, server.connection)
         cfg = load_config(conf)
-        back = cli("--log-json", "--config", str(conf), "run-daily", "--ds", f"{D1}..{D2}", "--model",
+        back = cli("-v", "--log-json", "--config", str(conf), "run-daily", "--ds", f"{D1}..{D2}", "--model",
                    world.model_a, "--cold-start")
         after_back = attempts(spark, cfg)
         again = cli("--config", str(conf), "run-daily", "--ds", str(D1), "--model", world.model_a)
@@ -240,6 +240,24 @@ def test_status_shows_steps_rows_errors_and_gate_verdicts(chain):
     d2 = line(f"{D2}  export ")
     assert "QUARANTINED " in d2 and " ur, " in d2
     assert d2.endswith("not released, not online, next: run-daily resumes at validate")
+
+
+def test_each_step_is_one_line_on_screen_and_the_log_is_in_its_file(chain):
+    """Without -v the screen has one line per step and no log record; the records are in `data/logs/lfm.log`
+    beside the config (with -v on the screen too: `back` below)."""
+    def lines(run: Cli, day: dt.date, step: str) -> list[str]:
+        return [x for x in run.out.splitlines() if x.startswith(f"  {day} {step} ")]
+
+    assert len(lines(chain.first, D1, "ingest")) == 1 and " done: " in lines(chain.first, D1, "ingest")[0]
+    assert len(lines(chain.first, D1, "refresh")) == 1 and " FAILED after " in lines(chain.first, D1, "refresh")[0]
+    assert "step=" not in chain.first.out + chain.first.err and " INFO " not in chain.first.err
+    log = (chain.cfg.log_dir() / "lfm.log").read_text()
+    assert chain.cfg.log_dir() == Path(chain.cfg.base_dir) / "data" / "logs"  # beside the config, not in the lake
+    assert f"ds={D1} step=ingest status=succeeded" in log and f"ds={D1} step=refresh status=failed" in log
+    assert "lfm run-daily failed: step 'refresh' of 2022-04-27 failed" in log
+    for step in ("ingest", "refresh", "withdraw", "validate"):  # -v: each step's line once, its records as well
+        assert len(lines(chain.back, D2, step)) == 1, chain.back.out
+    assert any(x.get("step") == "refresh" and x.get("status") == "succeeded" for x in chain.back.json_logs)
 
 
 def test_logs_are_structured_and_carry_the_run_id(spark, chain):

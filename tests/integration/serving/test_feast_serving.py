@@ -367,6 +367,7 @@ def test_retrieve_uses_the_days_index_and_the_users_online_vector(served, lake, 
     assert index.meta["ds"] == DAYS[-2].isoformat() and len(index) == ITEMS  # the newest released day of V1
     ir, ur = expected(lake, V1, "ir", DAYS[-2]), expected(lake, V1, "ur", DAYS[-2])
     exact = np.argsort(-(ir @ ur[3]), kind="stable")[:5]
+    raw_top = exact.tolist()
     hits = retrieve_for_user(served.cfg, 3, 5)
     assert [i for i, _ in hits] == exact.tolist()
     np.testing.assert_allclose([s for _, s in hits], (ir @ ur[3])[exact], rtol=1e-5)
@@ -374,14 +375,17 @@ def test_retrieve_uses_the_days_index_and_the_users_online_vector(served, lake, 
 
     conf = write_yaml(served.cfg, tmp_path / "lfm.yaml")
     assert main(["--config", str(conf), "retrieve", "--user", "3", "--k", "5"]) == 0
-    assert [h["item"] for h in json.loads(capsys.readouterr().out)] == exact.tolist()
+    said = capsys.readouterr()
+    assert [h["item"] for h in json.loads(said.out)] == exact.tolist()
+    assert f"ranking with the raw, untrained UR: model {V1.model_version} has no trained user projection" in said.err
     assert main(["--config", str(conf), "retrieve", "--user", "10000", "--k", "5"]) == 2
     assert "no ur vector online" in capsys.readouterr().err
 
     # a retrieval two-tower's saved user projection (lfm train-downstream) in front of the same index
     import torch
 
-    from models.two_tower import ProjectionCard, UserProjection, save_user_projection
+    from models.two_tower import ProjectionCard, UserProjection, UserSource, projection_path, save_user_projection
+    from pipeline.downstream import PROJECTIONS_DIR
 
     torch.manual_seed(0)
     proj = UserProjection(ur.shape[1], ir.shape[1], ())
@@ -395,6 +399,24 @@ def test_retrieve_uses_the_days_index_and_the_users_online_vector(served, lake, 
     assert main(["--config", str(conf), "retrieve", "--user", "3", "--projection", str(path),
                  "--model", V2.model_version]) == 2
     assert "different spaces" in capsys.readouterr().err
+
+    # saved where `lfm train-downstream` saves it, the projection is the default (the output names it); --raw
+    # ranks with the raw UR; another model's export has none
+    saved = projection_path(served.cfg.resolve(served.cfg.registry.path) / PROJECTIONS_DIR, V1.model_version,
+                            UserSource.ur, "0", "is_click")
+    save_user_projection(saved, SimpleNamespace(user=proj), card)
+    try:
+        assert main(["--config", str(conf), "retrieve", "--user", "3", "--k", "5"]) == 0
+        said = capsys.readouterr()
+        assert [h["item"] for h in json.loads(said.out)] == exact.tolist()
+        assert f"ranking with the trained projection {saved} (ur of model {V1.model_version} -> IR, trained on " \
+               "scenario 0, task is_click); --raw ranks with the raw UR" in said.err
+        assert main(["--config", str(conf), "retrieve", "--user", "3", "--k", "5", "--raw"]) == 0
+        said = capsys.readouterr()
+        assert [h["item"] for h in json.loads(said.out)] == raw_top and "raw UR (--raw)" in said.err
+    finally:
+        saved.unlink()
+        saved.with_suffix(".json").unlink()
 
 
 # --- offline: point-in-time training sets ------------------------------------------------------------------

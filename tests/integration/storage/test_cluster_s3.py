@@ -95,7 +95,7 @@ def lfm(site, *args: str, timeout: float = STEP_TIMEOUT) -> subprocess.Completed
 
 def run_daily(site, day: dt.date, *extra: str) -> list[str]:
     _, cfg, _, card = site
-    return [sys.executable, "-m", "cli.main", "--config", str(site[0]), "run-daily", "--ds", str(day),
+    return [sys.executable, "-m", "cli.main", "-v", "--config", str(site[0]), "run-daily", "--ds", str(day),
             "--source", cfg.location(cfg.lakehouse).uri.rsplit("/", 1)[0] + "/raw", "--model", card.model_version,
             "--layer", list(card.cr_points)[-1], *extra]
 
@@ -154,7 +154,7 @@ def test_run_daily_on_a_two_worker_cluster_against_s3(site, cluster, s3_server, 
 
     out1 = tmp_path / "day1.log"
     proc = run_until(run_daily(site, D1, "--cold-start"), env, driver, out1,
-                     lambda text: "refresh     ..." in text, kill_a_worker)
+                     lambda text: "step=refresh started" in text, kill_a_worker)
     text = out1.read_text(errors="replace")
     if proc.returncode != 0:  # failed cleanly: a message, no traceback; the rerun finishes the day
         assert "Traceback" not in text and "error" in text, text[-3000:]
@@ -176,7 +176,7 @@ def test_run_daily_on_a_two_worker_cluster_against_s3(site, cluster, s3_server, 
         finally:
             os.killpg(proc.pid, signal.SIGCONT)
 
-    proc = run_until(run_daily(site, D2), env, driver, out2, lambda text: "publish     ..." in text,
+    proc = run_until(run_daily(site, D2), env, driver, out2, lambda text: "step=publish started" in text,
                      pause_past_the_leases)
     text = out2.read_text(errors="replace")
     assert proc.returncode > 0 and "Traceback" not in text, text[-3000:]  # failed with a message, not killed
@@ -188,7 +188,7 @@ def test_run_daily_on_a_two_worker_cluster_against_s3(site, cluster, s3_server, 
     # Day 2, second run: the driver SIGKILLed as publish starts; the rerun (once the dead run's day lease expired)
     # resumes and releases the day once.
     out3 = tmp_path / "day2-killed.log"
-    proc = run_until(run_daily(site, D2), env, driver, out3, lambda text: "publish     ..." in text,
+    proc = run_until(run_daily(site, D2), env, driver, out3, lambda text: "step=publish started" in text,
                      lambda p: os.killpg(p.pid, signal.SIGKILL))
     assert proc.returncode == -signal.SIGKILL, out3.read_text()[-3000:]
     time.sleep(LEASE_SECONDS + 1)

@@ -151,3 +151,18 @@ def test_derived_columns_are_declared_columns_with_an_expression(tmp_path):
                       "+ aggregate(v, 0, (acc, y) -> acc + y) + 1.5e3 + date_diff(date, DATE '2024-01-01')")
     assert refs.names == {"page name", "tags", "s", "v"} and refs.maybe >= {"date", "CASE"}
     assert refs.missing(["Page Name", "TAGS", "s"]) == ["v"]  # Spark resolves names case-insensitively
+
+
+def test_a_numeric_event_time_needs_its_unit_said(tmp_path):
+    """Epoch numbers do not say their unit: no default (KuaiRand's ms would read seconds as 1970); a column
+    declared `timestamp` needs none."""
+    events = {k: v for k, v in SOURCES["events"].items() if k != "time_unit"}
+    unsaid = make_config(tmp_path, schema=SCHEMA, sources={**SOURCES, "events": events})
+    assert unsaid.sources.events.time_unit is None
+    assert mapping_problems(unsaid.schema, unsaid.sources) == [
+        "sources.events.time_unit is not set: the event time 'ts' (schema.timestamp) is declared bigint, so say its "
+        "unit: s, ms or us (epoch seconds, milliseconds, microseconds)"]
+    typed = {**events, "columns": {**events["columns"], "ts": {"raw": "event_ts", "type": "timestamp"}}}
+    cfg = make_config(tmp_path, schema=SCHEMA, sources={**SOURCES, "events": typed})
+    assert mapping_problems(cfg.schema, cfg.sources) == []
+    assert cfg.sources.events.unit_of_time("ts") == TimeUnit.timestamp

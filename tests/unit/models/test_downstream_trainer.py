@@ -35,15 +35,15 @@ def test_early_stopping_keeps_the_best_epoch_and_waits_for_patience():
     model = torch.nn.Linear(1, 1)
     metrics = [0.60, 0.70, 0.705, 0.69, 0.71]  # 0.705 and 0.71 are within min_delta of 0.70: no gain
     stops = []
-    for epoch, m in enumerate(metrics):
+    for epoch, m in enumerate(metrics, start=1):  # epochs count from 1, as the log and the CLI say them
         with torch.no_grad():
             model.weight.fill_(epoch)
         stops.append(stopper.update(m, epoch, model))
     assert stops == [False, False, False, False, True]
-    assert stopper.best_epoch == 1 and stopper.best == 0.70
-    assert stopper.best_state["weight"].item() == 1.0  # the weights of the best epoch, not the last
+    assert stopper.best_epoch == 2 and stopper.best == 0.70
+    assert stopper.best_state["weight"].item() == 2.0  # the weights of the best epoch, not the last
     slow = EarlyStopping(patience=0, min_delta=0.0, min_epochs=4)
-    assert [slow.update(0.5, e, model) for e in range(5)] == [False, False, False, True, True]  # flat start
+    assert [slow.update(0.5, e, model) for e in range(1, 6)] == [False, False, False, True, True]  # flat start
 
 
 def test_trainer_early_stops_and_restores_the_best_weights(planted):
@@ -51,8 +51,8 @@ def test_trainer_early_stops_and_restores_the_best_weights(planted):
                      planted.schema, SETTINGS, seed=0)
     assert r.fit.converged, "patience, not the epoch cap, should end a run on this data"
     assert r.fit.epochs < SETTINGS.trainer.max_epochs
-    assert r.fit.epochs == r.fit.best_epoch + SETTINGS.trainer.patience + 2  # best, then patience+1 without a gain
-    assert r.fit.best_valid_auc == max(r.fit.history)
+    assert r.fit.epochs == r.fit.best_epoch + SETTINGS.trainer.patience + 1  # best, then patience+1 without a gain
+    assert r.fit.best_valid_auc == max(r.fit.history) == r.fit.history[r.fit.best_epoch - 1]  # 1-based
     assert r.test_auc > 0.7  # the vectors carry the planted signal
     assert r.train_rows + r.valid_rows == len(planted.train)
     assert r.vector_coverage == {"ur": 1.0, "ir": 1.0, "cr_user": 1.0, "cr_item": 1.0}
