@@ -35,7 +35,7 @@ from lfm.errors import LfmError
 from lfm.names import check_model_version, check_run_id, parse_ds
 from lfm.progress import ticking
 from pipeline import runs
-from pipeline.daystate import STEP_NAMES, DayState, day_state, ingested
+from pipeline.daystate import STEP_NAMES, UPDATE, DayState, day_state, ingested
 from pipeline.spec import ResolvedExport
 from pipeline.steps import DayContext, Step, StepFailed, run_steps
 from serving.errors import OnlineStoreDown
@@ -47,7 +47,6 @@ if TYPE_CHECKING:  # Spark, GE and Feast are imported by the steps that use them
 log = logging.getLogger("lfm.daily")
 
 Say = Callable[[str], None]
-UPDATE = "update"  # a lineage export's step between ingest and refresh (`pipeline.lineage`)
 
 
 # --- the six steps ---------------------------------------------------------------------------------------------

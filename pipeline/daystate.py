@@ -24,6 +24,8 @@ from serving.receipts import Receipt
 from validation.status import StatusRow, verdicts
 
 STEP_NAMES = ("ingest", "refresh", "withdraw", "validate", "publish", "materialize")
+UPDATE = "update"  # a lineage export's daily update between ingest and refresh (`pipeline.lineage`): no record of
+# its own beyond the version it registers, so its attempts in `runs` tell it
 
 
 def unpassed(candidate: Candidate, found: dict[str, StatusRow]) -> list[str]:

@@ -15,7 +15,7 @@ from lfm.config import LfmConfig
 from lfm.contract import GATE_STATUS, RELEASES
 from lfm.names import BadInput, check_model_version
 from pipeline import runs
-from pipeline.daystate import STEP_NAMES, DayState, day_state
+from pipeline.daystate import DONE, STEP_NAMES, UPDATE, DayState, day_state
 
 
 def _shown_days(records: list[dict], days: int, only_days: list[dt.date] | None) -> set[dt.date]:
@@ -42,7 +42,10 @@ def _days_text(cfg: LfmConfig, days: int, only_days: list[dt.date] | None,
             state = day_state(cfg, day, export_id)
             lines.append(f"{day}  export {export_id}: {state.story()}")
             mine = {r.step: r for r in tried if r.export_id in (None, export_id)}
-            lines += [x for step in STEP_NAMES for x in _step_lines(day, step, state, mine.get(step))]
+            steps = list(STEP_NAMES)
+            if UPDATE in mine:  # a lineage export's daily update (pipeline.lineage), between ingest and refresh
+                steps.insert(1, UPDATE)
+            lines += [x for step in steps for x in _step_lines(day, step, state, mine.get(step))]
         if not exports:  # no export resolved yet (ingest failed): the attempts alone
             lines += [x for r in tried for x in _step_lines(day, r.step, None, r)]
     return lines
@@ -50,7 +53,8 @@ def _days_text(cfg: LfmConfig, days: int, only_days: list[dt.date] | None,
 
 def _step_lines(day: dt.date, step: str, state: DayState | None, last: runs.StepRun | None) -> list[str]:
     """A step's line: done (`succeeded`, or `done` by another verb), `failed` or `pending`, with its latest attempt."""
-    done = state.done(step) if state is not None else last is not None and last.status == "succeeded"
+    done = (state.done(step) if state is not None and step in DONE
+            else last is not None and last.status == "succeeded")
     ok = last is not None and last.status == "succeeded"
     status = ("succeeded" if ok else "done") if done else ("failed" if last and not ok else "pending")
     if last is None:

@@ -5,7 +5,9 @@ scenario, true/false task columns, columns the platform does not use), users as 
 items as JSON lines and item statistics as CSV keyed by another column name. With `ShopSpec.odd_ids` member and
 product ids are text holding a quote, a slash, a space and a non-ASCII letter (`o'brien/ü 10000`). Days are
 calendar days in America/New_York; three days or more span the switch to daylight saving time (2024-03-10 has 23
-hours). The outcomes follow latent user and item factors (a propensity each, and tastes that interact) that the features are
+hours). With `ShopSpec.ratings` the events are a tab-separated rating log instead: a 1-5 `rating` where the click
+was (the task is derived, `rating >= 4`) and a `page_path` where the page was (the scenario is derived, its first
+segment), declared by `RATING_EVENTS`. The outcomes follow latent user and item factors (a propensity each, and tastes that interact) that the features are
 noisy views of, so a model can learn them.
 Nothing in the platform knows this shape: the config below is the whole adaptation.
 """
@@ -59,6 +61,17 @@ SOURCES = {
                         "columns": {"item_id": {"raw": "product", "type": "string"}, "views_7d": "int"}},
 }
 
+# The events of `ShopSpec.ratings`: a tab-separated rating log with no click and no scenario column.
+RATING_EVENTS = {
+    "path": "events/ratings_*.tsv", "format": "csv", "csv": {"delimiter": "\t"}, "time_unit": "s",
+    "columns": {"ts": {"raw": "event_ts", "type": "bigint"},
+                "member_id": {"raw": "member", "type": "string"},
+                "item_id": {"raw": "product", "type": "string"},
+                "surface": {"expr": "split(page_path, '/')[1]", "type": "string"},
+                "click": {"expr": "rating >= 4", "type": "boolean"},
+                "purchase": {"raw": "purchased", "type": "boolean"}},
+}
+
 
 @dataclass(frozen=True)
 class ShopSpec:
@@ -69,6 +82,7 @@ class ShopSpec:
     seed: int = 0
     odd_ids: bool = False  # member and product ids like "o'brien/ü 10000": text a cast or a quote would break
     late_members: int = 0  # the last members have no event on the first day (their first is on a later one)
+    ratings: bool = False  # events as a tab-separated rating log (RATING_EVENTS) instead of the click CSV
 
 
 def member_ids(spec: ShopSpec, members: np.ndarray) -> np.ndarray:
@@ -138,16 +152,23 @@ def write_shop(out: Path, spec: ShopSpec = ShopSpec(), users_version: int = 1) -
             "page": PAGES[p], "clicked": np.where(click, "true", "false"),
             "purchased": np.where(purchase, "true", "false"),
             "dwell_s": np.round(rng.exponential(20, n), 1), "session": rng.integers(0, 1 << 30, n)})
-        frame.to_csv(out / "events" / f"ratings_{day:%Y%m%d}.csv", index=False)
+        if spec.ratings:  # a rating of 4-5 where a click was, 1-3 elsewhere; the page as the first path segment
+            rating = np.where(click, rng.integers(4, 6, n), rng.integers(1, 4, n))
+            frame = frame.assign(page_path=np.char.add(np.char.add("/", PAGES[p]), "/feed"), rating=rating)
+            frame = frame.drop(columns=["page", "clicked"])
+            frame.to_csv(out / "events" / f"ratings_{day:%Y%m%d}.tsv", index=False, sep="\t")
+        else:
+            frame.to_csv(out / "events" / f"ratings_{day:%Y%m%d}.csv", index=False)
         rows += n
     return {"events": rows, "users": spec.users, "items": spec.items}
 
 
-def shop_config(root: Path, data: Path, **extra) -> dict:
-    """The lfm.yaml of the shop (as a dict): schema, sources (string keys: Feast's entities follow them), small-data
-    settings."""
+def shop_config(root: Path, data: Path, ratings: bool = False, **extra) -> dict:
+    """The lfm.yaml of the shop (as a dict): schema, sources (string keys: Feast's entities follow them; with
+    `ratings`, the rating log's events), small-data settings."""
+    sources = {**SOURCES, "events": RATING_EVENTS} if ratings else SOURCES
     return {"lakehouse": str(root / "lakehouse"), "registry": {"path": str(root / "registry")},
-            "schema": SCHEMA, "sources": {"root": str(data), **SOURCES},
+            "schema": SCHEMA, "sources": {"root": str(data), **sources},
             "feast": {"repo_path": str(root / "feature_repo")}, **extra}
 
 

@@ -1,5 +1,9 @@
 """A log of another shape (tests/support/shop.py) through the whole platform, adapted by lfm.yaml alone.
 
+The shapes at once: a tab-separated rating log (a 1-5 rating, no click column: the task is derived, `rating >= 4`;
+no scenario column: it is derived from a page path), string keys that are not digits, members first seen after the
+first day (no CR state before it: a mask, not an error), item statistics keyed by another column name.
+
 `lfm ingest --dry-run` reports the mapping and writes nothing; `lfm ingest` loads two days; `lfm pretrain` runs
 on them; `lfm run-daily` refreshes, gates, publishes and materializes two days, the second ingested from a
 folder whose users file changed (a new snapshot, valid from that day); the online store serves the Delta vectors
@@ -16,6 +20,7 @@ import datetime as dt
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import requests
 import yaml
@@ -27,7 +32,8 @@ from tests.support.shop import ShopSpec, days, member_ids, shop_config, write_sh
 
 pytestmark = pytest.mark.slow
 
-SPEC = ShopSpec(users=120, items=60, days=3, events_per_day=1000, seed=0, odd_ids=True, late_members=12)
+SPEC = ShopSpec(users=120, items=60, days=3, events_per_day=1000, seed=0, odd_ids=True, late_members=12,
+                ratings=True)
 SMALL_MODEL = {"embedding_dim": 4, "user_tower": [16], "item_tower": [16], "cross_layers": 1, "dnn": [16, 8]}
 SMALL_TRAIN = {"max_epochs": 2, "batch_size": 512, "threads": 1}
 # An 8-d CR layer of a tiny model spans few directions (the collapse bounds are tuned for 64-d exports).
@@ -51,7 +57,7 @@ def test_shop_log_from_raw_files_to_served_embeddings_and_a_downstream_auc(spark
     write_shop(raw, SPEC)
     write_shop(raw_v2, SPEC, users_version=2)  # the same log; a third of the members moved to another country
     conf = tmp_path / "lfm.yaml"
-    conf.write_text(yaml.safe_dump(shop_config(tmp_path, raw, model=SMALL_MODEL, train=SMALL_TRAIN,
+    conf.write_text(yaml.safe_dump(shop_config(tmp_path, raw, ratings=True, model=SMALL_MODEL, train=SMALL_TRAIN,
                                                quality=QUALITY)))
     cfg = load_config(conf)
     lake = tmp_path / "lakehouse"
@@ -60,8 +66,8 @@ def test_shop_log_from_raw_files_to_served_embeddings_and_a_downstream_auc(spark
     assert dry.code == 0, dry.err
     assert "every check passed; nothing was written" in dry.out
     for line in ("member_id                member                   string     user key",
-                 "surface                  page                     string     scenario",
-                 "click                    clicked                  boolean    task (0/1)",
+                 "surface                  = split(page_path, '/')[1] string     scenario",
+                 "click                    = rating >= 4            boolean    task (0/1)",
                  "ts                       event_ts                 bigint     event time (s)",
                  "item_id                  product                  string     item key"):
         assert line in dry.out
@@ -74,6 +80,11 @@ def test_shop_log_from_raw_files_to_served_embeddings_and_a_downstream_auc(spark
     assert "events 2,000 rows in 2 ds partitions" in ingested.out
     events = spark.read.format("delta").load(cfg.table_path("events"))
     assert dict(events.dtypes)["click"] == "int" and dict(events.dtypes)["member_id"] == "string"
+    # The derived task and scenario against the raw rating log, read beside the platform with pandas.
+    raw_day = pd.read_csv(raw / "events" / f"ratings_{D[0]:%Y%m%d}.tsv", sep="\t")
+    want = sorted(zip(raw_day["page_path"].str.split("/").str[1], (raw_day["rating"] >= 4).astype(int)))
+    got = sorted((r[0], r[1]) for r in events.where(f"ds = DATE'{D[0]}'").select("surface", "click").collect())
+    assert got == want and {s for s, _ in got} == {"home", "search", "cart"}
 
     trained = cli("--config", str(conf), "pretrain", "--train", str(D[0]), "--valid", str(D[1]))
     assert trained.code == 0, trained.err

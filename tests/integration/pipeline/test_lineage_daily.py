@@ -140,8 +140,11 @@ def test_the_gate_measures_how_far_the_new_version_moved_the_same_entities(linea
     assert dict(second["cr_user"]["metrics"]).get("version_mean_cosine") is None  # a decayed sum over versions
     path = write_yaml(cfg, cfg.resolve(cfg.lakehouse).parent / "lfm.yaml")
     assert main(["--config", str(path), "status", "--days", "2"]) == 0
-    shown = [line for line in capsys.readouterr().out.splitlines() if "version drift" in line]
+    out = capsys.readouterr().out
+    shown = [line for line in out.splitlines() if "version drift" in line]
     assert {line.split()[1] for line in shown} == {"ur", "ir"} and all(str(D2) in line for line in shown)
+    updates = {u[0]: u for u in (line.split() for line in out.splitlines()) if u[1:2] == ["update"]}
+    assert updates[str(D2)][2] == "succeeded" and int(updates[str(D2)][3].replace(",", "")) > 0  # rows it trained on
 
 
 def test_a_version_jump_past_the_bound_is_quarantined(spark, lineage):

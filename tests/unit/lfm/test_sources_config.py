@@ -166,3 +166,20 @@ def test_a_numeric_event_time_needs_its_unit_said(tmp_path):
     cfg = make_config(tmp_path, schema=SCHEMA, sources={**SOURCES, "events": typed})
     assert mapping_problems(cfg.schema, cfg.sources) == []
     assert cfg.sources.events.unit_of_time("ts") == TimeUnit.timestamp
+
+
+def test_the_readmes_rating_log_example_is_the_declaration_the_end_to_end_test_runs(tmp_path):
+    """README's second "Your own data" example is what tests/integration/pipeline/test_byod_pipeline.py ingests."""
+    import re
+
+    import yaml
+
+    from tests.support.config import REPO
+    from tests.support.shop import RATING_EVENTS
+
+    text = (REPO / "README.md").read_text()
+    block = re.search(r"tab-separated rating log.*?```yaml\n(.*?)```", text, re.S).group(1)
+    assert yaml.safe_load(block)["events"] == RATING_EVENTS
+    cfg = make_config(tmp_path, schema=SCHEMA, sources={**SOURCES, "events": RATING_EVENTS})
+    assert mapping_problems(cfg.schema, cfg.sources) == []
+    assert cfg.sources.events.csv.delimiter == "\t"
