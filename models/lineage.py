@@ -69,8 +69,15 @@ def lineage_of(card) -> Lineage:
 
 def root_of(card, cards: list) -> str:
     """The base version a card's lineage starts from (itself for a base)."""
-    parent = {c.model_version: lineage_of(c).parent for c in cards}
-    version, seen = card.model_version, set()
+    return _root(card.model_version, _parents(cards))
+
+
+def _parents(cards: list) -> dict[str, str | None]:
+    return {c.model_version: lineage_of(c).parent for c in cards}
+
+
+def _root(version: str, parent: dict[str, str | None]) -> str:
+    seen = set()
     while parent.get(version) is not None and version not in seen:
         seen.add(version)
         version = parent[version]
@@ -79,7 +86,8 @@ def root_of(card, cards: list) -> str:
 
 def members(root: str, cards: list) -> list:
     """The registered versions of the lineage rooted at `root` (the root included), in registry order."""
-    return [c for c in cards if root_of(c, cards) == root]
+    parent = _parents(cards)  # once, not once per card
+    return [c for c in cards if _root(c.model_version, parent) == root]
 
 
 def newest(lineage: list):

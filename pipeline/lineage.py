@@ -104,7 +104,11 @@ def update_days(cfg: LfmConfig, spec: ExportSpec, ds: str | dt.date) -> list[dt.
     last seen day through D-1, once there are `cadence_days` of them; [] for a frozen export or when not due."""
     if not spec.lineage:
         return []
-    last = newest(lineage_cards(cfg, spec))
+    return _due(spec, newest(lineage_cards(cfg, spec)), ds)
+
+
+def _due(spec: ExportSpec, last: ModelCard, ds: str | dt.date) -> list[dt.date]:
+    """`update_days` given the lineage's newest version (the registry read once by the caller)."""
     since = lineage_of(last).seen_through
     end = parse_ds(ds) - dt.timedelta(days=1)
     if since is None or (end - since).days < spec.cadence_days:
@@ -118,7 +122,10 @@ def continue_lineage(spark: SparkSession, cfg: LfmConfig, spec: ExportSpec, ds: 
     `updates.epochs` passes with no held-out day; None when not due or those days hold no events."""
     from lakehouse.delta_io import partition_dates
 
-    days = update_days(cfg, spec, ds)
+    if not spec.lineage:
+        return None
+    last = newest(lineage_cards(cfg, spec))
+    days = _due(spec, last, ds)
     if not days:
         return None
     path = cfg.table_path("events")
@@ -127,7 +134,7 @@ def continue_lineage(spark: SparkSession, cfg: LfmConfig, spec: ExportSpec, ds: 
     if not train:
         log.info("lineage of %s: no events on %s..%s, nothing to continue on", spec.model_version, days[0], days[-1])
         return None
-    parent = newest(lineage_cards(cfg, spec)).model_version
+    parent = last.model_version
     updated = cfg.model_copy(update={"train": cfg.train.model_copy(update={"max_epochs": cfg.updates.epochs})})
     done = train_version(spark, updated, train, [train[-1]], parent=parent, say=say)
     log.info("lineage of %s: %s continued on %s..%s as %s", spec.model_version, parent, train[0], train[-1],
