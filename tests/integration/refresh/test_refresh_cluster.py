@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tests.support.cluster import SPARK_HOME, start_standalone
-from tests.support.config import REPO, TEST_JAVA_OPTIONS
+from tests.support.config import REPO, TEST_JAVA_OPTIONS, TEST_SQL_CONF
 from tests.support.worlds import D1, D2, SMALL_MODEL, SMALL_TRAIN, reference_states
 
 pytestmark = pytest.mark.slow
@@ -42,6 +42,7 @@ def test_backfill_runs_unchanged_on_a_standalone_cluster(spark, world, tmp_path,
            "--conf", "spark.cores.max=2", "--conf", "spark.ui.enabled=false",
            "--conf", f"spark.driver.extraJavaOptions={TEST_JAVA_OPTIONS}",
            "--conf", f"spark.executor.extraJavaOptions={TEST_JAVA_OPTIONS}",
+           *[arg for key, value in TEST_SQL_CONF.items() for arg in ("--conf", f"{key}={value}")],
            str(REPO / "cli" / "submit.py"), "--config", str(cfg_file),
            "backfill", "--from", str(D1), "--to", str(D2), "--model", world.model_a, "--cold-start",
            "--run-id", "cluster-run"]

@@ -45,10 +45,9 @@ def kuairand(spark, tmp_path_factory):
     cfg = make_config(tmp_path_factory.mktemp("kuairand"), model=TINY_MODEL,
                       train={"max_epochs": 1, "batch_size": 4096, "threads": 2},
                       quality={"vectors": {"min_effective_rank": 2.0, "min_information_abundance": 1.2}})
-    days = [dt.date(2022, 4, 29), dt.date(2022, 4, 30), dt.date(2022, 5, 1), SNAPSHOT, TRAIN_DAY, LATEST]
-    ingest(spark, cfg, KUAIRAND, days)
-    result = pretrain(samples_arrow(spark, cfg, ["2022-04-29", "2022-04-30"]), samples_arrow(spark, cfg, ["2022-05-01"]),
-                      cfg, progress=None)
+    # only the days read: the LFM is not under test, so it trains on the snapshot day and stops on the next
+    ingest(spark, cfg, KUAIRAND, [SNAPSHOT, TRAIN_DAY, LATEST])
+    result = pretrain(samples_arrow(spark, cfg, [SNAPSHOT]), samples_arrow(spark, cfg, [TRAIN_DAY]), cfg, progress=None)
     version = Registry(cfg).register(result.model, result.encoders, {"test": "kuairand serving"}).model_version
     for day in (SNAPSHOT, LATEST):  # write, the real gate, publish: readers need the release
         spec = refresh(spark, cfg, day, version, cold_start=True, gate=True).spec
