@@ -2,7 +2,9 @@
 
 The shapes at once: a tab-separated rating log (a 1-5 rating, no click column: the task is derived, `rating >= 4`;
 no scenario column: it is derived from a page path), string keys that are not digits, members first seen after the
-first day (no CR state before it: a mask, not an error), item statistics keyed by another column name.
+first day (no CR state before it: a mask, not an error), a day nobody acted on between days with events (an empty
+day: released, its CR the day before's decayed, the next day chained from it; a day after the log's end is refused),
+item statistics keyed by another column name.
 
 `lfm ingest --dry-run` reports the mapping and writes nothing; `lfm ingest` loads two days; `lfm pretrain` runs
 on them; `lfm run-daily` refreshes, gates, publishes and materializes two days, the second ingested from a
@@ -11,29 +13,32 @@ under string ids — text with a quote, a slash, a space and a non-ASCII letter 
 through the HTTP server, `lfm lookup`, the ANN index of `lfm retrieve` and the point-in-time training sets a
 downstream ranker trains on. Real
 Spark, Delta, GE, Feast (sqlite online store) and torch; no code path knows this shape. Kept small (120 members,
-three days of 1,000 events, the third spanning the DST switch); `lfm select-layer` is left out to keep it short
-(it reads the same `samples`; its small-data setting is `refresh.probe_min_test_rows`).
+four days, three of 1,000 events; the third, with none, spans the DST switch); `lfm select-layer` is left out to
+keep it short (it reads the same `samples`; its small-data setting is `refresh.probe_min_test_rows`).
 """
 from __future__ import annotations
 
 import datetime as dt
 import json
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
 import pytest
 import requests
 import yaml
+from deltalake import DeltaTable
 
 from lfm.config import load_config
 from tests.support.cli import cli
 from tests.support.http import http_server
-from tests.support.shop import ShopSpec, days, member_ids, shop_config, write_shop
+from tests.support.releases import newest_release, partition
+from tests.support.shop import TZ, ShopSpec, days, member_ids, shop_config, write_shop
 
 pytestmark = pytest.mark.slow
 
-SPEC = ShopSpec(users=120, items=60, days=3, events_per_day=1000, seed=0, odd_ids=True, late_members=12,
-                ratings=True)
+SPEC = ShopSpec(users=120, items=60, days=4, events_per_day=1000, seed=0, odd_ids=True, late_members=12,
+                ratings=True, empty_days=(2,), idle_after_empty=10)
 SMALL_MODEL = {"embedding_dim": 4, "user_tower": [16], "item_tower": [16], "cross_layers": 1, "dnn": [16, 8]}
 SMALL_TRAIN = {"max_epochs": 2, "batch_size": 512, "threads": 1}
 # An 8-d CR layer of a tiny model spans few directions (the collapse bounds are tuned for 64-d exports).
@@ -73,6 +78,8 @@ def test_shop_log_from_raw_files_to_served_embeddings_and_a_downstream_auc(spark
         assert line in dry.out
     assert "rows read: events 3,000, users 120, items 60, item_statistics 60" in dry.out
     assert f"days found: 3 ({D[0]}..{D[-1]})" in dry.out
+    assert (f"would write: events 3,000 rows in 4 ds partitions ({D[0]}..{D[-1]}), of which 1 with no events "
+            f"(empty days): {D[2]}") in dry.out
     assert not lake.exists()
 
     ingested = cli("--config", str(conf), "ingest", "--ds", *map(str, D[:2]))
@@ -94,11 +101,13 @@ def test_shop_log_from_raw_files_to_served_embeddings_and_a_downstream_auc(spark
     assert first.code == 0, first.err + first.out
     second = cli("--config", str(conf), "run-daily", "--ds", str(D[1]), "--source", str(raw_v2))
     assert second.code == 0, second.err + second.out
-    more = cli("--config", str(conf), "ingest", "--source", str(raw_v2), "--ds", str(D[2]))
+    more = cli("--config", str(conf), "ingest", "--source", str(raw_v2), "--ds", *map(str, D[2:]))
     assert more.code == 0, more.err
+    assert f"1,000 rows in 2 ds partitions ({D[2]}..{D[3]}), of which 1 with no events (empty days): {D[2]}" \
+        in more.out  # nobody acted on D[2]: inside the log, an empty day
     events = spark.read.format("delta").load(cfg.table_path("events"))
     per_day = {r["ds"]: r["count"] for r in events.groupBy("ds").count().collect()}
-    assert per_day == {d: SPEC.events_per_day for d in D}  # New York days, the 23-hour DST day included
+    assert per_day == {d: SPEC.events_per_day for d in (D[0], D[1], D[3])}  # New York days; the DST day has none
 
     # Feature history: the snapshot ingested with D[1] holds from D[1] on; D[0] (a backfill) still reads the first.
     def countries(ds) -> dict[str, str]:
@@ -126,16 +135,21 @@ def test_shop_log_from_raw_files_to_served_embeddings_and_a_downstream_auc(spark
     np.testing.assert_allclose(online[ur_name][0], ur[1], rtol=0, atol=1e-6)
     np.testing.assert_allclose(online[ir_name][0], ir[1], rtol=0, atol=1e-6)
     _odd_ids_everywhere(cfg, conf, export.spec.id, ur, ir, D[1])
+    empty_cr = _empty_day_between_released_days(cfg, conf, raw_v2, export.spec.id)
 
-    # Downstream: the home page's click model on the point-in-time training sets (rows of D[1], tested on D[2]).
-    # The late members, first seen on D[1], have no CR state before it: their rows are new, not broken.
-    sets = training_sets(spark, cfg, "home", [D[1]], [D[2]], model_version=version)
+    # Downstream: the home page's click model on the point-in-time training sets (rows of D[1], tested on D[3],
+    # whose rows read the release of the empty day D[2]). The late members, first seen on D[1], have no CR state
+    # before it: their rows are new, not broken.
+    sets = training_sets(spark, cfg, "home", [D[1]], [D[3]], model_version=version)
     assert sets.train.num_rows > 400 and sets.test.num_rows > 400
     late = set(member_ids(SPEC, np.arange(SPEC.users - SPEC.late_members, SPEC.users)).tolist())
     rows = sets.train.select(["member_id", "ur", "cr_user"]).to_pylist()
     new = [r for r in rows if r["member_id"] in late]
     assert new and all(r["cr_user"] is None and r["ur"] is not None for r in new)
     assert all(r["cr_user"] is not None for r in rows if r["member_id"] not in late)
+    tested = sets.test.select(["member_id", "cr_user"]).to_pylist()  # D[3]'s rows: the empty day's CR(u)
+    assert tested and all(np.allclose(r["cr_user"], empty_cr[r["member_id"]], rtol=0, atol=1e-6)
+                          if r["member_id"] in empty_cr else r["cr_user"] is None for r in tested)
     result = train_on_sets(cfg, sets, "click", TransferRequest(TransferVariant.ur_ir_cr_gate), seed=0)
     assert result.vector_coverage["ur"] > 0.9 and result.vector_coverage["ir"] > 0.9
     # No released day before D[0] (its run-daily started the chain): the real cause is named, before any Spark job.
@@ -171,3 +185,70 @@ def _odd_ids_everywhere(cfg, conf, export_id: str, ur, ir, day: dt.date) -> None
     index = load_index(cfg, export_id, day)
     exact, _ = index.exact(np.asarray([ur[1]], dtype=np.float32), 5)
     assert [h["item"] for h in json.loads(hits.out)] == exact[0].tolist() and product in index.item_ids.tolist()
+
+
+def _empty_day_between_released_days(cfg, conf, raw, export_id: str) -> dict[str, np.ndarray]:
+    """D[2] had no events (ingested above as an empty day, inside the log): `run-daily` releases it with coverage
+    not applicable, its CR state is D[1]'s decayed over its 23 hours (the DST day), the online store serves it, and
+    D[3]'s refresh chains from it; a day after the log's end is refused and nothing of it is released. The evidence
+    goes around the platform: the tables read with delta-rs at the versions the records name (D[1], D[2]: their
+    releases; D[3]: its candidate), the zone's own clock, the raw rating file. Returns D[2]'s released CR(u)."""
+    from feature_repo.specs import view_name
+    from serving.online import get_online_features
+
+    def versions(record: str, day: dt.date) -> dict[str, int]:
+        if record == "releases":
+            release = newest_release(cfg, day, export_id)
+            assert release is not None and release["status"] == "released", (day, release)
+            return release["table_versions"]
+        rows = [r for r in DeltaTable(cfg.table_path(record)).to_pyarrow_table().to_pylist() if r["ds"] == day]
+        return dict(max(rows, key=lambda r: r["committed_at"])["table_versions"])
+
+    def read(table: str, day: dt.date, column: str, record: str = "releases") -> dict[str, np.ndarray]:
+        rows = partition(cfg, table, day, export_id, versions(record, day)[table])
+        return {k: np.asarray(v, dtype=np.float64) for k, v in zip(rows["member_id"], rows[column])}
+
+    def end(day: dt.date) -> float:  # T_D: the next local midnight in the shop's zone
+        nxt = day + dt.timedelta(days=1)
+        return dt.datetime(nxt.year, nxt.month, nxt.day, tzinfo=ZoneInfo(TZ)).timestamp()
+
+    def carry(day: dt.date) -> float:
+        return float(np.exp(-(end(day) - end(day - dt.timedelta(days=1))) / 3600 / cfg.refresh.tau_hours))
+
+    empty = cli("--config", str(conf), "run-daily", "--ds", str(D[2]))  # no --source: ingest recorded the day
+    assert empty.code == 0, empty.err + empty.out
+    shown = cli("--config", str(conf), "status", "--ds", str(D[2]))
+    assert f"{D[2]}  export {export_id}: no events (an empty day" in shown.out and "RELEASED" in shown.out, shown.out
+    assert shown.out.count("passed (coverage not applicable: no events on the day)") == 4, shown.out
+
+    assert end(D[2]) - end(D[1]) == 23 * 3600
+    before, quiet = read("cr_user_state", D[1], "state"), read("cr_user_state", D[2], "state")
+    assert set(quiet) == set(before)  # the same members, every state carried by the decay alone
+    for key, state in quiet.items():
+        np.testing.assert_allclose(state, before[key] * carry(D[2]), rtol=1e-9)
+    # CR(u) is that state layer-normalised ((x - mean) / sqrt(var + 1e-5)), and the online store serves it.
+    assert cfg.refresh.normalisation.value == "layernorm"
+    served = read("cr_user", D[2], "cr_user")
+    assert set(served) == set(quiet)
+    for key, state in quiet.items():
+        np.testing.assert_allclose(served[key], (state - state.mean()) / np.sqrt(state.var() + 1e-5), atol=1e-5)
+    member = sorted(served)[0]
+    online = get_online_features(cfg, [{"member_id": member}], [f"{view_name('cr_user', export_id)}:cr_user"])
+    np.testing.assert_allclose(online["cr_user"][0], served[member], rtol=0, atol=1e-6)
+
+    # D[3] chains from D[2]: the members idle since the empty day hold D[2]'s state decayed over 24 hours.
+    after = cli("--config", str(conf), "refresh", "--ds", str(D[3]), "--no-gate")  # D[3]'s rows are its events
+    assert after.code == 0, after.err + after.out
+    later = read("cr_user_state", D[3], "state", record="refresh_log")
+    acted = set(pd.read_csv(raw / "events" / f"ratings_{D[3]:%Y%m%d}.tsv", sep="\t")["member"])
+    idle = set(member_ids(SPEC, np.arange(SPEC.idle_after_empty)).tolist())
+    assert set(later) == set(quiet) | acted and set(quiet) - acted == idle
+    for key in idle:
+        np.testing.assert_allclose(later[key], quiet[key] * carry(D[3]), rtol=1e-9)
+
+    beyond = D[3] + dt.timedelta(days=1)  # after the log's last event: not landed yet
+    refused = cli("--config", str(conf), "run-daily", "--ds", str(beyond), "--source", str(raw))
+    assert refused.code != 0 and f"no events for ds {beyond} in the source: its log ends at {D[3]}" in refused.err
+    assert "--allow-empty" in refused.err and "nothing was written" in refused.err
+    assert newest_release(cfg, beyond, export_id) is None
+    return served
