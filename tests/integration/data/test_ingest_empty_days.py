@@ -1,7 +1,8 @@
 """A log with a day nobody acted on (no event, no file): ingest writes a day inside the log's span as an empty day
 and records it in `ingest_log`; a day after the log's last event is refused as not landed yet, nothing written,
-unless `--allow-empty` (`lfm ingest`, `lfm run-daily`); the refresh's plan takes a recorded empty day (never as a chain's first day) and refuses a day
-without rows that no ingest recorded. The witnesses are delta-rs reads of `events` and `ingest_log`."""
+unless `--allow-empty` (`lfm ingest`, `lfm run-daily`); the refresh's plan and run-daily's ingest step take a
+recorded empty day (the plan never as a chain's first day) and refuse a day without rows that no ingest recorded.
+The witnesses are delta-rs reads of `events` and `ingest_log`."""
 from __future__ import annotations
 
 import datetime as dt
@@ -49,7 +50,11 @@ def _events_per_day(cfg: LfmConfig) -> dict[dt.date, int]:
     return {d: n for d, n in zip(*table.group_by("ds").aggregate([("ds", "count")]).to_pydict().values())}
 
 
-def test_a_day_inside_the_log_is_ingested_as_an_empty_day(lake):
+def test_a_day_inside_the_log_is_ingested_as_an_empty_day(spark, lake):
+    from lfm.errors import LfmError
+    from pipeline.daily import daily_steps
+    from pipeline.steps import DayContext
+
     cfg, _, _ = lake
     assert _events_per_day(cfg) == {D[0]: 200, D[2]: 200}
     assert {d: n for d, n in _log(cfg).items() if d in D} == {D[0]: 200, D[1]: 0, D[2]: 200}
@@ -63,6 +68,11 @@ def test_a_day_inside_the_log_is_ingested_as_an_empty_day(lake):
         empty_day(cfg, D[1], 0, version, cold_start=True)
     with pytest.raises(NoEvents, match=f"no events for ds {AFTER} .* no ingest recorded it"):
         empty_day(cfg, AFTER, 0, version, cold_start=False)
+    # run-daily's ingest step without --source: the recorded empty day is in (0 rows), a day never ingested is not.
+    ingest_step = daily_steps()[0]
+    assert ingest_step.run(DayContext(cfg, D[1], spark_factory=lambda: spark)) == 0
+    with pytest.raises(LfmError, match=f"no events ingested for ds {AFTER} and no raw folder given"):
+        ingest_step.run(DayContext(cfg, AFTER, spark_factory=lambda: spark))
 
 
 def test_a_day_after_the_log_is_refused_unless_allowed(spark, lake):
