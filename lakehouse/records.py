@@ -1,4 +1,5 @@
-"""The record tables (`refresh_log`, `gate_status`, `releases`, `runs`), read and appended without Spark.
+"""The record tables (`ingest_log`, `refresh_log`, `gate_status`, `releases`, `runs`), read and appended without
+Spark.
 
 They hold a few rows per day: delta-rs (`deltalake`) reads or appends them in milliseconds where a Spark job costs
 seconds, so deciding that a finished day has nothing to do, `lfm status` and `lfm retrieve` start no JVM. They are
@@ -29,7 +30,7 @@ from deltalake import CommitProperties, DeltaTable, QueryBuilder, write_deltalak
 from deltalake.exceptions import DeltaError, TableNotFoundError
 
 from lfm.config import LfmConfig
-from lfm.contract import GATE_STATUS, REFRESH_LOG, RELEASES, RUNS
+from lfm.contract import GATE_STATUS, INGEST_LOG, REFRESH_LOG, RELEASES, RUNS
 from lfm.errors import RecordTableCorrupt, RecordTableMissing
 from lfm.storage import is_local, location
 
@@ -42,6 +43,7 @@ CHECKPOINT_EVERY = "10"  # a Delta checkpoint every 10 commits: a reader replays
 MARKERS = "_records"  # <lakehouse>/_records/<table>: that record table was created
 # What rebuilds a record table's rows once it is empty again (restored from no backup) or lost its newest commit.
 REBUILD = {
+    INGEST_LOG: "ingest each day again: `lfm ingest --ds D` (a day with no events is recorded as such anew)",
     REFRESH_LOG: "re-run each day: `lfm refresh --ds D` (or `lfm run-daily --ds D --force`)",
     GATE_STATUS: "gate each day again: `lfm validate --ds D`",
     RELEASES: "gate and publish each day again: `lfm validate --ds D` (nothing is served until a day is released)",

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lakehouse import candidates
+from lakehouse import candidates, ingests
 from lakehouse.locks import day_lock
 from lfm.config import LfmConfig
 from lfm.contract import ExportSpec
@@ -51,12 +51,15 @@ Say = Callable[[str], None]
 
 # --- the six steps ---------------------------------------------------------------------------------------------
 
-def _ingest(source: Path | str | None) -> Callable[[DayContext], int]:
+def _ingest(source: Path | str | None, allow_empty: bool = False) -> Callable[[DayContext], int]:
+    """The day's events from `source`; without one, those already ingested. 0 rows: a day with no events, which
+    ingest recorded as such (inside the log's span, or `allow_empty`); one after the log's end is refused."""
     def run(ctx: DayContext) -> int:
         if source is not None:
             from spark_jobs.ingest import ingest
 
-            return ingest(ctx.spark, ctx.cfg, source, [ctx.ds], run_id=ctx.run_id).events_rows
+            return ingest(ctx.spark, ctx.cfg, source, [ctx.ds], run_id=ctx.run_id,
+                          allow_empty=allow_empty).events_rows
         from pyspark.sql import functions as F
 
         from lakehouse.delta_io import read_table, table_exists
@@ -64,9 +67,10 @@ def _ingest(source: Path | str | None) -> Callable[[DayContext], int]:
         path = ctx.cfg.table_path("events")
         rows = (read_table(ctx.spark, path).where(F.col("ds") == F.lit(ctx.ds)).count()
                 if table_exists(ctx.spark, path, ctx.cfg.delta_rs_options(path)) else 0)
-        if rows == 0:
+        if rows == 0 and not ingests.recorded_empty(ctx.cfg, ctx.ds):
             raise LfmError(f"no events ingested for ds {ctx.ds} and no raw folder given: pass --source DIR "
-                           "(the folder the sources declared in lfm.yaml resolve against, holding that day)")
+                           "(the folder the sources declared in lfm.yaml resolve against, holding that day; with "
+                           "--allow-empty if the day truly had no events)")
         return rows
     return run
 
@@ -147,11 +151,13 @@ def _materialize(ctx: DayContext) -> int:
 
 
 def daily_steps(source: Path | str | None = None, cold_start: bool = False, say: Say | None = None,
-                state: Callable[[DayContext], DayState] | None = None, update: bool = False) -> list[Step]:
+                state: Callable[[DayContext], DayState] | None = None, update: bool = False,
+                allow_empty: bool = False) -> list[Step]:
     """The six steps (seven with `update`: a lineage export's daily update before the refresh), each wrapped to
     report progress through `say` (the demo prints it) when given; with `state` (the day's records), each step is
-    done when they say so, else when its latest attempt succeeded."""
-    runs_of = {"ingest": _ingest(source), "refresh": _refresh(cold_start), "withdraw": _withdraw,
+    done when they say so, else when its latest attempt succeeded. `allow_empty`: the ingest records a day the
+    source holds no event of as an empty day even after the log's end."""
+    runs_of = {"ingest": _ingest(source, allow_empty), "refresh": _refresh(cold_start), "withdraw": _withdraw,
                "validate": _validate, "publish": _publish, "materialize": _materialize}
     steps = [Step(name, runs_of[name], _done_by(state, name) if state else None) for name in STEP_NAMES]
     if update:
@@ -201,7 +207,7 @@ class DayRun:
 def run_daily(cfg: LfmConfig, resolve: Callable[[], ResolvedExport], ds: str | dt.date,
               spark_factory: Callable[[], SparkSession], source: Path | str | None = None, cold_start: bool = False,
               force: bool = False, run_id: str | None = None, say: Say | None = None,
-              resolve_spec: Callable[[], ExportSpec] | None = None) -> DayRun:
+              resolve_spec: Callable[[], ExportSpec] | None = None, allow_empty: bool = False) -> DayRun:
     """Run (or resume) day `ds` of one export; raises `StepFailed` (recorded in `runs`) on a failure.
 
     `resolve` gives the export (called once, when a step first needs it); `resolve_spec` its spec alone, from the
@@ -219,7 +225,8 @@ def run_daily(cfg: LfmConfig, resolve: Callable[[], ResolvedExport], ds: str | d
             records.append(day_state(cfg, day, resolve_spec().id if resolve_spec else c.export.spec.id))
         return records[0]
 
-    steps = daily_steps(source, cold_start, say, state, update=cfg.updates.every_days is not None)
+    steps = daily_steps(source, cold_start, say, state, update=cfg.updates.every_days is not None,
+                        allow_empty=allow_empty)
     with day_lock(cfg, "daily", day, ctx.run_id) as ctx.fence:  # a second run of this day fails here, at once
         attempts = run_steps(ctx, steps, force=force)
     if not attempts and say:
@@ -239,7 +246,8 @@ def _made_by(ctx: DayContext) -> str | None:
 def run_days(cfg: LfmConfig, days: Sequence[dt.date], spark_factory: Callable[[], SparkSession],
              source: Path | str | None = None, model_version: str | None = None, cr_layer: str | None = None,
              cold_start: bool = False, force: bool = False, run_id: str | None = None,
-             say: Say | None = None, export: ResolvedExport | None = None) -> list[DayRun]:
+             say: Say | None = None, export: ResolvedExport | None = None,
+             allow_empty: bool = False) -> list[DayRun]:
     """Days in order, stopping at the first failure (later days need its CR state). The export is resolved once
     (`model_version`, default the latest registered; `cr_layer`, default the selected one) for every day."""
     from pipeline.spec import resolve_export
@@ -269,7 +277,7 @@ def run_days(cfg: LfmConfig, days: Sequence[dt.date], spark_factory: Callable[[]
         try:
             day_run = run_daily(cfg, resolve, day, spark_factory, source, cold_start=cold_start and i == 0,
                                 force=force, run_id=base if len(days) == 1 else f"{base}-{day:%Y%m%d}", say=say,
-                                resolve_spec=resolve_spec)
+                                resolve_spec=resolve_spec, allow_empty=allow_empty)
         except StepFailed as err:
             raise DailyFailed(err, _hint(cfg, err, resolve_spec), done=out) from err
         out.append(day_run)

@@ -4,8 +4,9 @@ The candidate (`refresh_log`), the verdicts (`gate_status`), the release (`relea
 (`serving.receipts`: the release materialize loaded) decide whether each step is done, whoever wrote them
 (`run-daily`, `lfm refresh`, `lfm validate`, `lfm materialize`): a day rewritten since its release, a kill during
 the gate or a `refresh --no-gate` leaves a candidate without a release, and the plain rerun gates it again.
-Step attempts (`runs`) are history, except for ingest, which leaves no record of its own. Everything is read with
-delta-rs and local files: deciding that a finished day has nothing to do starts no Spark.
+Step attempts (`runs`) are history, except for ingest: its record (`ingest_log`: what the day holds, and whether it
+had no events at all) says nothing of which drop a run took. Everything is read with delta-rs and local files:
+deciding that a finished day has nothing to do starts no Spark.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lakehouse import candidates, releases
+from lakehouse import candidates, ingests, releases
 from lakehouse.candidates import Candidate
 from lakehouse.releases import Release
 from lfm.config import LfmConfig
@@ -43,6 +44,7 @@ class DayState:
     verdicts: dict[str, StatusRow]  # the newest verdict per embedding table of (ds, export)
     release: Release | None  # the newest `releases` row of (ds, export): released or withdrawn
     online: Receipt | None  # the release the online store holds for the day
+    empty: bool = False  # ingest recorded the day as one with no events (`lakehouse.ingests`): released as any day
 
     @property
     def gated(self) -> bool:
@@ -95,6 +97,8 @@ class DayState:
                      else "not online")
         step = self.next_step
         parts.append(f"next: run-daily resumes at {step}" if step else "complete")
+        if self.empty:
+            parts.insert(0, "no events (an empty day: CR carried from the day before, decayed)")
         return ", ".join(parts)
 
     def _release_text(self) -> str:
@@ -116,8 +120,9 @@ DONE: dict[str, Callable[[DayState], bool]] = {
 
 
 def ingested(cfg: LfmConfig, ds: dt.date) -> bool:
-    """Ingest is of the day, not of an export, and leaves no record of its own: its latest attempt succeeded, or a
-    refresh of the day (any export) read its events. Needs no export, so a day is ingested before a model exists."""
+    """Ingest is of the day, not of an export, and done for a run when its latest attempt succeeded or a refresh of
+    the day (any export) read its events (an `lfm ingest` alone leaves `run-daily --source` its own ingest). Needs
+    no export, so a day is ingested before a model exists."""
     last = runs.latest_by_step(cfg, ds).get("ingest")
     return (last is not None and last.status == "succeeded") or bool(candidates.latest_per_export(cfg, [ds]))
 
@@ -127,4 +132,4 @@ def day_state(cfg: LfmConfig, ds: dt.date, export_id: str) -> DayState:
     newest = releases.latest(cfg, export_id, [ds])
     return DayState(ds, export_id, ingested(cfg, ds), candidates.latest(cfg, ds, export_id),
                     verdicts(cfg, ds, export_id),
-                    newest[0] if newest else None, receipts.read(cfg, export_id, ds))
+                    newest[0] if newest else None, receipts.read(cfg, export_id, ds), ingests.recorded_empty(cfg, ds))

@@ -1,8 +1,8 @@
 """The `runs` Delta table: one row per pipeline step attempt, so a day's progress survives any crash.
 
 Rows are appended (never updated): they are the history `lfm status` shows. Where a day stands is read from its
-records (`pipeline.daystate`: candidate, verdicts, release, online receipt), which every verb writes; only ingest,
-which leaves no record of its own, is judged by its latest attempt. Appends are single Delta commits, so a crash
+records (`pipeline.daystate`: candidate, verdicts, release, online receipt), which every verb writes; only ingest
+is judged by its latest attempt (its `ingest_log` row says what the day holds, not that this run took its drop). Appends are single Delta commits, so a crash
 leaves either the row or nothing. The table is read and written with delta-rs
 (`deltalake`), not Spark: deciding that a finished day has nothing to do, or printing `lfm status`, starts no JVM
 and runs no Spark job. It is an ordinary Delta table (Spark reads it too).

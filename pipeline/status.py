@@ -16,6 +16,7 @@ from lfm.contract import GATE_STATUS, RELEASES
 from lfm.names import BadInput, check_model_version
 from pipeline import runs
 from pipeline.daystate import DONE, STEP_NAMES, UPDATE, DayState, day_state
+from validation.status import not_applicable
 
 
 def _shown_days(records: list[dict], days: int, only_days: list[dt.date] | None) -> set[dt.date]:
@@ -98,6 +99,9 @@ def status_text(cfg: LfmConfig, days: int = 7, only_days: list[dt.date] | None =
         lines.append("quality gate (latest verdict per day, table and export; version = the Delta version checked)")
         for v in verdicts:
             verdict = "passed" if v["passed"] else "QUARANTINED " + ", ".join(v["failed_expectations"])
+            skipped = not_applicable(v.get("metrics"))
+            if skipped:
+                verdict += f" ({', '.join(skipped)} not applicable: no events on the day)"
             if v.get("error"):
                 verdict += f" ({v['error']})"
             version = f"v{v['table_version']}" if v["table_version"] is not None else "-"

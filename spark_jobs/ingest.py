@@ -6,6 +6,10 @@ against the data schema, the files and their columns and the derived columns' ex
 unique, event times plausible for their unit, days parseable), in one Spark pass per source; each failure stops
 the run with one message that names the source, the column, the config key to change and a sample bad value.
 Re-ingesting a day replaces its partition atomically, so reruns never duplicate.
+A day the source holds no event of is written as an **empty day** (its partition emptied, and recorded as such in
+`ingest_log`: `lakehouse.ingests`) when it lies inside the log's span (a later day has events, so its own are not
+still on their way), or with `allow_empty` (the caller says the day truly had none); a day after the log's last
+event is refused as not landed yet, and one before its first as outside the log (nothing is written).
 The same pass counts the events' exact duplicates (rows equal in every declared column) by day;
 `sources.events.duplicates` keeps them (the default), drops all but one copy of each, or refuses the ingest.
 
@@ -30,6 +34,7 @@ from pathlib import Path
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from lakehouse import ingests
 from lakehouse.delta_io import TableLeases, history, overwrite_table, read_table, replace_partitions, table_exists
 from lakehouse.features import FeatureHistoryError, feature_history, snapshot_for
 from lfm.config import LfmConfig
@@ -62,7 +67,7 @@ class MappedColumn:
 @dataclass(frozen=True)
 class IngestResult:
     events_rows: int  # rows written (on a dry run, that would be): without the duplicates dropped
-    days: list[dt.date]  # the days written (or, on a dry run, that would be)
+    days: list[dt.date]  # the days written (or, on a dry run, that would be), the empty ones included
     users_rows: int  # rows of the users snapshot ingested
     items_rows: int
     source_rows: dict[str, int] = field(default_factory=dict)  # rows per source (a held one: as recorded)
@@ -73,6 +78,7 @@ class IngestResult:
     duplicates: DuplicatePolicy = DuplicatePolicy.keep  # what was done with them (sources.events.duplicates)
     before_spark: str = ""  # what was checked before Spark started (`spark_jobs.precheck`)
     dry_run: bool = False
+    empty_days: list[dt.date] = field(default_factory=list)  # of `days`, those written with no events
 
 
 @dataclass
@@ -87,10 +93,22 @@ class _Events:
     """The events to write, decided from the checking pass."""
 
     frame: DataFrame
-    days: list[dt.date]  # the days asked for (all the source holds when none were)
-    present: list[dt.date]  # every day the source holds
-    rows: int  # rows to write
+    day_rows: dict[dt.date, int]  # rows to write per day asked for (when none were: every day of the log's span);
+    # 0: a day with no events, written as an empty day
+    present: list[dt.date]  # every day the source holds events of
     duplicates: dict[dt.date, int]  # exact duplicate rows by day (days with some), among the days asked for
+
+    @property
+    def days(self) -> list[dt.date]:
+        return sorted(self.day_rows)
+
+    @property
+    def rows(self) -> int:
+        return sum(self.day_rows.values())
+
+    @property
+    def empty(self) -> list[dt.date]:
+        return [d for d in self.days if not self.day_rows[d]]
 
     @property
     def duplicate_rows(self) -> int:
@@ -154,9 +172,10 @@ def with_event_time(events: DataFrame, cfg: LfmConfig) -> DataFrame:
     return events.withColumn("ds", ds)
 
 
-def build_events(read: _Read, cfg: LfmConfig, days: list[dt.date] | None) -> _Events:
+def build_events(read: _Read, cfg: LfmConfig, days: list[dt.date] | None, allow_empty: bool = False) -> _Events:
     """Check the event times and days (from the checking pass, no further Spark job but for a sample); returns
-    the events of the asked days (all when none were) with their rows and exact duplicates."""
+    the events of the asked days (all when none were) with their rows, exact duplicates and empty days
+    (`days_to_write`)."""
     s, src, events = cfg.schema, cfg.sources.events, read.frame
     stats, per_day = read.checked.stats, read.checked.per_group()
     label = read.raw.label
@@ -172,20 +191,50 @@ def build_events(read: _Read, cfg: LfmConfig, days: list[dt.date] | None) -> _Ev
                           "sources.events.date_format in lfm.yaml")
     present = sorted(d for d in per_day if d is not None)
     lo, hi = PLAUSIBLE_DAYS
-    if present[0] < lo or present[-1] >= hi:
+    if present and (present[0] < lo or present[-1] >= hi):
         raise IngestError(f"{label}: the events fall on {present[0]}..{present[-1]} when column "
                           f"{src.raw_name(s.timestamp)!r} is read in unit {src.unit_of_time(s.timestamp).value}"
                           + ("" if s.date is None else f" and {src.raw_name(s.date)!r} as {src.date_format}")
                           + ": is sources.events.time_unit right (s, ms, us or timestamp)?")
-    wanted = present if days is None else sorted({parse_ds(d) for d in days})
-    absent = [d for d in wanted if d not in per_day]
-    if absent:
-        raise IngestError(f"no events for ds {[d.isoformat() for d in absent]} in the source (it covers "
-                          f"{present[0]}..{present[-1]}); pass days the log holds")
+    wanted = days_to_write(present, days, allow_empty)
     distinct = read.checked.per_group("__distinct_rows")
-    duplicates = {d: per_day[d] - distinct[d] for d in wanted if per_day[d] > distinct[d]}
+    duplicates = {d: per_day[d] - distinct[d] for d in wanted if per_day.get(d, 0) > distinct.get(d, 0)}
     frame = events if days is None else events.filter(F.col("ds").isin(wanted))
-    return _Events(frame, wanted, present, sum(per_day[d] for d in wanted), duplicates)
+    return _Events(frame, {d: per_day.get(d, 0) for d in wanted}, present, duplicates)
+
+
+def days_to_write(present: list[dt.date], days: list[dt.date] | None, allow_empty: bool = False) -> list[dt.date]:
+    """The days to write, from the days the source holds events of (`present`, sorted) and the days asked for
+    (None: every day of the log's span, its gaps as empty days).
+
+    A day asked for without events is an empty day inside the span (a later day has events, so its own are not
+    still on the way); after the log's last event it is refused as not landed yet, before its first as outside
+    the log, unless `allow_empty` (the caller knows the day had none)."""
+    if days is None:
+        if not present:
+            raise IngestError("the events source holds no event: check sources.events.path (and --source)")
+        return [present[0] + dt.timedelta(days=i) for i in range((present[-1] - present[0]).days + 1)]
+    wanted = sorted({parse_ds(d) for d in days})
+    empty = [d for d in wanted if d not in set(present)]
+    if allow_empty or not empty:
+        return wanted
+    shown = ", ".join(d.isoformat() for d in empty)
+    if not present:
+        raise IngestError(f"no events for ds {shown} in the source, which holds no event at all: nothing was "
+                          "written; if the events have not landed yet, ingest once they have; if the day truly had "
+                          "none, pass --allow-empty (lfm ingest, lfm run-daily) to record it as an empty day")
+    late = [d for d in empty if d > present[-1]]
+    if late:
+        raise IngestError(f"no events for ds {', '.join(d.isoformat() for d in late)} in the source: its log ends "
+                          f"at {present[-1]}, so these events have not landed yet; nothing was written: ingest the "
+                          "day once its files are there, or, if it truly had no events, pass --allow-empty "
+                          "(lfm ingest, lfm run-daily) to record it as an empty day")
+    early = [d for d in empty if d < present[0]]
+    if early:
+        raise IngestError(f"no events for ds {', '.join(d.isoformat() for d in early)} in the source: its log "
+                          f"begins at {present[0]}; nothing was written: pass days from {present[0]} on, or "
+                          "--allow-empty if these days truly had no events")
+    return wanted
 
 
 def apply_duplicates(events: _Events, read: _Read, policy: DuplicatePolicy) -> _Events:
@@ -199,7 +248,8 @@ def apply_duplicates(events: _Events, read: _Read, policy: DuplicatePolicy) -> _
                           f"declared column) on {days}, in {', '.join(duplicate_files(read, events))}; nothing was "
                           "written: remove them from the files, or set sources.events.duplicates in lfm.yaml to "
                           "drop (write one copy of each) or keep")
-    return replace(events, frame=events.frame.dropDuplicates(), rows=events.rows - found)
+    return replace(events, frame=events.frame.dropDuplicates(),
+                   day_rows={d: n - events.duplicates.get(d, 0) for d, n in events.day_rows.items()})
 
 
 def duplicate_files(read: _Read, events: _Events, most: int = 5) -> list[str]:
@@ -330,15 +380,16 @@ def _mapping(cfg: LfmConfig) -> list[MappedColumn]:
 
 def ingest(spark: SparkSession, cfg: LfmConfig, source: Path | str | None = None,
            days: list[dt.date] | None = None, run_id: str | None = None, dry_run: bool = False,
-           prechecked: Prechecked | None = None) -> IngestResult:
+           prechecked: Prechecked | None = None, allow_empty: bool = False) -> IngestResult:
     """Check every source (first what needs no Spark, unless `prechecked` says it was done before Spark started),
-    then write `events` (only the given days' partitions) and the feature snapshots, side by side. Row counts come
-    from the checking passes, so nothing is read again after the writes."""
+    then write `events` (only the given days' partitions, an empty day's empty) and the feature snapshots, side by
+    side. Row counts come from the checking passes, so nothing is read again after the writes. `allow_empty`: a
+    day asked for without events is an empty day even outside the log's span (`days_to_write`)."""
     prechecked = prechecked or precheck(cfg, source)
     root, located = prechecked.root, prechecked.located
     events_read = read_checked(spark, cfg, located[SourceRole.events])
     policy = cfg.sources.events.duplicates
-    events = apply_duplicates(build_events(events_read, cfg, days), events_read, policy)
+    events = apply_duplicates(build_events(events_read, cfg, days, allow_empty), events_read, policy)
     written_days = events.days
     start = written_days[0]
     snaps = [plan_snapshot(spark, cfg, table, [located[r] for r in roles if r in located], start)
@@ -349,20 +400,23 @@ def ingest(spark: SparkSession, cfg: LfmConfig, source: Path | str | None = None
     result = dict(events_rows=events.rows, days=written_days, users_rows=rows["users"], items_rows=rows["items"],
                   source_rows=rows, days_found=events.present, mapping=_mapping(cfg),
                   snapshots={p.table: p.valid_from if p.write else None for p in snaps},
-                  duplicate_rows=events.duplicate_rows, duplicates=policy, before_spark=prechecked.summary())
+                  duplicate_rows=events.duplicate_rows, duplicates=policy, before_spark=prechecked.summary(),
+                  empty_days=events.empty)
     if dry_run:
         return IngestResult(dry_run=True, **result)
 
     run_id = run_id or uuid.uuid4().hex[:12]
     meta = {"job": "ingest", "run_id": run_id, "source": root.uri if root else "sources in lfm.yaml"}
-    log.info("run_id=%s ingest events rows=%d days=%s duplicate_rows=%d duplicates=%s", run_id, events.rows,
-             ",".join(d.isoformat() for d in written_days), events.duplicate_rows, policy.value)
+    log.info("run_id=%s ingest events rows=%d days=%s empty_days=%s duplicate_rows=%d duplicates=%s", run_id,
+             events.rows, ",".join(d.isoformat() for d in written_days),
+             ",".join(d.isoformat() for d in events.empty) or "-", events.duplicate_rows, policy.value)
     leases = TableLeases(cfg, run_id)
     writes = [lambda: replace_partitions(events.frame, cfg.table_path(EVENTS), written_days,
                                          {**meta, "days": [d.isoformat() for d in written_days]}, leases=leases)]
     writes += [lambda p=p: write_snapshot(spark, p, cfg.table_path(p.table), meta, leases)
                for p in snaps if p.write]
     with ThreadPoolExecutor(max_workers=len(writes)) as pool:
-        for fut in [pool.submit(w) for w in writes]:
-            fut.result()
+        version = [fut.result() for fut in [pool.submit(w) for w in writes]][0]
+    # Recorded once the days are in: a crash before leaves an empty day unrecorded, refused until ingested again.
+    ingests.record(cfg, events.day_rows, version, run_id, meta["source"])
     return IngestResult(**result)

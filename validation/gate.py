@@ -50,6 +50,11 @@ class TableResult:
     seconds: float
 
     @property
+    def not_applicable(self) -> tuple[str, ...]:
+        """Checks the day could not make (coverage on a day with no events): neither passed nor failed."""
+        return status.not_applicable(self.metrics)
+
+    @property
     def failed(self) -> tuple[str, ...]:
         """Names of the failed expectations (see validation.expectations.failure_name)."""
         return tuple(self.details)
@@ -85,6 +90,11 @@ class GateResult:
                 f"{len(self.tables) - len(self.quarantined)} passed, {len(self.quarantined)} quarantined "
                 f"({self.seconds:.1f}s)")
         lines = [head]
+        skipped = [n for n, r in self.tables.items() if r.not_applicable]
+        if skipped:
+            checks = sorted({c for n in skipped for c in self.tables[n].not_applicable})
+            lines.append(f"  not applicable, {self.ds} had no events: {', '.join(checks)} ({', '.join(skipped)}); "
+                         "every other check applied")
         for name in self.quarantined:
             r = self.tables[name]
             lines.append(f"  {name}: quarantined: " + "; ".join(f"{f} [{r.details.get(f, '')}]" for f in r.failed))
@@ -162,8 +172,10 @@ def _gate(spark: SparkSession, cfg: LfmConfig, day: dt.date, spec: ExportSpec | 
         _measure_all(spark, cfg, day, tables, events_version)
         for t in tables:  # GE, one table after the other (one context)
             _step(t, lambda t: _judge(spark, cfg, ctx, t, ge_run), after_crash=True)
-            log.info("gate %s %s: %s in %.1fs", day, t.spec.name, "passed" if not t.failed
-                     else f"quarantined {list(t.failed)}", t.seconds)
+            skipped = t.result().not_applicable
+            log.info("gate %s %s: %s%s in %.1fs", day, t.spec.name, "passed" if not t.failed
+                     else f"quarantined {list(t.failed)}",
+                     f" ({', '.join(skipped)} not applicable: no events)" if skipped else "", t.seconds)
         try:
             context.build_docs(ctx, [k for t in tables for k in t.keys])
         except Exception as err:  # noqa: BLE001 - the verdicts stand; only the HTML pages are missing

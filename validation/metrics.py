@@ -13,7 +13,8 @@ shuffling.
 Every metric is a number or None (not applicable: no D-1 partition or no entity valid on both days, no events
 for D, fewer than two valid vectors), never an error: a collapsed day (every vector identical) has centred
 vectors of norm 0, whose cosine is undefined (left out of drift) and whose spectrum is all zero (effective rank
-and information abundance 0, which their expectations catch).
+and information abundance 0, which their expectations catch). A day with no events has `active` 0 and no
+coverage, which the gate reports as not applicable (`validation.status.not_applicable`).
 """
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ _SLICE_ROWS = 8192  # drift pairs turned into float64 matrices at a time
 class DayMetrics:
     rows: int  # rows of the validated model_version in the partition
     valid_rows: int  # of which right width, finite, not all-zero, norm in bounds
-    active: int | None = None  # distinct entities in the day's events
+    active: int | None = None  # distinct entities in the day's events (0: a day with no events; None: no events table)
     coverage: float | None = None
     drift_pairs: int = 0  # entities with a valid vector on D-1 and on D (in the drift sample), cosine defined
     drift_mean_cosine: float | None = None
@@ -143,8 +144,8 @@ def _counts(spec: TableSpec, part: DataFrame, valid_sql: str,
     row = (per_key.join(active, spec.key, "full")
            .agg(*totals, F.count("__active").alias("active"),
                 F.count_if(F.col("__active") & F.col("__n").isNotNull()).alias("covered")).first())
-    n = int(row["active"])
-    return int(row["rows"]), int(row["valid"]), (n or None), (row["covered"] / n if n else None)
+    n = int(row["active"])  # 0: the day had no events (coverage undefined: `validation.status.not_applicable`)
+    return int(row["rows"]), int(row["valid"]), n, (row["covered"] / n if n else None)
 
 
 def _sample(valid: DataFrame, spec: TableSpec, dim: int, cfg: LfmConfig) -> np.ndarray | None:

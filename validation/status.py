@@ -7,6 +7,8 @@ another version (an older candidate, a table rewritten since) never counts, and 
 failed verdict with its error, so a crash can never leave an old pass standing. Input tables (events, users,
 items) do not depend on an export and are recorded with a null export_id. Read and written with delta-rs
 (`lakehouse.records`).
+On a day with no events (`active` 0 in the verdict's metrics) coverage has nothing to measure: it is reported as
+not applicable (`not_applicable`), never as passed; every other check of the table is made and decides.
 """
 from __future__ import annotations
 
@@ -34,6 +36,15 @@ SCHEMA = pa.schema([
     pa.field("metrics", pa.map_(pa.string(), pa.float64())),
     pa.field("error", pa.string()),  # the exception when the gate crashed on this table
 ])
+
+
+NEEDS_EVENTS = ("coverage",)  # the day metrics a day without events leaves undefined (no entity was active)
+
+
+def not_applicable(metrics: dict[str, float | None] | None) -> tuple[str, ...]:
+    """The checks a verdict's day could not make, read from its own metrics: coverage when the day had no events
+    (no active entity to cover); the gate and `lfm status` report them as not applicable instead of passed."""
+    return NEEDS_EVENTS if (metrics or {}).get("active") == 0 else ()
 
 
 @dataclass(frozen=True)

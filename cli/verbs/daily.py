@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layer", help="CR point (default: the one `lfm select-layer` recorded)")
     p.add_argument("--cold-start", action="store_true",
                    help="begin a new CR chain at the (first) day: no previous-day state needed")
+    p.add_argument("--allow-empty", action="store_true", help="with --source: a day the source holds no event of "
+                   "is ingested as a day with no events even after the log's last event (without it, such a day is "
+                   "refused as not landed yet; a day inside the log's span is an empty day anyway)")
     p.add_argument("--force", action="store_true", help="rerun every step even if the day already succeeded")
     p.add_argument("--run-id", type=check_run_id, help="recorded in `runs`, commits and logs (default: random)")
     p.set_defaults(run=run_daily)
@@ -48,7 +51,8 @@ def run_daily(args: argparse.Namespace, cfg: LfmConfig) -> int:
     from pipeline.daily import run_days
 
     done = run_days(cfg, args.ds, lambda: _spark(cfg), source=args.source, model_version=args.model,
-                    cr_layer=args.layer, cold_start=args.cold_start, force=args.force, run_id=args.run_id, say=print)
+                    cr_layer=args.layer, cold_start=args.cold_start, force=args.force, run_id=args.run_id, say=print,
+                    allow_empty=args.allow_empty)
     for day in done:  # each step had its line, a finished day its "already complete": one closing line per day
         if not day.skipped:
             print(f"run-daily {day.ds}: released and online, {len(day.steps)} step(s) in "

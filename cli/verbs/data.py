@@ -27,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ds", nargs="*", help="only these days (YYYY-MM-DD); default: every day in the source")
     p.add_argument("--dry-run", action="store_true", help="check everything and report the mapping, row counts "
                    "and days found; write nothing")
+    p.add_argument("--allow-empty", action="store_true", help="a --ds day the source holds no event of is recorded "
+                   "as a day with no events even after the log's last event (without it such a day is refused as "
+                   "not landed yet; one inside the log's span is an empty day anyway)")
     p.set_defaults(run=run_ingest)
 
 
@@ -49,15 +52,24 @@ def run_ingest(args: argparse.Namespace, cfg: LfmConfig) -> int:
     days = [parse_ds(d) for d in args.ds] if args.ds else None
     t0 = time.perf_counter()
     checked = precheck(cfg, args.source)  # a misspelled column is named before Spark starts
-    result = ingest(get_spark(cfg), cfg, args.source, days, dry_run=args.dry_run, prechecked=checked)
+    result = ingest(get_spark(cfg), cfg, args.source, days, dry_run=args.dry_run, prechecked=checked,
+                    allow_empty=args.allow_empty)
     if args.dry_run:
         print("\n".join(dry_run_lines(result)))
         return 0
     print(f"ingest: events {result.events_rows:,} rows in {len(result.days)} ds partitions "
-          f"({result.days[0]}..{result.days[-1]}), users {result.users_rows:,}, items {result.items_rows:,} "
-          f"-> {cfg.location(cfg.lakehouse).uri} in {time.perf_counter() - t0:.1f}s")
+          f"({result.days[0]}..{result.days[-1]}){empty_text(result)}, users {result.users_rows:,}, items "
+          f"{result.items_rows:,} -> {cfg.location(cfg.lakehouse).uri} in {time.perf_counter() - t0:.1f}s")
     print(f"ingest: {duplicates_line(result)}")
     return 0
+
+
+def empty_text(result) -> str:
+    """', of which N with no events (empty days): D, ...' when some days written had no events."""
+    if not result.empty_days:
+        return ""
+    return (f", of which {len(result.empty_days)} with no events (empty days): "
+            + ", ".join(d.isoformat() for d in result.empty_days))
 
 
 def duplicates_line(result) -> str:
@@ -81,7 +93,7 @@ def dry_run_lines(result) -> list[str]:
     found = result.days_found
     lines.append(f"days found: {len(found)} ({found[0]}..{found[-1]})" if found else "days found: none")
     lines.append(f"would write: events {result.events_rows:,} rows in {len(result.days)} ds partitions "
-                 f"({result.days[0]}..{result.days[-1]})")
+                 f"({result.days[0]}..{result.days[-1]}){empty_text(result)}")
     lines.append(f"duplicates: {duplicates_line(result)}")
     for table, start in result.snapshots.items():
         lines.append(f"would write: {table} snapshot valid from {start}" if start else

@@ -6,6 +6,8 @@
 (the samples arrive hash-partitioned by user from their join, so a user's samples meet in one task), then per key
 over the tasks plus yesterday's state carried by exp(-(T_D - T_{D-1})/tau).
 Point in time: the state of D reads only events of partition D stamped before T_D plus the state of D-1.
+A day with no events (`RefreshPlan.empty`) runs the same path: no samples, so its CR state is D-1's state decayed
+(the keys D-1 held, `last_ts` unchanged) and UR and IR are whatever the day's users and items in scope give.
 Determinism: with `refresh.deterministic` the day's samples are sorted inside each partition (by user, then time)
 and per-key sums are taken in a fixed order, so a rerun of a day gives bit-identical tables.
 """
@@ -252,7 +254,14 @@ def compute_day(spark: SparkSession, cfg: LfmConfig, plan: RefreshPlan, prev: Da
     if rows[CR_USER] == 0:
         for df in cached:
             df.unpersist()
+        if plan.empty:
+            raise NoEvents(f"{plan.ds} had no events and the CR state carried from {plan.prev_ds} holds no user (it "
+                           "was empty, or every key outlived refresh.state_ttl_days): nothing to export; begin a new "
+                           "chain with --cold-start on the next day with events")
         raise NoEvents(f"no samples of ds {plan.ds} before its day end: nothing to aggregate")
+    if plan.empty:
+        log.info("ds %s had no events: its CR is the state of %s decayed (%d users, %d items)", plan.ds,
+                 plan.prev_ds, rows[CR_USER], rows[CR_ITEM])
     if plan.future_events:
         log.warning("ds %s: %d event(s) stamped at or after the day end were left out of the CR state",
                     plan.ds, plan.future_events)

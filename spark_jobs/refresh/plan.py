@@ -2,10 +2,11 @@
 
 The plan is a function of (day, export spec, config): the spec (model version, CR layer, dims, decay) is resolved
 once by the caller and never re-derived here. Checks: the input tables exist with the schema's columns, a users
-and an items snapshot is in force on D (feature history), day D has events, and — unless the day begins a
-chain — the previous day's complete refresh (`refresh_log`) of the *same export spec* exists; a chain at D-1
-under another spec of the same model (another tau, layer, normalisation...) is refused with the differences and
-the fix (`--cold-start` begins a new chain: another spec is another space).
+and an items snapshot is in force on D (feature history), day D has events or ingest recorded it as a day with
+none (an empty day, `lakehouse.ingests`: its CR is D-1's state decayed; it cannot begin a chain), and — unless the
+day begins a chain — the previous day's complete refresh (`refresh_log`) of the *same export spec* exists; a chain
+at D-1 under another spec of the same model (another tau, layer, normalisation...) is refused with the differences
+and the fix (`--cold-start` begins a new chain: another spec is another space).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from lakehouse import candidates
+from lakehouse import candidates, ingests
 from lakehouse.candidates import Candidate
 from lakehouse.delta_io import day_stats, ds_predicate, read_table, table_version
 from lakehouse.features import feature_history, snapshot_for
@@ -46,6 +47,7 @@ class RefreshPlan:
     previous: Candidate | None = None  # D-1's complete refresh of this spec: the states the chain continues
     future_events: int = 0  # rows of partition D stamped at or after T_D (left out of the state)
     warmup_days: int = 0  # set by a backfill whose chain began this many days before its first day
+    empty: bool = False  # D had no events (recorded by ingest): CR is D-1's state decayed, UR and IR as any day
 
     @property
     def model_version(self) -> str:
@@ -115,8 +117,7 @@ def plan_refresh(spark: SparkSession, cfg: LfmConfig, spec: ExportSpec, model: D
     tz = cfg.schema.timezone
     end_ms = day_end_ms(day, tz)
     rows, late = day_counts(spark, cfg, versions[EVENTS], day, end_ms)
-    if not rows:
-        raise NoEvents(f"no events for ds {day} in the lakehouse: ingest that day first (`lfm ingest --ds {day}`)")
+    empty = empty_day(cfg, day, rows, versions[EVENTS], cold_start)
     previous = None if (cold_start or state_in_memory) else previous_candidate(cfg, spec, day)
     warn_later_days(cfg, spec, day, chain_end or day)
     check_model(spec, model)
@@ -124,7 +125,24 @@ def plan_refresh(spark: SparkSession, cfg: LfmConfig, spec: ExportSpec, model: D
                        cold_start=cold_start, day_end_ms=end_ms,
                        prev_day_end_ms=None if cold_start else day_end_ms(day - dt.timedelta(days=1), tz),
                        input_versions={t: int(v) for t, v in versions.items()}, previous=previous,
-                       future_events=late)
+                       future_events=late, empty=empty)
+
+
+def empty_day(cfg: LfmConfig, day: dt.date, rows: int, events_version: int, cold_start: bool) -> bool:
+    """Whether D is a day with no events, which ingest recorded as such (at or before the events version read);
+    a day without rows that no ingest recorded as empty is refused (not ingested, or its events not landed), and so
+    is a cold start on an empty day (a chain begins on a day with events: an empty state decayed is nothing)."""
+    if rows:
+        return False
+    if not ingests.recorded_empty(cfg, day, events_version):
+        raise NoEvents(f"no events for ds {day} in the lakehouse, and no ingest recorded it as a day without events: "
+                       f"ingest that day first (`lfm ingest --ds {day}`; a day the log holds no event of is recorded "
+                       "as an empty day when a later day has events, or with --allow-empty)")
+    if cold_start:
+        raise NoEvents(f"{day} had no events (an empty day, recorded by ingest): a CR chain cannot begin on it; "
+                       "begin the chain with --cold-start on a day with events, or continue it from "
+                       f"{day - dt.timedelta(days=1)}")
+    return True
 
 
 def check_model(spec: ExportSpec, model: DayModel) -> None:

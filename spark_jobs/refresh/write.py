@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 def _metadata(plan: RefreshPlan, name: str, rows: int, dropped: int) -> dict:
     return {"job": "refresh", "table": name, "run_id": plan.run_id, "export_id": plan.spec.id,
             "model_version": plan.model_version, "cr_layer": plan.cr_layer, "ds": plan.ds.isoformat(),
-            "cold_start": plan.cold_start, "warmup_days": plan.warmup_days, "rows": rows,
+            "cold_start": plan.cold_start, "warmup_days": plan.warmup_days, "rows": rows, "empty_day": plan.empty,
             "chained_from": plan.previous.run_id if plan.previous else None,
             "inputs": plan.input_versions, "future_events_dropped": dropped}
 

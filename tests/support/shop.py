@@ -7,7 +7,8 @@ product ids are text holding a quote, a slash, a space and a non-ASCII letter (`
 calendar days in America/New_York; three days or more span the switch to daylight saving time (2024-03-10 has 23
 hours). With `ShopSpec.ratings` the events are a tab-separated rating log instead: a 1-5 `rating` where the click
 was (the task is derived, `rating >= 4`) and a `page_path` where the page was (the scenario is derived, its first
-segment), declared by `RATING_EVENTS`. The outcomes follow latent user and item factors (a propensity each, and tastes that interact) that the features are
+segment), declared by `RATING_EVENTS`. `ShopSpec.empty_days` leaves days without any event (a bursty log: no file
+that day), after which the first `idle_after_empty` members act no more. The outcomes follow latent user and item factors (a propensity each, and tastes that interact) that the features are
 noisy views of, so a model can learn them.
 Nothing in the platform knows this shape: the config below is the whole adaptation.
 """
@@ -83,6 +84,8 @@ class ShopSpec:
     odd_ids: bool = False  # member and product ids like "o'brien/ü 10000": text a cast or a quote would break
     late_members: int = 0  # the last members have no event on the first day (their first is on a later one)
     ratings: bool = False  # events as a tab-separated rating log (RATING_EVENTS) instead of the click CSV
+    empty_days: tuple[int, ...] = ()  # days (0-based) on which nobody acts: no event, no file
+    idle_after_empty: int = 0  # the first members act on no day after an empty day (their state only decays)
 
 
 def member_ids(spec: ShopSpec, members: np.ndarray) -> np.ndarray:
@@ -137,10 +140,15 @@ def write_shop(out: Path, spec: ShopSpec = ShopSpec(), users_version: int = 1) -
         begin = int(dt.datetime(day.year, day.month, day.day, tzinfo=tz).timestamp())
         nxt = day + dt.timedelta(days=1)
         end = int(dt.datetime(nxt.year, nxt.month, nxt.day, tzinfo=tz).timestamp())  # 23 h on 2024-03-10
+        if d in spec.empty_days:
+            continue
         n = spec.events_per_day
         u = rng.integers(0, spec.users, n)
         if d == 0 and spec.late_members:  # their first-day events go to the others: no CR state after day 0
             u = np.where(u >= spec.users - spec.late_members, u % (spec.users - spec.late_members), u)
+        if spec.idle_after_empty and any(e < d for e in spec.empty_days):  # their events go to the others
+            k = spec.idle_after_empty
+            u = np.where(u < k, k + u % (spec.users - k), u)
         i = rng.integers(0, spec.items, n)
         p = rng.choice(len(PAGES), n, p=PAGE_SHARES)
         taste = (user_f[u, 1:] * page_w[p, 1:] * item_f[i, 1:]).sum(1) / np.sqrt(FACTORS - 1)

@@ -129,6 +129,8 @@ def test_healthy_day_passes_every_table(healthy_run):
     assert ur["coverage"] == 1.0 and ur["drift_pairs"] == ur["rows"] == 300
     assert ur["drift_mean_cosine"] > 0.95 and ur["drift_moved_share"] == 0.0
     assert ur["effective_rank"] > 20 and ur["information_abundance"] > 10
+    assert not any(t.not_applicable for t in healthy_run.tables.values()) and "not applicable" not in \
+        healthy_run.summary()  # a day with events makes every check
 
 
 def test_tables_measured_at_once_agree_with_one_at_a_time_and_tag_their_own_jobs(lake):
@@ -348,9 +350,10 @@ DEGENERATE = [  # (partition of D, D-1 healthy?, the expectations that fail (exa
 @pytest.mark.parametrize("partition,with_yesterday,expected,values", DEGENERATE,
                          ids=["collapsed", "constant", "all_nan", "all_zero", "single_row", "empty", "empty_d_minus_1"])
 def test_degenerate_partition_is_a_verdict_not_a_crash(lake, partition, with_yesterday, expected, values):
-    """Planted in Delta and gated end to end (June: no events, so coverage does not apply): every metric is a
-    number or None, the verdict is recorded, and a bad day is quarantined by the expectation meant for it."""
-    from validation.status import status_rows
+    """Planted in Delta and gated end to end (June: no events, so coverage does not apply and is reported so, never
+    as passed): every metric is a number or None, the verdict is recorded, and a bad day is quarantined by the
+    expectation meant for it, whatever else does not apply."""
+    from validation.status import not_applicable, status_rows
 
     day = dt.date(2022, 6, 3 + 2 * [d[0] for d in DEGENERATE].index(partition))
     yesterday = day - dt.timedelta(days=1)
@@ -361,8 +364,11 @@ def test_degenerate_partition_is_a_verdict_not_a_crash(lake, partition, with_yes
     assert set(table.failed) == expected, result.summary()
     assert table.passed == (not expected) and "gate_error" not in table.failed
     assert {k: table.metrics[k] for k in values} == values
+    assert table.metrics["active"] == 0 and table.metrics["coverage"] is None and table.not_applicable == ("coverage",)
+    assert f"not applicable, {day} had no events: coverage (ur); every other check applied" in result.summary()
     (row,) = status_rows(lake.cfg, [day], V)
     assert row.passed == table.passed and set(row.failed_expectations) == expected and row.error is None
+    assert not_applicable(row.metrics) == ("coverage",)  # the verdict's own record says so
 
 
 def _gate_ur(lake, day, version, previous_version=None):
@@ -459,7 +465,8 @@ def test_cli_validate_and_status(lake, healthy_run, tmp_path, capsys):
     assert main(["--config", str(config), "status", "--ds", str(day), str(D1)]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    assert any(f"{day}  ur" in x and f"QUARANTINED {FINITE}" in x for x in lines), out
+    assert any(f"{day}  ur" in x and f"QUARANTINED {FINITE} (coverage not applicable: no events on the day)" in x
+               for x in lines), out  # no events on that day: coverage is said not to apply, the NaN still fails
     assert sum("2022-04-26" in x and "passed" in x for x in lines) == 7, out
     bad = cli("--config", str(config), "validate", "--ds", "2022-13-01")  # argparse refuses it: exit 2, no trace
     assert bad.code == 2 and "2022-13-01" in bad.err and "Traceback" not in bad.err, bad.err
