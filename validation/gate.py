@@ -29,6 +29,7 @@ from pyspark.sql import functions as F
 
 from lfm.config import LfmConfig
 from lfm.contract import EMBEDDING_TABLES, ExportSpec
+from lfm.errors import cause_line
 from lfm.names import check_run_id, parse_ds
 from validation import context, metrics, report, status, suites
 from validation.batch import STAT_COLUMNS, read_batch, with_stats
@@ -201,7 +202,10 @@ def _gate(spark: SparkSession, cfg: LfmConfig, day: dt.date, spec: ExportSpec | 
 
 
 def _one_line(err: BaseException) -> str:
+    """The error's type and the line naming its cause (a failed Spark job's innermost exception, not its call)."""
     text = str(err).strip().splitlines()
+    if text and text[0].startswith("An error occurred while calling"):  # py4j: the JVM's stack trace follows
+        return f"{type(err).__name__}: {cause_line(err)[:300]}"
     return f"{type(err).__name__}: {text[0][:300] if text else ''}"
 
 

@@ -33,7 +33,8 @@ from lakehouse.features import features_as_of
 from lfm.config import LfmConfig
 from lfm.config.refresh import UserScope
 from lfm.contract import CR_ITEM, CR_USER, EVENTS, EXPORT_ID, IR, ITEMS, STATE_TABLES, UR, USERS, day_end_ms
-from spark_jobs.refresh.errors import NoEvents, NonFiniteVectors, RefreshError, TableMismatch, worker_message
+from lfm.errors import cause_line
+from spark_jobs.refresh.errors import NoEvents, NonFiniteVectors, RefreshError, TableMismatch
 from spark_jobs.refresh.plan import RefreshPlan
 
 log = logging.getLogger(__name__)
@@ -244,7 +245,7 @@ def compute_day(spark: SparkSession, cfg: LfmConfig, plan: RefreshPlan, prev: Da
         for df in cached:
             df.unpersist()
         raise RefreshError(f"refresh of {plan.ds} failed in the Spark job, nothing was written: "
-                           f"{worker_message(err)}") from None
+                           f"{cause_line(err)}") from None
     if any(bad.values()):
         for df in cached:
             df.unpersist()

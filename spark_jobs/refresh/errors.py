@@ -27,13 +27,3 @@ class NonFiniteVectors(RefreshError):
 
 class PublishError(LfmError):
     """Writing a table failed; the tables written earlier in the run were restored."""
-
-
-def worker_message(err: Exception) -> str:
-    """The Python exception line from a failed Spark task, instead of a JVM stack trace."""
-    text = str(err)
-    for line in reversed(text.splitlines()):
-        line = line.strip()
-        if line and ("Error:" in line or "Exception:" in line) and not line.startswith(("at ", "Suppressed:")):
-            return line[:500]
-    return text.splitlines()[0][:500] if text else type(err).__name__

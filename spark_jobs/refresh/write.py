@@ -25,9 +25,9 @@ from lakehouse.candidates import Candidate
 from lakehouse.delta_io import TableLeases, export_predicate, replace_partitions, restore_partitions, table_version
 from lfm.config import LfmConfig
 from lfm.contract import EMBEDDING_TABLES, EXPORT_TABLES, PARTITION_BY, STATE_TABLES
-from lfm.errors import RollbackFailed
+from lfm.errors import RollbackFailed, cause_line
 from spark_jobs.refresh.compute import DayOutputs
-from spark_jobs.refresh.errors import PublishError, worker_message
+from spark_jobs.refresh.errors import PublishError
 from spark_jobs.refresh.plan import RefreshPlan
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def write_tables(spark: SparkSession, cfg: LfmConfig, plan: RefreshPlan, outputs
 
 
 def _detail(err: Exception) -> str:
-    return worker_message(err) if isinstance(err, (PySparkException, Py4JJavaError)) else str(err)[:500]
+    return cause_line(err) if isinstance(err, (PySparkException, Py4JJavaError)) else str(err)[:500]
 
 
 def _rollback(spark: SparkSession, cfg: LfmConfig, plan: RefreshPlan, names: list[str],
