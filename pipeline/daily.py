@@ -22,7 +22,7 @@ import datetime as dt
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -207,12 +207,14 @@ class DayRun:
 def run_daily(cfg: LfmConfig, resolve: Callable[[], ResolvedExport], ds: str | dt.date,
               spark_factory: Callable[[], SparkSession], source: Path | str | None = None, cold_start: bool = False,
               force: bool = False, run_id: str | None = None, say: Say | None = None,
-              resolve_spec: Callable[[], ExportSpec] | None = None, allow_empty: bool = False) -> DayRun:
+              resolve_spec: Callable[[], ExportSpec] | None = None, allow_empty: bool = False,
+              only: Collection[str] | None = None) -> DayRun:
     """Run (or resume) day `ds` of one export; raises `StepFailed` (recorded in `runs`) on a failure.
 
     `resolve` gives the export (called once, when a step first needs it); `resolve_spec` its spec alone, from the
     model card. The steps to run are read from the day's records for this export, under the day's lock, once: a
-    day released and online is skipped without starting Spark, importing torch or reading the weights.
+    day released and online is skipped without starting Spark, importing torch or reading the weights. `only`
+    keeps those of the day's steps (in their order): an orchestrator runs each group of steps as a task of its own.
     """
     day = parse_ds(ds)
     ctx = DayContext(cfg, day, resolve, spark_factory=spark_factory, resolve_spec=resolve_spec)
@@ -227,6 +229,8 @@ def run_daily(cfg: LfmConfig, resolve: Callable[[], ResolvedExport], ds: str | d
 
     steps = daily_steps(source, cold_start, say, state, update=cfg.updates.every_days is not None,
                         allow_empty=allow_empty)
+    if only is not None:
+        steps = [s for s in steps if s.name in only]
     with day_lock(cfg, "daily", day, ctx.run_id) as ctx.fence:  # a second run of this day fails here, at once
         attempts = run_steps(ctx, steps, force=force)
     if not attempts and say:
@@ -247,9 +251,10 @@ def run_days(cfg: LfmConfig, days: Sequence[dt.date], spark_factory: Callable[[]
              source: Path | str | None = None, model_version: str | None = None, cr_layer: str | None = None,
              cold_start: bool = False, force: bool = False, run_id: str | None = None,
              say: Say | None = None, export: ResolvedExport | None = None,
-             allow_empty: bool = False) -> list[DayRun]:
+             allow_empty: bool = False, only: Collection[str] | None = None) -> list[DayRun]:
     """Days in order, stopping at the first failure (later days need its CR state). The export is resolved once
-    (`model_version`, default the latest registered; `cr_layer`, default the selected one) for every day."""
+    (`model_version`, default the latest registered; `cr_layer`, default the selected one) for every day; `only`
+    restricts each day to those steps (`run_daily`)."""
     from pipeline.spec import resolve_export
     from pipeline.spec import resolve_spec as card_spec
 
@@ -277,7 +282,7 @@ def run_days(cfg: LfmConfig, days: Sequence[dt.date], spark_factory: Callable[[]
         try:
             day_run = run_daily(cfg, resolve, day, spark_factory, source, cold_start=cold_start and i == 0,
                                 force=force, run_id=base if len(days) == 1 else f"{base}-{day:%Y%m%d}", say=say,
-                                resolve_spec=resolve_spec, allow_empty=allow_empty)
+                                resolve_spec=resolve_spec, allow_empty=allow_empty, only=only)
         except StepFailed as err:
             raise DailyFailed(err, _hint(cfg, err, resolve_spec), done=out) from err
         out.append(day_run)

@@ -53,9 +53,9 @@ def plan_days(available: list[dt.date], daily_days: int) -> dict[str, list[dt.da
     if len(available) < 5:
         raise BadInput(f"the demo needs at least 5 days of events (2 train, 1 valid, 2 layer probe), got "
                        f"{len(available)}: synthesize more days (--days) or point --data at a longer log")
-    daily_days = max(1, min(daily_days, len(available) - 4))
+    daily_days = max(0, min(daily_days, len(available) - 4))  # 0: the world alone, for an orchestrator to run
     return {"train": available[:2], "valid": available[2:3], "probe": available[3:5],
-            "daily": available[-daily_days:]}
+            "daily": available[len(available) - daily_days:]}
 
 
 def run_demo(cfg: LfmConfig, opts: DemoOptions, say: Say = print) -> DemoResult:
@@ -88,6 +88,11 @@ def run_demo(cfg: LfmConfig, opts: DemoOptions, say: Say = print) -> DemoResult:
     card = _ensure_model(spark, cfg, days, opts, say)
     layer = _ensure_layer(spark, cfg, card, days, say)
     result = DemoResult(card.model_version, layer, days["daily"])
+    result.seconds = time.perf_counter() - t0
+    if not days["daily"]:
+        say(f"[5/6] run-daily: no days asked (--daily-days 0); the days {ingested.days[0]}..{ingested.days[-1]} are "
+            "ingested, the model registered and its CR layer selected")
+        return result
     say(f"[5/6] run-daily {days['daily'][0]}..{days['daily'][-1]} (ingest -> refresh -> validate -> publish -> "
         f"materialize, each step recorded in `runs`; the first day starts the CR chain cold)")
     try:

@@ -22,10 +22,11 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # against 5-6 min for pip; pip installs the same pins if uv cannot be had. Both compile the bytecode at
   # install (about 40 s on 2 cores): where Python may not write it (PYTHONDONTWRITEBYTECODE, a read-only
   # install), every process would otherwise compile what it imports anew, about 12 s for GE, Feast and torch, in
-  # every `lfm` command and every Spark Python worker.
+  # every `lfm` command and every Spark Python worker. The `dagster` extra (the orchestrator, whose tests CI runs)
+  # adds 33 packages, about 110 MB and 10 s.
   if ! { { .venv/bin/python -m pip install "uv==$UV_VERSION" &&
-           .venv/bin/uv pip install --python .venv/bin/python --compile-bytecode -e ".[test]"; } ||
-         { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -e ".[test]"; }
+           .venv/bin/uv pip install --python .venv/bin/python --compile-bytecode -e ".[test,dagster]"; } ||
+         { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -e ".[test,dagster]"; }
        } >"$log" 2>&1; then
     tail -n 30 "$log" >&2
     echo "installing the dependencies failed; the whole output is in $log" >&2

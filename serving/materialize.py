@@ -199,8 +199,7 @@ def _materialize(spark, cfg: LfmConfig, ds: str | dt.date, export_ref: str | Non
         if cfg.feast.online_store == OnlineStoreKind.redis:
             result.loads += _load_from_spark(spark, cfg, store, release, start, end, replaced)
             if build_index:
-                result.index_items = _index(cfg, spec, release, *_checked(cfg, release, {
-                    "ir": read_release(spark, cfg, "ir", release)})["ir"])
+                result.index_items = index_release(spark, cfg, release)
             receipts.write(cfg, release)
             continue
         with ThreadPoolExecutor(max_workers=len(EMBEDDING_TABLES)) as pool:
@@ -275,6 +274,13 @@ def _load_from_spark(spark, cfg: LfmConfig, store, release: releases.Release, st
     return [TableLoad(release.export_id, t, True, rows=audits[t].rows, seconds=seconds,
                       reason=f"{written.get(view_name(t, release.export_id), 0):,} keys newer than what was online")
             for t in EMBEDDING_TABLES]
+
+
+def index_release(spark, cfg: LfmConfig, release: releases.Release) -> int:
+    """Build the day's ANN index from exactly its released IR, checked as materialize checks it (what materialize
+    does beside the online load; an orchestrator's index task calls it alone); the number of items indexed."""
+    keys, mat = _checked(cfg, release, {"ir": read_release(spark, cfg, "ir", release)})["ir"]
+    return _index(cfg, release.spec, release, keys, mat)
 
 
 def _index(cfg: LfmConfig, spec: ExportSpec, release: releases.Release, keys: np.ndarray, mat: np.ndarray) -> int:

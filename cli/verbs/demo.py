@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--items", type=int, default=600)
     p.add_argument("--days", type=int, default=7, help="days to synthesize (5 at least)")
     p.add_argument("--events-per-day", type=int, default=8000)
-    p.add_argument("--daily-days", type=int, default=3, help="the last N days go through run-daily")
+    p.add_argument("--daily-days", type=int, default=3, help="the last N days go through run-daily (0: prepare the world alone: data, model, CR layer)")
     p.add_argument("--max-epochs", type=int, default=3, help="pretraining epochs when no model is registered")
     p.set_defaults(run=run)
 

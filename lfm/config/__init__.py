@@ -16,6 +16,7 @@ from lfm.config.downstream import DownstreamSettings
 from lfm.config.model import ModelSettings, TrainSettings, UpdateSettings
 from lfm.config.platform import RegistrySettings, SparkSettings, StorageSettings
 from lfm.config.refresh import RefreshSettings
+from lfm.config.schedule import ScheduleSettings
 from lfm.config.schema import DataSchema, FeatureField, FieldKind, Strict
 from lfm.config.serving import FeastSettings
 from lfm.config.sources import KeyType, Sources, declared_key_type, default_sources
@@ -44,6 +45,7 @@ class LfmConfig(Strict):
     refresh: RefreshSettings = Field(default_factory=RefreshSettings)
     feast: FeastSettings = Field(default_factory=FeastSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
+    schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)  # an orchestrator's (`orchestration`)
     # A local folder for lfm.log (`lfm.logs`); beside the lakehouse by default, never in it: a dry run or a refused
     # command writes no lakehouse folder.
     logs: str = "./data/logs"

@@ -13,7 +13,7 @@ POLL_S = 0.002  # the ANN index of a tiny day is staged for a few milliseconds: 
 KILL_ATTEMPTS = 3  # a run that ended before its phase (the poll missed that window) is run again, up to this often
 
 
-def _commits(table_dir: Path) -> int:
+def commits(table_dir: Path) -> int:
     return len(list((table_dir / "_delta_log").glob("*.json"))) if (table_dir / "_delta_log").is_dir() else 0
 
 
@@ -34,7 +34,7 @@ def phase_signals(cfg: LfmConfig, export_id: str, out: Path) -> dict:
     """For each phase, the verb that reaches it and a probe that turns true once the phase has begun."""
     lake = Path(cfg.lakehouse)
     ur_files = set(p for p in (lake / "ur").rglob("*.parquet"))
-    counts = {t: _commits(lake / t) for t in ("refresh_log", "gate_status")}
+    counts = {t: commits(lake / t) for t in ("refresh_log", "gate_status")}
     ann = Path(cfg.feast.repo_path) / "data" / "ann" / export_id
     # A tiny day's index is staged in `.<ds>.*` for milliseconds; once swapped in, the command still runs (its
     # summary, Spark's stop) for a fraction of a second, so the probe also fires on the new index itself.
@@ -42,7 +42,7 @@ def phase_signals(cfg: LfmConfig, export_id: str, out: Path) -> dict:
     saved = _identity(index_meta)
 
     def committed(table: str):
-        return lambda: _commits(lake / table) > counts[table]
+        return lambda: commits(lake / table) > counts[table]
 
     return {  # materialize first: D2 is released and online, so its reload reaches both phases
         "materialize: writing the online store": ("materialize", lambda: WRITING_ONLINE in out.read_text()),
@@ -62,8 +62,10 @@ def lfm_command(conf: Path, verb: str, model: str) -> list[str]:
     return [sys.executable, "-m", "cli.main", "-v", "--config", str(conf), verb, "--ds", str(D2), "--model", model]
 
 
-def run_and_kill(command: list[str], out: Path, probe, timeout: float = 900) -> tuple[bool, str]:
-    """`command` in its own process group, SIGKILLed as soon as `probe()` is true; (killed, its output's tail)."""
+def run_and_kill(command: list[str], out: Path, probe, timeout: float = 900,
+                 poll_s: float = POLL_S) -> tuple[bool, str]:
+    """`command` in its own process group, SIGKILLed as soon as `probe()` is true (asked every `poll_s`);
+    (killed, its output's tail)."""
     import os
     import signal
     import subprocess
@@ -80,7 +82,7 @@ def run_and_kill(command: list[str], out: Path, probe, timeout: float = 900) -> 
                 os.killpg(proc.pid, signal.SIGKILL)  # the driver, its JVM and the Python workers
                 killed = True
                 break
-            time.sleep(POLL_S)
+            time.sleep(poll_s)
     finally:
         if proc.poll() is None and not killed:
             os.killpg(proc.pid, signal.SIGKILL)

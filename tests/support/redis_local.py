@@ -46,15 +46,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_redis(timeout_s: float = 20.0) -> LocalRedis:
-    """Start redis-server (no persistence) on 127.0.0.1:<free port> and wait until it answers PING."""
+def start_redis(timeout_s: float = 20.0, port: int | None = None) -> LocalRedis:
+    """Start redis-server (no persistence) on 127.0.0.1:<free port> (or `port`: a server stopped there comes back,
+    empty) and wait until it answers PING."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise NoRedis("redis-server is not installed (apt-get install redis-server)")
     import redis
 
-    for _ in range(3):  # a free port can be taken between probing and binding: retry
-        port, workdir = free_port(), tempfile.mkdtemp(prefix="lfm-redis-")
+    wanted = port
+    for _ in range(3 if wanted is None else 1):  # a free port can be taken between probing and binding: retry
+        port, workdir = wanted or free_port(), tempfile.mkdtemp(prefix="lfm-redis-")
         proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                                  "--appendonly", "no", "--dir", workdir, "--protected-mode", "yes"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -68,4 +70,4 @@ def start_redis(timeout_s: float = 20.0) -> LocalRedis:
         proc.kill()
         proc.wait()
         shutil.rmtree(workdir, ignore_errors=True)
-    raise NoRedis("redis-server did not start on a free loopback port")
+    raise NoRedis(f"redis-server did not start on {f'port {wanted}' if wanted else 'a free loopback port'}")

@@ -8,7 +8,7 @@ Layers, bottom up (a package may import its own modules and any package of a *lo
     4 spark_jobs | validation | feature_repo   (siblings never import each other)
     5 serving       register, materialize, training sets, online, retrieval
     6 pipeline      the only orchestration
-    7 cli           the `lfm` verbs
+    7 cli | orchestration   the `lfm` verbs; the Dagster integration (an optional extra): nothing imports either
 """
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[3]
 LAYERS = {"lfm": 0, "lakehouse": 1, "models": 2, "inference": 3, "spark_jobs": 4, "validation": 4,
-          "feature_repo": 4, "serving": 5, "pipeline": 6, "cli": 7}
+          "feature_repo": 4, "serving": 5, "pipeline": 6, "cli": 7,
+          "orchestration": 7}
 
 
 def module_name(path: Path) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 
-@pytest.mark.parametrize("module", ["great_expectations", "feast", "torch", "pyspark"])
+@pytest.mark.parametrize("module", ["great_expectations", "feast", "torch", "pyspark", "dagster"])
 def test_the_heavy_imports_have_their_bytecode_compiled(module: str) -> None:
     """Where Python may not write bytecode (PYTHONDONTWRITEBYTECODE, a read-only install), a module without its
     compiled file is compiled anew by every process that imports it: GE, Feast and torch cost about 12 s more in
