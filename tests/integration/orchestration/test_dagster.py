@@ -7,9 +7,10 @@ One lakehouse, three days, one story (`story`), each outcome recorded for the te
    demands that UR moves from day to day, which a frozen model over static user features never does (the planted
    fault): the gate quarantines D2, whose run fails with the gate's message and is not retried; D2 is neither
    released nor served, and D3's refresh is refused; the next tick asks for nothing;
-3. the operator relaxes the bound and backfills D2..D3 in a process of its own, SIGKILLed midway (once D3's
-   candidate is recorded); Redis goes down; the backfill is launched again here: D2 does nothing, D3 resumes at
-   its gate, and its materialize meets the outage, which a retry with backoff survives once Redis is back.
+3. the operator relaxes the bound and re-executes D2, which resumes at its gate; the next tick asks for D3 again;
+4. the operator backfills D1..D3 in a process of its own, SIGKILLed midway (D1 and D2 done, D3's run started);
+   Redis goes down; the backfill is launched again here: D1 and D2 do nothing, D3 runs, and its materialize meets
+   the outage, which a retry with backoff survives once Redis is back.
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ pytestmark = pytest.mark.slow
 D1, D2, D3 = (dt.date(2022, 4, 26) + dt.timedelta(days=i) for i in range(3))
 STRICT_UR = {**QUALITY, "tables": {"ur": {"max_mean_cosine": 0.99}}}  # UR must move daily: D2 breaks it
 DAYS = (D1, D2, D3)
+STEP_START_CANDIDATE = 'Started execution of step "candidate"'  # Dagster's line as a run reaches the candidate
 
 
 def attempts(cfg, day: dt.date) -> list[tuple[str, str]]:
@@ -87,7 +89,6 @@ class Story:
     killed: bool = False
     killed_tail: str = ""
     killed_status: dg.DagsterRunStatus | None = None
-    killed_candidate: bool = False
     resumed: list = field(default_factory=list)
     quarantined: dict = field(default_factory=dict)  # what readers saw while D2 was quarantined
 
@@ -107,8 +108,7 @@ def quarantine_evidence(cfg, export_id: str) -> dict:
 def story(spark, world, tmp_path_factory) -> Iterator[Story]:
     from orchestration.build import build_definitions
     from orchestration.tasks import export_spec
-    from pipeline.daystate import day_state
-    from tests.support.kills import commits, run_and_kill
+    from tests.support.kills import run_and_kill
     from tests.support.redis_local import NoRedis, start_redis
 
     try:
@@ -136,22 +136,24 @@ def story(spark, world, tmp_path_factory) -> Iterator[Story]:
         s.ticks["after_quarantine"] = tick(defs, instance, landed(D3, 2))
 
         write_conf(conf, {**yaml.safe_load(conf.read_text()), "quality": QUALITY})  # the fix: the bound relaxed
-        log, refresh_log = Path(cfg.lakehouse).parent / "backfill.log", Path(cfg.lakehouse) / "refresh_log"
-        s.killed, s.killed_tail = run_and_kill(command(conf, home, [D2, D3]), log, lambda: commits(refresh_log) >= 3,
-                                               timeout=600, poll_s=0.05)  # D3's candidate is in: the gate is next
+        s.runs["d2_fixed"] = run_day(defs, instance, D2)  # re-executed by the operator
+        s.after["fixed"] = after()
+        s.ticks["after_fix"] = tick(defs, instance, landed(D3, 3))
+
+        log = Path(cfg.lakehouse).parent / "backfill.log"  # the killed process's output: Dagster's event lines
+        s.killed, s.killed_tail = run_and_kill(command(conf, home, list(DAYS)), log,
+                                               lambda: log.read_text().count(STEP_START_CANDIDATE) >= 3,
+                                               timeout=600, poll_s=0.05)  # D3's candidate step has begun
         s.after["kill"] = after()
-        s.killed_candidate = day_state(cfg, D3, s.export_id).candidate is not None
         newest = instance.get_run_records(dg.RunsFilter(tags={"dagster/partition": str(D3)}), limit=1)
         s.killed_status = newest[0].dagster_run.status if newest else None
-        s.ticks["after_kill"] = tick(defs, instance, landed(D3, 3))
+        s.ticks["after_kill"] = tick(defs, instance, landed(D3, 4))
 
-        servers[0].stop()  # Redis is down when the resumed D3 reaches materialize, back once it has failed
+        servers[0].stop()  # Redis is down when D3 reaches materialize, back once that attempt has failed
         watcher = back_after_a_failed_materialize(cfg, D3, port, servers)
-        s.resumed = backfill(defs, instance, [D2, D3])
+        s.resumed = backfill(defs, instance, list(DAYS))
         watcher.join(timeout=60)
         s.after["done"] = after()
-        s.runs["d1_again"] = run_day(defs, instance, D1)
-        s.after["again"] = after()
         yield s
     finally:
         for server in servers[1:]:
@@ -169,6 +171,7 @@ def test_the_schedule_asks_for_each_landed_day_and_catches_up_a_missed_one_in_or
     assert days_of(story.ticks["d1"]) == [str(D1)]
     assert days_of(story.ticks["catch_up"]) == [str(D2), str(D3)]  # the missed D2 first
     assert all(r.tags["lfm/export"] == story.export_id for r in story.ticks["catch_up"])
+    assert days_of(story.ticks["after_fix"]) == [str(D3)]  # refused for want of D2, asked again once D2 released
     assert story.runs["d1"].success
     assert {"events", "candidate", "release", "online_store", "ann_index"} <= materialized(story.runs["d1"])
     assert [s for s, _ in story.after["quarantine"][D1]] == ["ingest", "refresh", "withdraw", "validate",
@@ -209,7 +212,13 @@ def test_a_quarantined_day_is_never_served_and_blocks_the_next_days_refresh(stor
         np.testing.assert_array_equal(np.asarray(v, dtype=np.float32), d1[u])
 
 
-# --- the backfill: killed, resumed; the outage ---------------------------------------------------------------
+# --- the fix; the backfill, killed and resumed; the outage ---------------------------------------------------
+
+def test_the_fixed_day_resumes_at_its_gate(story):
+    assert story.runs["d2_fixed"].success
+    ran = story.after["fixed"][D2][len(story.after["quarantine"][D2]):]
+    assert ran == [("validate", "succeeded"), ("publish", "succeeded"), ("materialize", "succeeded")]
+
 
 def test_a_backfill_killed_midway_resumes_where_it_stopped(story):
     from orchestration.chain import done
@@ -217,15 +226,14 @@ def test_a_backfill_killed_midway_resumes_where_it_stopped(story):
 
     assert story.killed, story.killed_tail
     assert story.killed_status == dg.DagsterRunStatus.STARTED  # the killed worker never ended D3's run
-    killed = story.after["kill"]
-    assert killed[D2][-3:] == [("validate", "succeeded"), ("publish", "succeeded"), ("materialize", "succeeded")]
-    assert story.killed_candidate and ("validate", "succeeded") not in killed[D3]  # killed between the two
+    assert story.after["kill"] == story.after["fixed"]  # D1 and D2 were done: the backfill recorded nothing
     assert isinstance(story.ticks["after_kill"], dg.SkipReason)  # a killed run looks running until monitored
-    assert "is running" in story.ticks["after_kill"].skip_message
-    assert [r.success for r in story.resumed] == [True, True]
-    assert story.after["done"][D2] == killed[D2]  # finished: the relaunched backfill redid nothing of D2
-    resumed = [s for s, _ in story.after["done"][D3][len(killed[D3]):]]
-    assert resumed[0] == "validate" and "refresh" not in resumed  # at the gate: the candidate is not recomputed
+    assert f"{D3} is running" in story.ticks["after_kill"].skip_message
+    assert [r.success for r in story.resumed] == [True, True, True]
+    for day in (D1, D2):
+        assert story.after["done"][day] == story.after["kill"][day]  # relaunched: finished days do nothing
+    resumed = [s for s, _ in story.after["done"][D3][len(story.after["kill"][D3]):]]
+    assert resumed[:4] == ["refresh", "withdraw", "validate", "publish"] and resumed[-1] == "materialize"
     for day in DAYS:
         assert done(story.cfg, day_state(story.cfg, day, story.export_id)), day  # released, online, indexed
 
@@ -263,11 +271,6 @@ def test_the_orchestrator_shows_versions_rows_verdicts_drift_and_the_export(stor
     assert shown["online_store"]["online"].value.endswith("(current)")
     assert shown["ann_index"]["items"].value > 0
     assert shown["ann_index"]["release_run_id"].value == release["run_id"]
-
-
-def test_a_finished_day_runs_again_and_does_nothing(story):
-    assert story.runs["d1_again"].success
-    assert story.after["again"] == story.after["done"]  # no step attempt recorded
 
 
 # --- the code location -----------------------------------------------------------------------------------------
