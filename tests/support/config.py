@@ -15,10 +15,13 @@ KUAIRAND = REPO.parent / "shared" / "data" / "kuairand-pure"
 # with the work for the two cores without paying back (a cold `lfm validate` of a tiny day: 82 -> 60 s). The
 # platform's default keeps the JVM's own tiering: large days run C2-compiled loops. The cluster test gives the
 # same option to its master, worker, driver and executors.
-TEST_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1"
+# C1 alone also shrinks the JVM's code cache to 48 MB (the tiered default is 240 MB); a test process's JVM that
+# outgrows it dies ("Out of space in CodeCache for method handle intrinsic": Spark exits on that VM error), so
+# the cache keeps the tiered size.
+TEST_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=240m"
 # For the same reason the tests' queries run interpreted: generating and compiling (Janino) the code of every
 # plan costs more than running a few thousand rows through it (a warm gate of a tiny day: 10.1 -> 6.3 s; a
-# released two-day lake: 136 -> 85 s). Spark's own test suites run this mode beside the compiled one; the platform's
+# released two-day lake, both variants run side by side: 301 -> 267 s). Spark's own test suites run this mode beside the compiled one; the platform's
 # default compiles, as large days need.
 TEST_SQL_CONF = {"spark.sql.codegen.factoryMode": "NO_CODEGEN"}
 TEST_SPARK_CONF = {**SparkSettings().conf, **TEST_SQL_CONF, "spark.driver.extraJavaOptions": TEST_JAVA_OPTIONS}
