@@ -127,7 +127,7 @@ def test_dry_run_checks_and_reports_but_writes_nothing(spark, cfg, synth_source)
 
 @pytest.mark.slow
 @pytest.mark.skipif(not KUAIRAND.exists(), reason="the real KuaiRand-Pure copy is not beside the repo")
-def test_real_kuairand_ingest(spark, cfg):
+def test_real_kuairand_ingest(spark, cfg, compiled):
     """The whole real log: 228,329 events (duplicates kept) in 14 days, 27,285 users, 7,583 items; twice."""
     for _ in range(2):
         result = ingest(spark, cfg, KUAIRAND)

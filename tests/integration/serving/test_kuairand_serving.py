@@ -30,7 +30,7 @@ def _delta_vectors(spark, cfg, table: str, key: str, version: str, day: dt.date)
 
 
 @pytest.fixture(scope="module")
-def kuairand(spark, tmp_path_factory):
+def kuairand(spark, tmp_path_factory, compiled):
     """Ingest, pretrain + register a tiny LFM, refresh, gate and release 05-05 and 05-08, materialize 05-08."""
     from lakehouse import releases
     from models.training.pretrain import pretrain
