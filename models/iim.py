@@ -70,6 +70,7 @@ class IimSource:
 
     checkpoint: Checkpoint
     scenario: object  # the downstream scenario's raw value (e.g. tab 4)
+    lineage_root: str | None = None  # the base of the checkpoint's lineage: its export's feature service carries it
 
     @property
     def encoders(self) -> FeatureEncoders:
@@ -88,8 +89,9 @@ class IimSource:
         return int(self.encoders.scenario.encode(pa.array([str(self.scenario)]))[0])
 
     def check_feature_version(self, feature_version: str | None) -> None:
-        """Refuse features exported by another model version than this checkpoint."""
-        if feature_version is not None and feature_version != self.model_version:
+        """Refuse features exported by another model version than this checkpoint (a lineage export's feature
+        service carries its base, whichever of its versions the checkpoint is)."""
+        if feature_version is not None and feature_version not in (self.model_version, self.lineage_root):
             raise VersionMismatch(
                 f"the feature service serves model version {feature_version} but the IIM checkpoint is "
                 f"{self.model_version}: pin the feature service of {self.model_version} "

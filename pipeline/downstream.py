@@ -124,11 +124,16 @@ def first_day(sets: TrainingSets) -> dt.date:
 
 
 def iim_source(cfg: LfmConfig, sets: TrainingSets, checkpoint: str | None):
-    """The verified checkpoint for module-level variants; another version than the features' is refused."""
+    """The verified checkpoint for module-level variants: the features' version or, for a lineage export's
+    features, any version of that lineage (e.g. the one trained through the day before the test days); another
+    version is refused."""
     from models.iim import IimSource
+    from models.lineage import root_of
     from models.registry import Registry
 
-    source = IimSource(Registry(cfg).load(checkpoint or sets.model_version), scenario=sets.scenario)
+    registry = Registry(cfg)
+    loaded = registry.load(checkpoint or sets.model_version)
+    source = IimSource(loaded, scenario=sets.scenario, lineage_root=root_of(loaded.card, registry.list()))
     source.check_feature_version(sets.model_version)
     return source
 

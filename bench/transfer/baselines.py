@@ -9,6 +9,10 @@ see; this prior measures how much. The strengths and alpha are chosen per tab on
 chronological tail of the training days, the rows that early-stop the downstream models), never on test rows.
 Days, not timestamps, bound the history: the feature store's daily snapshots see the same.
 
+The production model (`prod`): `none_more_data` with the user's and the item's smoothed click rates as of the
+row's day (`shrunk_rates` with the prior's strengths, over every scenario on earlier days) as two more numeric
+fields: the strongest model a team without the LFM would ship.
+
 More data (`none_more_data`): the vanilla model trained also on its tab's rows of every day before the downstream
 window (the LFM's pretraining window), so that "transfer" is not confused with "more rows". It validates on
 exactly the rows `none` validates on (`matching_valid_fraction`). Both are docs/domain.md section 8.
@@ -22,10 +26,14 @@ import numpy as np
 import pandas as pd
 
 from bench.transfer.stats import auc
+from lfm.config.schema import DataSchema, FeatureField, FieldKind
 
 STRENGTHS = (1.0, 3.0, 10.0, 30.0, 100.0)  # pseudo-rows of the global rate
 ALPHAS = tuple(round(a, 1) for a in np.linspace(0.0, 1.0, 11))  # weight of the user's logit in the blend
 NO_HISTORY_RATE = 0.5  # a day with no earlier rows at all: no information, logit 0
+
+
+RATE_FIELDS = ("user_click_rate", "item_click_rate")  # prod's two extra numeric fields
 
 
 class PriorKind(str, Enum):
@@ -116,3 +124,22 @@ def matching_valid_fraction(window_rows: int, total_rows: int, valid_fraction: f
     the rows a run on the `window_rows` alone validates on (the trainer's chronological split rounds the cut)."""
     valid_rows = window_rows - int(round(window_rows * (1 - valid_fraction)))
     return valid_rows / total_rows
+
+
+def click_rate_schema(schema: DataSchema) -> DataSchema:
+    """The schema with the click rates as numeric fields (the user's on the user side, the item's on the item's)."""
+    user, item = (FeatureField(name=n, kind=FieldKind.numeric) for n in RATE_FIELDS)
+    return schema.model_copy(update={"user_fields": [*schema.user_fields, user],
+                                     "item_fields": [*schema.item_fields, item]})
+
+
+def with_click_rates(table, schema: DataSchema, fit: PriorFit, users: pd.DataFrame, items: pd.DataFrame):
+    """`table` (an Arrow training or test set) with each row's user and item click rates as of its day."""
+    import pyarrow as pa
+
+    keys = [table.column(c).to_numpy(zero_copy_only=False) for c in (schema.user_key, schema.item_key, "ds")]
+    rates = (shrunk_rates(users, keys[0], keys[2], fit.user_strength),
+             shrunk_rates(items, keys[1], keys[2], fit.item_strength))
+    for name, values in zip(RATE_FIELDS, rates):
+        table = table.append_column(name, pa.array(values, pa.float64()))
+    return table

@@ -1,13 +1,14 @@
 """The transfer study, end to end: what `python -m bench.transfer_report` runs (`--help` lists the subsets).
 
-From a fresh workdir, through the platform's own code paths (`bench.transfer.prep`): ingest, then per LFM (plain
-seeds 0..N-1, STEM and Crocodile) pretrain + register, select-layer on days before the downstream window (one probe
-per LFM option), run-daily over the export days (refresh, the quality gate, publish, materialize); per tab the Feast
-point-in-time training sets of released days; the downstream runs (`bench.transfer.runs`), the click-rate prior and
-the more-data baseline (`bench.transfer.baselines`); paired bootstrap intervals (`bench.transfer.stats`,
-`bench.transfer.summary`); the markdown, PNG, JSON records and per-row scores (`bench.transfer.tables`,
-`bench.transfer.plot`). The package: spec (what runs), plan (which runs), prep (data through the pipeline), runs,
-baselines, stats, summary, tables, plot, timing, report (this module).
+From a fresh workdir, through the platform's own code paths (`bench.transfer.prep`): ingest, then per LFM (a
+lineage: its base trained on the first days) select-layer on the base, run-daily with daily updates over the export
+days (the update, refresh, the quality gate, publish, materialize: each day by the version trained through the day
+before), and the base frozen over the same days (the frozen-LFM protocol); per tab the Feast point-in-time training
+sets of released days; the downstream runs (`bench.transfer.runs`), the click-rate prior, the more-data baseline and
+the production model (`bench.transfer.baselines`); paired bootstrap intervals (`bench.transfer.stats`,
+`bench.transfer.summary`, `bench.transfer.segments`); the markdown, PNG, JSON records and per-row scores
+(`bench.transfer.tables`, `bench.transfer.plot`). The package: spec (what runs), plan (which runs), prep (data
+through the pipeline), runs, baselines, segments, stats, summary, tables, plot, timing, report (this module).
 """
 from __future__ import annotations
 
@@ -16,19 +17,23 @@ import logging
 import os
 import shlex
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
-from bench.transfer.baselines import matching_valid_fraction
-from bench.transfer.plan import MORE, NO_LAYER, Lfm, StudyError, main_jobs, sweep_jobs, sweep_layers, tabs_of
+from bench.transfer.baselines import PriorFit, matching_valid_fraction, with_click_rates
+from bench.transfer.plan import (MORE, NO_LAYER, RATES, Lfm, StudyError, main_jobs, sweep_jobs, sweep_layers,
+                                 tabs_of)
 from bench.transfer.plot import plot
-from bench.transfer.prep import (PretrainRows, TabSets, adopt, check_same_rows, export, export_id, exported, fetch,
-                                 pretrain_upstream, prior_history, select, window_of, workdir_config)
+from bench.transfer.prep import (TabSets, adopt, check_same_rows, export, export_id, exported, fetch, frozen,
+                                 prior_history, segment_history, select, train_base, version_before, window_of,
+                                 workdir_config)
+from bench.transfer.segments import segment_masks
 from bench.transfer.runs import Job, RunLog, SetStore, score_priors, train_all
 from bench.transfer.spec import ReportSpec, parse_args
-from bench.transfer.summary import EvalRows, Evidence, seed_spread, summarise, sweep_table, verdicts
+from bench.transfer.summary import (EvalRows, Evidence, seed_spread, segment_table, summarise, sweep_table,
+                                    verdicts)
 from bench.transfer.tables import Context, markdown
 from bench.transfer.timing import Timer
 from lfm.config import LfmConfig, load_config
@@ -79,7 +84,7 @@ def open_study(spec: ReportSpec, base: LfmConfig) -> Study:
     if lake.exists() and any(lake.iterdir()) and not spec.resume:
         raise StudyError(f"{lake} is not empty: the report runs from a fresh workdir; pass a new --workdir, or "
                          "--resume to reuse what an earlier run built there")
-    cfg = workdir_config(base, spec.workdir)
+    cfg = workdir_config(base, spec.workdir, spec.cadence, spec.update_epochs)
     overrides = {k: v for k, v in (("max_epochs", spec.max_epochs), ("threads", spec.threads)) if v}  # None: keep
     settings = DownstreamSetup.from_config(cfg, **overrides)
     return Study(spec, cfg, get_spark(cfg), Timer(spec.workdir / "phases.json", resume=spec.resume),
@@ -87,7 +92,8 @@ def open_study(spec: ReportSpec, base: LfmConfig) -> Study:
 
 
 def build_lfms(st: Study) -> tuple[list[Lfm], dict]:
-    """Ingest, then pretrain every LFM and select its CR layer on days before the downstream window."""
+    """Ingest, then train every lineage's base and select its CR layer on days after its own, before the test
+    days. The lineages' later versions come with their exports (`export_and_fetch`)."""
     from models.iim import interaction_layers
     from models.registry import Registry
     from lakehouse.delta_io import table_exists
@@ -97,10 +103,10 @@ def build_lfms(st: Study) -> tuple[list[Lfm], dict]:
     if not (spec.resume and table_exists(st.spark, cfg.table_path("events"))):
         with st.timer.phase("ingest"):
             ingest(st.spark, cfg, spec.source)
-    rows, cards, selections = PretrainRows(st.spark, cfg, spec), {}, {}
+    cards, selections = {}, {}
     for up in spec.upstreams:
-        with st.timer.phase("pretrain"):
-            cards[up] = pretrain_upstream(cfg, spec, up, rows, spec.resume)
+        with st.timer.phase("LFM bases"):
+            cards[up] = train_base(st.spark, cfg, spec, up, spec.resume)
     probed: dict = {}  # option -> the selection probed on its first seed
     for up in spec.upstreams:
         with st.timer.phase("select-layer"):
@@ -112,6 +118,10 @@ def build_lfms(st: Study) -> tuple[list[Lfm], dict]:
     lfms = [Lfm(up, cards[up].model_version, selections[up].selected,
                 export_id(cfg, cards[up].model_version, selections[up].selected),
                 len(interaction_layers(Registry(cfg).load(cards[up].model_version).model))) for up in spec.upstreams]
+    if spec.frozen:
+        ref = lfms[0]
+        lfms.append(Lfm(ref.upstream, ref.version, ref.layer, export_id(frozen(cfg), ref.version, ref.layer),
+                        ref.depth, frozen=True))
     return lfms, {"cards": cards, "selections": selections}
 
 
@@ -136,39 +146,61 @@ def layer_sweep(st: Study, ref: Lfm, points: list[str]) -> list[Job]:
     return jobs
 
 
-def export_and_fetch(st: Study, lfms: list[Lfm]) -> tuple[dict[str, TabSets], dict[str, float]]:
-    """run-daily per LFM, then its training sets. Returns the reference's sets and, per tab, the validation share
-    that makes none_more_data validate on none's rows. The reference's sets come out of its more-data sets."""
+def export_and_fetch(st: Study, lfms: list[Lfm]) -> tuple[list[Lfm], dict[str, TabSets], dict[str, TabSets],
+                                                          dict[str, float]]:
+    """run-daily per LFM (a lineage updated daily, the frozen base without updates), then its training sets.
+    Returns the LFMs with their IIM checkpoints, the reference's window and more-data sets per tab, and per tab the
+    validation share that makes the more-data runs validate on the window runs' rows."""
     spec, ref = st.spec, lfms[0]
     ref_sets: dict[str, TabSets] = {}
+    more_sets: dict[str, TabSets] = {}
     valid_fraction = {}
+    done = []
     for lfm in lfms:
-        with st.timer.phase("run-daily exports"):
-            if not (spec.resume and exported(st.cfg, spec, lfm.export)):
-                export(st.spark, st.cfg, spec, lfm.version, lfm.layer)
+        cfg = frozen(st.cfg) if lfm.frozen else st.cfg
+        with st.timer.phase("run-daily exports (lineage: with its daily updates)"):
+            if not (spec.resume and exported(cfg, spec, lfm.export)):
+                export(st.spark, cfg, spec, lfm.version, lfm.layer)
+        lfm = replace(lfm, checkpoint=None if lfm.frozen else version_before(cfg, lfm.version, spec.windows.test[0]))
+        done.append(lfm)
         with st.timer.phase("training sets (Feast point-in-time)"):
-            for tab in tabs_of(spec, lfm.upstream):
-                if lfm is ref:
-                    more = fetch(st.spark, st.cfg, spec, tab, lfm.export, extra_days=spec.windows.more)
+            for tab in (spec.tabs if lfm.frozen else tabs_of(spec, lfm.upstream)):
+                if lfm is done[0]:
+                    more = more_sets[tab] = fetch(st.spark, cfg, spec, tab, lfm.export,
+                                                  extra_days=spec.windows.more)
                     st.store.put(lfm.export + MORE, tab, more)
                     sets = ref_sets[tab] = window_of(more, spec.windows.train)
                     valid_fraction[tab] = matching_valid_fraction(sets.train.num_rows, more.train.num_rows,
                                                                   st.settings.trainer.valid_fraction)
                 else:
-                    sets = fetch(st.spark, st.cfg, spec, tab, lfm.export)
+                    sets = fetch(st.spark, cfg, spec, tab, lfm.export)
                     check_same_rows(ref_sets[tab].test, sets.test, st.keys, f"{lfm.upstream.label}, tab {tab}")
                 st.store.put(lfm.export, tab, sets)
-    return ref_sets, valid_fraction
+    return done, ref_sets, more_sets, valid_fraction
 
 
-def eval_rows(cfg: LfmConfig, task: str, sets: TabSets) -> EvalRows:
-    """The labels the trainer sees (its own label rule) and the users as codes, for GAUC."""
+def put_click_rates(st: Study, ref: Lfm, sets: dict[str, TabSets], more: dict[str, TabSets], fits: dict[str, dict],
+                    history) -> None:
+    """The production model's sets: the reference's window and more-data sets with the click rates as of each
+    row's day, with the strengths the prior chose on the tab's validation rows."""
+    users, items = history
+    for tab in sets:
+        fit = PriorFit(**fits[tab])
+        for key, ts in ((ref.export + RATES, sets[tab]), (ref.export + MORE + RATES, more[tab])):
+            st.store.put(key, tab, replace(ts, train=with_click_rates(ts.train, st.cfg.schema, fit, users, items),
+                                           test=with_click_rates(ts.test, st.cfg.schema, fit, users, items)))
+
+
+def eval_rows(cfg: LfmConfig, task: str, sets: TabSets, tab: str, history) -> EvalRows:
+    """The labels the trainer sees (its own label rule), the users as codes (for GAUC) and the segment masks."""
     from models.encoders import encode_labels
 
-    labels = encode_labels(sets.test, [task])[0][:, 0].numpy().astype(np.int8)
-    users = np.unique(np.asarray(sets.test.column(cfg.schema.user_key).to_pylist(), dtype=object).astype(str),
-                      return_inverse=True)[1]
-    return EvalRows(labels, users.astype(np.int32))
+    s, test = cfg.schema, sets.test
+    labels = encode_labels(test, [task])[0][:, 0].numpy().astype(np.int8)
+    keys = [np.asarray(test.column(c).to_pylist(), dtype=object).astype(str) for c in (s.user_key, s.item_key)]
+    users = np.unique(keys[0], return_inverse=True)[1]
+    segments = segment_masks(keys[0], keys[1], test.column("ds").to_numpy(zero_copy_only=False), tab, history)
+    return EvalRows(labels, users.astype(np.int32), segments)
 
 
 def dense_ranks(scores: np.ndarray) -> np.ndarray:
@@ -180,13 +212,15 @@ def dense_ranks(scores: np.ndarray) -> np.ndarray:
 def run_report(spec: ReportSpec, base: LfmConfig, command: str = "") -> ReportResult:
     st = open_study(spec, base)
     lfms, made = build_lfms(st)
+    jobs = layer_sweep(st, lfms[0], list(made["cards"][lfms[0].upstream].cr_points))
+    lfms, ref_sets, more_sets, valid_fraction = export_and_fetch(st, lfms)
     ref = lfms[0]
-    jobs = layer_sweep(st, ref, list(made["cards"][ref.upstream].cr_points))
-    ref_sets, valid_fraction = export_and_fetch(st, lfms)
-    with st.timer.phase("click-rate prior"):
+    with st.timer.phase("click-rate prior and features"):
         history = prior_history(st.spark, st.cfg, spec)
         prior_jobs, prior_fits = score_priors(st.cfg, spec.task, ref_sets, st.settings.trainer.valid_fraction,
                                               history, st.runlog, ref.version, NO_LAYER)
+        put_click_rates(st, ref, ref_sets, more_sets, prior_fits, history)
+        segments = segment_history(st.spark, st.cfg, spec)
     jobs += main_jobs(spec, lfms, valid_fraction)
     workers = spec.jobs or default_jobs(spec)
     with st.timer.phase("downstream runs"):
@@ -195,7 +229,7 @@ def run_report(spec: ReportSpec, base: LfmConfig, command: str = "") -> ReportRe
     done = st.runlog.done()
     records = [{**done[j.key], "sweep": j.sweep, "kind": j.kind} for j in prior_jobs + jobs]
     with st.timer.phase("statistics"):
-        held_out = {tab: eval_rows(st.cfg, spec.task, ref_sets[tab]) for tab in spec.tabs}
+        held_out = {tab: eval_rows(st.cfg, spec.task, ref_sets[tab], tab, segments) for tab in spec.tabs}
         ev = Evidence(records, held_out, st.runlog.scores, spec.rounds)
         for run in ev.runs:
             run.rec.update(test_auc=run.auc, test_gauc=run.gauc)
@@ -203,31 +237,55 @@ def run_report(spec: ReportSpec, base: LfmConfig, command: str = "") -> ReportRe
         spread = seed_spread(ev, spec.tabs, spec.lfm_seeds)
         verdict = verdicts(summary, spec.tabs)
         sweep = sweep_table(ev, spec.tabs, ref.version, ref.layer)
-    ctx = Context(spec, command, upstreams=[upstream_row(lfm, made["cards"][lfm.upstream]) for lfm in lfms],
+        by_segment = segment_table(ev, summary, spec.tabs, spec.rounds)
+    ctx = Context(spec, command, upstreams=upstream_rows(st.cfg, lfms, made["cards"]),
                   selections=selection_texts(lfms, made["selections"]),
                   priors=prior_fits, phases=st.timer.phases, total_s=st.timer.total, jobs=workers,
                   threads=st.settings.trainer.threads, resumed=st.timer.resumed)
-    text = markdown(ctx, summary, spread, verdict, sweep)
+    text = markdown(ctx, summary, spread, verdict, sweep, by_segment)
     plot(spec.out_png, summary, spread, spec.tabs)
     write_outputs(spec, ctx, records, held_out, st.runlog, text)
     log.info("transfer report: %s, %s, %s in %.1f min", spec.out_md, spec.out_png, spec.out_json,
              st.timer.total / 60)
-    return ReportResult(summary, records, {lfm.upstream.label: lfm.version for lfm in lfms}, st.timer.total, text)
+    return ReportResult(summary, records, {lfm_label(lfm): lfm.version for lfm in lfms}, st.timer.total, text)
 
 
-def upstream_row(lfm: Lfm, card) -> dict:
-    return {"label": lfm.upstream.label, "version": lfm.version, "layer": lfm.layer,
-            "valid_score": max(h["valid_score"] for h in card.metrics["history"])}
+def lfm_label(lfm: Lfm) -> str:
+    return f"{lfm.upstream.label} (frozen)" if lfm.frozen else lfm.upstream.label
+
+
+def upstream_rows(cfg: LfmConfig, lfms: list[Lfm], cards: dict) -> list[dict]:
+    """Per LFM: its base, its layer, its base's early-stopping score, and for a lineage its versions."""
+    from models.lineage import lineage_of, members
+    from models.registry import Registry
+
+    registry = Registry(cfg)
+    rows = []
+    for lfm in lfms:
+        card = cards[lfm.upstream]
+        versions = [] if lfm.frozen else members(lfm.version, registry.list())
+        growth = {}
+        for v in versions:
+            for name, n in lineage_of(v).vocab_growth.items():
+                growth[name] = growth.get(name, 0) + n
+        rows.append({"label": lfm_label(lfm), "version": lfm.version, "layer": lfm.layer,
+                     "valid_score": max(h["valid_score"] for h in card.metrics["history"]),
+                     "versions": len(versions) or 1, "checkpoint": lfm.checkpoint,
+                     "seen_through": str(lineage_of(registry.card(lfm.checkpoint)).seen_through)
+                     if lfm.checkpoint else str(lineage_of(card).seen_through),
+                     "grown_ids": {k: growth[k] for k in (cfg.schema.user_key, cfg.schema.item_key) if k in growth}})
+    return rows
 
 
 def selection_texts(lfms: list[Lfm], selections: dict) -> list[tuple[str, str]]:
     """The heading and probe table of each probed LFM; the seeds that adopted its choice named under it."""
     out = []
-    for lfm in lfms:
+    for lfm in (x for x in lfms if not x.frozen):
         sel = selections[lfm.upstream]
         if sel.model_version != lfm.version:
             continue
-        adopted = [x.upstream.label for x in lfms if x is not lfm and selections[x.upstream] is sel]
+        adopted = [x.upstream.label for x in lfms if x is not lfm and not x.frozen
+                   and selections[x.upstream] is sel]
         out.append((f"{lfm.upstream.label} (`{lfm.version}`): probe days {sel.probe_days[0]}..{sel.probe_days[-1]}, "
                     f"state warmed up from {(sel.warmup_days or sel.probe_days)[0]}; selected `{sel.selected}` "
                     f"(best `{sel.best}`; the rule: the narrowest point within one paired-bootstrap SE of the best)"
@@ -244,13 +302,17 @@ def write_outputs(spec: ReportSpec, ctx: Context, records: list[dict], rows: dic
     arrays = {}
     for tab, r in rows.items():
         arrays[f"tab{tab}.labels"], arrays[f"tab{tab}.users"] = r.labels, r.users
+        for i, mask in enumerate(r.segments.values()):
+            arrays[f"tab{tab}.segment{i}"] = mask
     for rec in records:
         arrays[rec["scores"]] = dense_ranks(runlog.scores(rec["scores"])[1])
     np.savez_compressed(spec.out_scores, **arrays)
     spec.out_json.write_text(json.dumps({
         "command": ctx.command, "windows": spec.windows.text(), "upstreams": ctx.upstreams,
         "phases_s": ctx.phases, "total_s": ctx.total_s, "rounds": spec.rounds, "priors": ctx.priors,
-        "scores_file": spec.out_scores.name, "records": records}, indent=1, default=str))
+        "scores_file": spec.out_scores.name,
+        "segments": {f"segment{i}": name for i, name in enumerate(next(iter(rows.values())).segments)},
+        "records": records}, indent=1, default=str))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,6 +43,8 @@ class Job:
     layer: str  # the exported CR layer of that version
     valid_fraction: float | None = None  # overrides the trainer's (none_more_data validates on none's rows)
     sweep: bool = False  # a run of the downstream CR layer sweep only (kept out of the main cells)
+    checkpoint: str | None = None  # module-level runs: the LFM version to start from (None: the sets' version)
+    click_rates: bool = False  # the sets carry the smoothed click rates, read as two more numeric fields
 
     @property
     def kind(self) -> str:
@@ -89,9 +91,12 @@ class Worker:
     """Trains jobs on one process's view of the sets (tables mapped and IIM sources loaded once per set)."""
 
     def __init__(self, cfg: LfmConfig, settings, task: str, index: dict):
+        from bench.transfer.baselines import click_rate_schema
+
         self.cfg, self.settings, self.task, self.index = cfg, settings, task, index
+        self.with_rates = cfg.model_copy(update={"schema": click_rate_schema(cfg.schema)})
         self.loaded: dict[tuple[str, str], object] = {}
-        self.iim: dict[tuple[str, str], object] = {}
+        self.iim: dict[tuple, object] = {}
 
     def sets(self, key: str, tab: str):
         if (key, tab) not in self.loaded:
@@ -108,15 +113,17 @@ class Worker:
         ts = self.sets(job.sets, job.tab)
         iim = None
         if job.request.variant.granularity is Granularity.module:
-            if (job.sets, job.tab) not in self.iim:
-                self.iim[(job.sets, job.tab)] = iim_source(self.cfg, ts, None)
-            iim = self.iim[(job.sets, job.tab)]
+            source = (job.sets, job.tab, job.checkpoint)
+            if source not in self.iim:
+                self.iim[source] = iim_source(self.cfg, ts, job.checkpoint)
+            iim = self.iim[source]
         settings = self.settings
         if job.valid_fraction is not None:
             settings = replace(settings, trainer=settings.trainer.model_copy(
                 update={"valid_fraction": job.valid_fraction}))
         t0 = time.perf_counter()
-        r = train_on_sets(self.cfg, ts, self.task, job.request, job.seed, settings, iim=iim)
+        cfg = self.with_rates if job.click_rates else self.cfg
+        r = train_on_sets(cfg, ts, self.task, job.request, job.seed, settings, iim=iim)
         return record(job, r, time.perf_counter() - t0), r.test_labels, r.test_scores.astype(np.float32)
 
 

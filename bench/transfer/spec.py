@@ -1,16 +1,17 @@
 """What the transfer report measures: its windows, upstream LFMs, variants and seeds, from the command line.
 
-Defaults (KuaiRand-Pure, 2022-04-25..05-08):
-- the LFM trains on 04-25..04-28 and early-stops on 04-29 (all tabs);
-- `select-layer` probes 04-30..05-01 (its default: held-out days before the protected downstream window) and the
-  report exports the layer it picks;
-- `run-daily` exports 05-01..05-07 (the first day starts the CR chain cold); day D's snapshot is stamped D+1 00:00,
-  so the 05-01 export is what the 05-02 training rows see and 05-07 is the last one a test row reads;
-- downstream train 05-02..05-06 (its chronological last 20 % validates), test 05-07..05-08 (the same rows as the
-  earlier reports); `none_more_data` also trains on 04-25..05-01, every day before the window.
-Variants: the previous report (5 tabs x 17 variants x 5 seeds, one LFM) showed these dominated on every tab, so
-they are dropped to pay for 3 LFM seeds and the baselines (`DROPPED` says why, the report prints it); two
-downstream seeds per LFM keep the full run within 90 minutes.
+Defaults (KuaiRand-Pure, 2022-04-25..05-08), the production protocol (docs/transfer_report.md):
+- the LFM is a lineage: a base trains on 04-25..04-26 and early-stops on 04-27; `run-daily` with daily updates
+  (`updates.every_days: 1`, 2 passes over each new day) then exports 04-28..05-07, each day D by the version
+  trained through D-1 (04-28 by the base, 04-29 by the base continued on 04-28, and so on); day D's snapshot is
+  stamped D+1 00:00, so the 04-28 export is what the 04-29 rows read and 05-07 is the last one a test row reads;
+- `select-layer` probes the base on the first two export days (state warmed up on the base's own days), never on a
+  test day, and the lineage exports the layer it picks;
+- every downstream model trains on the same longest window with vectors, 04-29..05-06 (its chronological last
+  20 % validates), and is tested on 05-07..05-08; `none_more_data` and the production model `prod` also train on
+  04-25..04-28, the days before any time-correct vector exists;
+- the frozen-LFM protocol is one row: the lineage's base, never updated, exported over the same days.
+One lineage and two downstream seeds keep the whole run within 90 minutes (`DROPPED` says what that costs).
 """
 from __future__ import annotations
 
@@ -33,13 +34,18 @@ DEFAULT_KS = (-2,)  # IIM depth: every interaction layer but the last (k=4 of 5 
 DROPPED = {
     "ur_mlp": "below ur_ir_mlp on all 5 tabs (UR through the MLP adapter; IR adds to it everywhere)",
     "ur_ir_cr_gate": "below ur_ir_cr_mlp on all 5 tabs (the same vectors, CR through gates instead of MLPs)",
-    "cr_gate": "below ur_ir_cr_mlp on all 5 tabs (it isolated CR for the layer sweep; the probe on days before the "
-               "window now chooses the layer, and `--layers` still runs a downstream sweep)",
+    "cr_gate": "below ur_ir_cr_mlp on all 5 tabs (it isolated CR for the layer sweep; the probe chooses the layer, "
+               "and `--layers` still runs a downstream sweep)",
     "iim_k0..k3, iim_k5": "iim_k4 was the best depth on 3 of 5 tabs and within 0.004 AUC of the best on the others",
     "retrieval_scratch, retrieval_ur, retrieval_cr_user": "below ur_ir_cr_mlp on all 5 tabs as rankers (their job "
                                                           "is recall, measured by `lfm train-downstream`)",
+    "LFM seeds 1, 2; STEM and Crocodile LFMs": "each LFM is now a lineage of 11 daily updates and 11 gated exports "
+                                               "(about 15 minutes): one lineage fits the 90-minute budget "
+                                               "(`--lfm-seeds 3 --options stem,crocodile` runs them). The frozen-LFM "
+                                               "report measured the LFM seed spread of every lift at sd <= 0.012 AUC",
 }
 QUICK_TABS = 2
+PRODUCTION = (TransferVariant.ur_ir_mlp, TransferVariant.ur_ir_cr_mlp)  # prod with UR/IR, and with UR/IR/CR
 
 
 @dataclass(frozen=True)
@@ -56,28 +62,35 @@ class Upstream:
 
 @dataclass(frozen=True)
 class Windows:
-    pretrain: tuple[dt.date, ...]
-    pretrain_valid: tuple[dt.date, ...]
-    probe: tuple[dt.date, ...] | None  # None: select-layer's default before the protected window
+    pretrain: tuple[dt.date, ...]  # the lineage's base: training days
+    pretrain_valid: tuple[dt.date, ...]  # the base's early-stopping days
+    probe: tuple[dt.date, ...]  # select-layer's probe days (on the base, after its days, before the test days)
     probe_warmup: int
-    export: tuple[dt.date, ...]
+    export: tuple[dt.date, ...]  # run-daily's days, each by the version trained through the day before
     train: tuple[dt.date, ...]
     test: tuple[dt.date, ...]
-    more: tuple[dt.date, ...]  # the extra training days of none_more_data
+    more: tuple[dt.date, ...]  # the extra training days of none_more_data and prod
 
     @property
     def protect(self) -> tuple[dt.date, dt.date]:
-        """The downstream window: no choice made before the study may look at it."""
-        return self.train[0], self.test[-1]
+        """The test days: no choice made before the downstream runs (the CR layer) may look at them."""
+        return self.test[0], self.test[-1]
+
+    @property
+    def base_through(self) -> dt.date:
+        return max(self.pretrain + self.pretrain_valid)
 
     def check(self) -> None:
         """Refuse windows that would leak or leave rows without vectors, naming the fix."""
         day = dt.timedelta(days=1)
         if self.test[0] <= self.train[-1]:
             raise BadInput(f"--test {_span(self.test)} must come after --train {_span(self.train)}")
-        if max(self.pretrain + self.pretrain_valid) >= self.train[0]:
-            raise BadInput(f"the LFM's days {_span(self.pretrain)} / {_span(self.pretrain_valid)} must end before "
-                           f"the downstream window {_span(self.train)}")
+        if self.export[0] <= self.base_through:
+            raise BadInput(f"--export {_span(self.export)} must start after the base's days (through "
+                           f"{self.base_through}): a day is exported by a version that has not seen it")
+        if self.probe[0] <= self.base_through or self.probe[-1] >= self.test[0]:
+            raise BadInput(f"--probe {_span(self.probe)} must lie after the base's days (through "
+                           f"{self.base_through}) and before --test {_span(self.test)}")
         if self.more and self.more[-1] >= self.train[0]:
             raise BadInput(f"--more-data {_span(self.more)} must end before --train starts ({self.train[0]})")
         needed = (self.train[0] - day, self.test[-1] - day)
@@ -86,14 +99,16 @@ class Windows:
                            "the snapshot exported on D-1")
 
     def text(self) -> dict[str, str]:
-        return {"LFM pretraining (train)": _span(self.pretrain),
-                "LFM pretraining (early stop)": _span(self.pretrain_valid),
-                "layer probe (select-layer)": _span(self.probe) if self.probe else
-                "select-layer's default: held-out days before the downstream window",
+        return {"LFM base (train)": _span(self.pretrain),
+                "LFM base (early stop)": _span(self.pretrain_valid),
+                "LFM lineage": f"daily updates: the version that exports day D continued on D-1 (updates over "
+                               f"{_span(self.export[:-1])})",
+                "layer probe (select-layer, on the base)": f"{_span(self.probe)}, state warmed up on "
+                                                           f"{self.probe_warmup} day(s) before",
                 "run-daily exports": f"{_span(self.export)} (the first day starts the CR chain cold)",
-                "downstream train": f"{_span(self.train)} (its last 20 % of rows by time validates)",
+                "downstream train (every model)": f"{_span(self.train)} (its last 20 % of rows by time validates)",
                 "downstream test": _span(self.test),
-                "none_more_data adds": _span(self.more)}
+                "none_more_data and prod add": _span(self.more)}
 
 
 def _span(days) -> str:
@@ -116,6 +131,10 @@ class ReportSpec:
     layers: tuple[str, ...]  # downstream cr_gate sweep over these CR layers besides the selected one; () = none
     rounds: int  # bootstrap resamples
     out_md: Path
+    cadence: int = 1  # updates.every_days of the lineages
+    update_epochs: int = 2  # updates.epochs
+    frozen: tuple[TransferVariant, ...] = (TransferVariant.ur_ir_cr_mlp,)  # the frozen-LFM rows; () = none
+    production: tuple[TransferVariant, ...] = PRODUCTION  # what `prod` adds vectors through
     quick: bool = False
     max_epochs: int | None = None
     threads: int = 1  # torch threads per downstream run
@@ -185,16 +204,20 @@ def parser() -> argparse.ArgumentParser:
     a("--resume", action="store_true", help="reuse what an earlier run built in --workdir (models, exports, "
                                             "finished runs) instead of requiring an empty one")
     g = p.add_argument_group("windows (FIRST..LAST or a comma list)")
-    g.add_argument("--pretrain", default="2022-04-25..2022-04-28", help="LFM training days")
-    g.add_argument("--pretrain-valid", default="2022-04-29", help="LFM early-stopping days")
-    g.add_argument("--probe", help="select-layer probe days (default: its own, the held-out days before the "
-                                   "downstream window)")
+    g.add_argument("--pretrain", default="2022-04-25..2022-04-26", help="the lineage base's training days")
+    g.add_argument("--pretrain-valid", default="2022-04-27", help="the base's early-stopping days")
+    g.add_argument("--probe", help="select-layer probe days on the base (default: the first two export days)")
     g.add_argument("--probe-warmup", type=int, default=2, help="CR state warm-up days before the first probe day")
-    g.add_argument("--export", default="2022-05-01..2022-05-07", help="days run-daily exports")
-    g.add_argument("--train", default="2022-05-02..2022-05-06", help="downstream training days")
+    g.add_argument("--export", default="2022-04-28..2022-05-07",
+                   help="days run-daily exports, each by the lineage's version trained through the day before")
+    g.add_argument("--updates-every", type=int, default=1, help="the lineage's cadence (updates.every_days)")
+    g.add_argument("--update-epochs", type=int, default=2,
+                   help="passes over the new days per update (updates.epochs): a KuaiRand day is about 14k rows, "
+                        "4 optimizer steps per pass at the default batch size")
+    g.add_argument("--train", default="2022-04-29..2022-05-06", help="downstream training days (every model)")
     g.add_argument("--test", default="2022-05-07..2022-05-08", help="downstream test days")
-    g.add_argument("--more-data", help="extra training days of none_more_data (default: from the first "
-                                       "pretraining day to the day before --train)")
+    g.add_argument("--more-data", help="extra training days of none_more_data and prod (default: from the base's "
+                                       "first day to the day before --train)")
     g = p.add_argument_group("what runs (a subset for a quick look)")
     g.add_argument("--tabs", default=",".join(DEFAULT_TABS), help="target scenarios, comma list")
     g.add_argument("--variants", default=",".join(v.value for v in MAIN_VARIANTS),
@@ -202,14 +225,19 @@ def parser() -> argparse.ArgumentParser:
                         "none_more_data, ctr_user/ctr_item/ctr_prior (and iim_random with iim) always run")
     g.add_argument("--ks", default=",".join(map(str, DEFAULT_KS)),
                    help="IIM depths, comma list; negative counts from the end (-1 = every interaction layer)")
-    g.add_argument("--lfm-seeds", type=int, default=3, help="plain LFMs pretrained with seeds 0..N-1")
-    g.add_argument("--options", default="stem,crocodile",
-                   help="other LFM embedding options (model.embedding), one LFM each on --option-tabs; 'none'")
+    g.add_argument("--frozen", default=TransferVariant.ur_ir_cr_mlp.value,
+                   help="variants trained on the frozen-LFM export (the first lineage's base, never updated); "
+                        "'none'")
+    g.add_argument("--production", default=",".join(v.value for v in PRODUCTION),
+                   help="the production model `prod` (none_more_data's fields plus the user's and item's smoothed "
+                        "click rates) is also trained with these variants' vectors; 'none'")
+    g.add_argument("--lfm-seeds", type=int, default=1, help="plain LFM lineages, their bases seeded 0..N-1")
+    g.add_argument("--options", default="none",
+                   help="other LFM embedding options (model.embedding), one lineage each on --option-tabs; 'none'")
     g.add_argument("--option-tabs", default=",".join(DEFAULT_OPTION_TABS), help="tabs of the LFM options")
     g.add_argument("--seeds", type=int, default=2,
-                   help="downstream seeds 0..N-1 per variant and LFM (2: with 3 LFM seeds a plain transfer cell "
-                        "pools 6 runs; a third seed adds half again to the downstream runs, 26 min for two seeds "
-                        "in the committed report's run, mostly tab 1: past the 90-minute budget)")
+                   help="downstream seeds 0..N-1 per variant and LFM (a third adds half again to the downstream "
+                        "runs, the largest phase: past the 90-minute budget)")
     g.add_argument("--layers", default="none", help="downstream cr_gate sweep over these CR layers besides the "
                                                    "selected one (comma list, 'all'; each costs one export per day)")
     g.add_argument("--task", default="is_click")
@@ -232,26 +260,32 @@ def parse_args(argv: list[str] | None = None) -> tuple[ReportSpec, argparse.Name
     pretrain, train = tuple(days(a.pretrain)), tuple(days(a.train))
     more = tuple(days(a.more_data)) if a.more_data else tuple(
         pretrain[0] + dt.timedelta(days=i) for i in range((train[0] - pretrain[0]).days))
+    export = tuple(days(a.export))
     windows = Windows(pretrain=pretrain, pretrain_valid=tuple(days(a.pretrain_valid)),
-                      probe=tuple(days(a.probe)) if a.probe else None, probe_warmup=a.probe_warmup,
-                      export=tuple(days(a.export)), train=train, test=tuple(days(a.test)), more=more)
+                      probe=tuple(days(a.probe)) if a.probe else export[:2], probe_warmup=a.probe_warmup,
+                      export=export, train=train, test=tuple(days(a.test)), more=more)
     windows.check()
     tabs = tuple(t.strip() for t in a.tabs.split(",") if t.strip())
     options = () if a.options == "none" else _choices(a.options, EmbeddingVariant, "--options",
                                                         (EmbeddingVariant.plain,))
     variants = _choices(a.variants, TransferVariant, "--variants",
                         (TransferVariant.none, TransferVariant.iim_random))
+    frozen = () if a.frozen == "none" else _choices(a.frozen, TransferVariant, "--frozen")
+    production = () if a.production == "none" else _choices(a.production, TransferVariant, "--production",
+                                                              (TransferVariant.none,))
     layers = () if a.layers == "none" else tuple(x.strip() for x in a.layers.split(",") if x.strip())
     seeds, lfm_seeds = tuple(range(max(1, a.seeds))), tuple(range(max(1, a.lfm_seeds)))
     option_tabs = tuple(t.strip() for t in a.option_tabs.split(",") if t.strip())
     if a.quick:
         tabs, seeds, lfm_seeds, options, layers = tabs[:QUICK_TABS], seeds[:1], lfm_seeds[:1], (), ()
+        frozen = ()
     out = (a.out or (REPO / "bench" / "out" / "transfer_report_quick.md" if a.quick else
                      REPO / "docs" / "transfer_report.md")).resolve()
     spec = ReportSpec(source=a.source.resolve(), workdir=a.workdir.resolve(), windows=windows, tabs=tabs,
                       task=a.task, seeds=seeds, lfm_seeds=lfm_seeds, options=options,
                       option_tabs=tuple(t for t in option_tabs if t in tabs), variants=variants,
                       ks=tuple(int(k) for k in a.ks.split(",") if k.strip()), layers=layers, rounds=a.rounds,
+                      cadence=max(1, a.updates_every), update_epochs=max(1, a.update_epochs), frozen=frozen, production=production,
                       out_md=out, quick=a.quick, max_epochs=a.max_epochs, threads=a.threads, jobs=a.jobs,
                       resume=a.resume)
     return spec, a

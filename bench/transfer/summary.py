@@ -8,7 +8,7 @@ over LFM seeds is a separate question (a different source of variance), answered
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -19,6 +19,7 @@ from bench.transfer.stats import Interval, RowBootstrap, auc, gauc, paired_lift
 from models.training.variants import TransferVariant
 
 NONE, MORE, LINEAR, PLAIN = TransferVariant.none.value, "none_more_data", TransferVariant.ur_linear.value, "plain"
+PROD, PROD_WINDOW, FROZEN = "prod", "prod_window", "frozen"  # bench.transfer.plan's names
 IIM_CONTROL = TransferVariant.iim_random.value
 METRICS = ("auc", "gauc")
 
@@ -35,10 +36,11 @@ class Run:
 
 @dataclass(frozen=True)
 class EvalRows:
-    """A tab's canonical test rows: labels, and user codes for GAUC."""
+    """A tab's canonical test rows: labels, user codes for GAUC, and the segments' masks (bench.transfer.segments)."""
 
     labels: np.ndarray
     users: np.ndarray
+    segments: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class Evidence:
@@ -46,7 +48,7 @@ class Evidence:
 
     def __init__(self, records: list[dict], rows: dict[str, EvalRows],
                  scores: Callable[[str], tuple[np.ndarray, np.ndarray]], rounds: int, seed: int = 0):
-        self.rows = rows
+        self.rows, self.rounds, self.seed, self.scores = rows, rounds, seed, scores
         boots = {tab: RowBootstrap(r.labels, r.users, rounds, seed + i) for i, (tab, r) in enumerate(rows.items())}
         self.runs: list[Run] = []
         for rec in records:
@@ -75,8 +77,9 @@ class Evidence:
 
 def references(variant: str, kind: str, option: str) -> dict[str, tuple[str, str]]:
     """What a cell is compared with: column name -> (variant, option) of the reference cell."""
-    refs = {"none": (NONE, CONTROL), "ur_linear": (LINEAR, option), "ctr_prior": (PriorKind.blend.value, CONTROL),
-            "none_more_data": (MORE, CONTROL)}
+    refs = {"none": (NONE, CONTROL), "ur_linear": (LINEAR, option),
+            "ctr_prior": (PriorKind.blend.value, CONTROL), "none_more_data": (MORE, CONTROL), "prod": (PROD, CONTROL),
+            "prod_window": (PROD_WINDOW, CONTROL)}
     if kind == TransferVariant.iim.value:
         refs["own control"] = (IIM_CONTROL, CONTROL)
     if option not in (PLAIN, CONTROL):
@@ -131,6 +134,10 @@ class Verdict:
     best: str  # the transfer variant with the highest mean validation AUC (chosen without test rows)
     vs_prior: Interval | None
     vs_more: Interval | None
+    vs_prod: Interval | None = None  # the strongest no-transfer model
+    prod_vectors: dict[str, tuple[Interval | None, Interval | None]] = field(default_factory=dict)  # prod+X: vs
+    # prod (its own, longer days) and vs prod_window (the same rows)
+    vs_frozen: dict[str, Interval | None] = field(default_factory=dict)  # lineage variant over the frozen LFM's
 
 
 def verdicts(summary: pd.DataFrame, tabs: tuple[str, ...]) -> list[Verdict]:
@@ -140,8 +147,49 @@ def verdicts(summary: pd.DataFrame, tabs: tuple[str, ...]) -> list[Verdict]:
         if s.empty:
             continue
         best = s.loc[s.valid_auc.idxmax()]
-        out.append(Verdict(tab, best.variant, best["vs ctr_prior"], best["vs none_more_data"]))
+        prod = {r.variant: (r.get("vs prod"), r.get("vs prod_window")) for _, r in s.iterrows()
+                if r.variant.startswith(PROD + "+")}
+        frozen = summary[(summary.tab == tab) & (summary.option == FROZEN)]
+        out.append(Verdict(tab, best.variant, best["vs ctr_prior"], best["vs none_more_data"], best.get("vs prod"),
+                           prod, {r.variant: r.get("vs plain LFM") for _, r in frozen.iterrows()}))
     return out
+
+
+def best_variants(summary: pd.DataFrame) -> dict[str, str]:
+    """Per tab, the lineage transfer variant with the highest mean validation AUC."""
+    s = summary[summary.option == PLAIN]
+    return {tab: g.loc[g.valid_auc.idxmax()].variant for tab, g in s.groupby("tab")}
+
+
+def segment_comparisons(best: str) -> list[tuple[str, tuple[str, str], tuple[str, str]]]:
+    """(column, model A, model B) lifted on each segment; `best` is the tab's best transfer variant."""
+    with_vectors, cr = f"{PROD}+{TransferVariant.ur_ir_cr_mlp.value}", TransferVariant.ur_ir_cr_mlp.value
+    return [("best vs none", (best, PLAIN), (NONE, CONTROL)),
+            ("best vs prod", (best, PLAIN), (PROD, CONTROL)),
+            (f"{with_vectors} vs {PROD_WINDOW}", (with_vectors, PLAIN), (PROD_WINDOW, CONTROL)),
+            (f"{cr}: lineage vs frozen", (cr, PLAIN), (cr, FROZEN))]
+
+
+def segment_table(ev: Evidence, summary: pd.DataFrame, tabs: tuple[str, ...], rounds: int) -> pd.DataFrame:
+    """One row per (tab, segment): its test rows, their click share, and each comparison's lift with its paired
+    interval on the segment's rows alone."""
+    from bench.transfer.segments import segment_lift
+
+    best = best_variants(summary)
+    rows = []
+    for tab in tabs:
+        if tab not in best:
+            continue
+        er = ev.rows[tab]
+        for name, mask in er.segments.items():
+            row = {"tab": tab, "segment": name, "rows": int(mask.sum()),
+                   "positives": float(er.labels[mask].mean()) if mask.any() else float("nan")}
+            for column, a, b in segment_comparisons(best[tab]):
+                scores = [[ev.scores(r.rec["scores"])[1] for r in ev.cell(tab, *cell)] for cell in (a, b)]
+                row[column] = segment_lift(er.labels, er.users, mask, *scores, rounds, ev.seed)
+            row["best"] = best[tab]
+            rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def sweep_table(ev: Evidence, tabs: tuple[str, ...], version: str, selected: str) -> pd.DataFrame | None:

@@ -89,7 +89,9 @@ def test_markdown_and_plot(tmp_path):
     spread = seed_spread(ev, ("0",), (0, 1))
     spec, _ = parse_args(["--workdir", str(tmp_path / "w"), "--out", str(tmp_path / "r.md"), "--tabs", "0",
                           "--lfm-seeds", "2", "--options", "none"])
-    ctx = Context(spec, "cmd", [{"label": "plain seed 0", "version": "v", "layer": "dnn1", "valid_score": 0.7}],
+    ctx = Context(spec, "cmd", [{"label": "plain seed 0", "version": "v", "layer": "dnn1", "valid_score": 0.7,
+                                 "versions": 3, "checkpoint": "v2", "seen_through": "2022-05-06",
+                                 "grown_ids": {"user_id": 12}}],
                   [("plain seed 0", "| point |")], {"0": {"user_strength": 3.0, "item_strength": 10.0, "alpha": 0.7,
                                                           "valid_auc": {"ctr_user": 0.6, "ctr_item": 0.55,
                                                                         "ctr_prior": 0.62}}},
@@ -144,23 +146,30 @@ def test_more_data_validates_on_the_rows_none_validates_on():
 
 def test_arguments_and_subsets():
     spec, _ = parse_args([])
-    assert spec.tabs == ("0", "4", "6", "2", "1") and len(spec.lfm_seeds) == 3 and len(spec.seeds) == 2
-    assert [o.value for o in spec.options] == ["stem", "crocodile"] and spec.option_tabs == ("1", "0")
+    assert spec.tabs == ("0", "4", "6", "2", "1") and len(spec.lfm_seeds) == 1 and len(spec.seeds) == 2
+    assert not spec.options and spec.cadence == 1 and [v.value for v in spec.frozen] == ["ur_ir_cr_mlp"]
     w = spec.windows
-    assert w.probe is None and w.protect == (dt.date(2022, 5, 2), dt.date(2022, 5, 8))
-    assert max(w.pretrain + w.pretrain_valid) < w.protect[0] and w.more[-1] == dt.date(2022, 5, 1)
+    day = lambda m, d: dt.date(2022, m, d)  # noqa: E731
+    assert w.protect == (day(5, 7), day(5, 8)) and w.probe == (day(4, 28), day(4, 29))
+    assert w.base_through < w.export[0] == day(4, 28) and w.train[0] == day(4, 29)  # D's rows read D-1's export
+    assert w.more == tuple(day(4, d) for d in range(25, 29))  # the days before any time-correct vector
     assert [r.label for r in spec.requests(depth=5)] == ["ur_linear", "ur_ir_mlp", "ur_ir_cr_mlp", "iim_k4"]
-    assert len(spec.upstreams) == 5 and spec.reference.seed == 0
-    sub, _ = parse_args(["--tabs", "1", "--lfm-seeds", "1", "--options", "none", "--variants", "ur_ir_cr_mlp"])
-    assert sub.tabs == ("1",) and len(sub.upstreams) == 1 and [r.label for r in sub.requests(5)] == ["ur_ir_cr_mlp"]
+    assert len(spec.upstreams) == 1 and spec.reference.seed == 0
+    many, _ = parse_args(["--lfm-seeds", "3", "--options", "stem,crocodile"])
+    assert len(many.upstreams) == 5 and many.option_tabs == ("1", "0")
+    sub, _ = parse_args(["--tabs", "1", "--variants", "ur_ir_cr_mlp", "--frozen", "none", "--production", "none"])
+    assert sub.tabs == ("1",) and [r.label for r in sub.requests(5)] == ["ur_ir_cr_mlp"]
+    assert not sub.frozen and not sub.production
     quick, _ = parse_args(["--quick"])
-    assert len(quick.tabs) == 2 and quick.seeds == (0,) and not quick.options and "bench/out" in str(quick.out_md)
+    assert len(quick.tabs) == 2 and quick.seeds == (0,) and not quick.frozen and "bench/out" in str(quick.out_md)
     with pytest.raises(BadInput, match="--variants"):
         parse_args(["--variants", "none"])  # a baseline always runs; it is not a variant to pick
-    with pytest.raises(BadInput, match="must end before"):
-        parse_args(["--pretrain", "2022-04-25..2022-05-03"])  # the LFM would train on the downstream window
+    with pytest.raises(BadInput, match="must start after the base's days"):
+        parse_args(["--pretrain", "2022-04-25..2022-04-28"])  # the base would have seen the first export day
+    with pytest.raises(BadInput, match="before --test"):
+        parse_args(["--probe", "2022-05-06..2022-05-07"])  # the layer would be chosen on a test day
     with pytest.raises(BadInput, match="must cover"):
-        parse_args(["--export", "2022-05-02..2022-05-07"])  # the first training day would read no snapshot
+        parse_args(["--export", "2022-04-29..2022-05-07"])  # the first training day would read no snapshot
 
 
 def test_other_seeds_adopt_the_layer_probed_on_the_first(tmp_path):
@@ -183,3 +192,56 @@ def test_other_seeds_adopt_the_layer_probed_on_the_first(tmp_path):
     card = registry.card(second.model_version)
     assert card.selected_cr_layer == "dnn1" and card.probe_table["adopted_from"] == first.model_version
     assert card.probe_table["protected"] == ["2022-05-02", "2022-05-08"]
+
+
+def test_segments_by_hand():
+    """Users by their rows in the tab on earlier days (other tabs and the row's own day do not count); items by
+    their first day anywhere in the log."""
+    from bench.transfer.segments import NEW_ITEMS, OLD_ITEMS, USER_BINS, SegmentHistory, segment_masks
+
+    day = lambda i: D0 + dt.timedelta(i)  # noqa: E731
+    user_rows = pd.DataFrame({"key": ["a", "a", "a", "b", "c"], "scenario": ["1", "1", "0", "1", "1"],
+                              "ds": [day(0), day(1), day(1), day(5), day(2)], "rows": [2, 4, 9, 3, 1]})
+    item_first = pd.DataFrame({"key": ["x", "y"], "first": [day(0), day(3)]})
+    masks = segment_masks(np.array(["a", "b", "c", "d"]), np.array(["x", "y", "y", "z"]),
+                          np.array([day(5)] * 4, dtype="datetime64[D]"), "1", SegmentHistory(user_rows, item_first))
+    cold, some, many = (masks[name] for _, _, name in USER_BINS)
+    assert cold.tolist() == [False, True, False, True]  # b's rows are on the row's own day; d has none
+    assert some.tolist() == [False, False, True, False] and many.tolist() == [True, False, False, False]  # a: 6
+    assert masks[NEW_ITEMS].tolist() == [False, True, True, True] and (masks[OLD_ITEMS] == ~masks[NEW_ITEMS]).all()
+
+
+def test_segment_lift_is_the_paired_lift_on_the_segments_rows():
+    from bench.transfer.segments import segment_lift
+    from bench.transfer.stats import auc as plain_auc
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 600).astype(np.int8)
+    users = rng.integers(0, 50, 600)
+    mask = np.arange(600) < 300
+    good = np.where(mask, labels * 2.0, 0.0) + rng.normal(size=600)  # signal on the segment only
+    plain = rng.normal(size=600)
+    inside = segment_lift(labels, users, mask, [good], [plain], rounds=200)
+    outside = segment_lift(labels, users, ~mask, [good], [plain], rounds=200)
+    assert inside.estimate == pytest.approx(plain_auc(labels[mask], good[mask]) - plain_auc(labels[mask],
+                                                                                            plain[mask]))
+    assert inside.excludes_zero and not outside.excludes_zero
+    assert segment_lift(np.ones(600, np.int8), users, mask, [good], [plain], rounds=10) is None  # one class
+
+
+def test_click_rate_features_are_the_prior_as_of_each_rows_day():
+    from bench.transfer.baselines import RATE_FIELDS, PriorFit, click_rate_schema, with_click_rates
+    from lfm.config.schema import DataSchema, FieldKind
+
+    schema = DataSchema()
+    history = pd.DataFrame({"key": ["1", "1"], "ds": [D0, D0 + dt.timedelta(1)], "positives": [2, 0],
+                            "rows": [2, 2]})
+    table = pa.table({schema.user_key: [1, 1], schema.item_key: [7, 7],
+                      "ds": pa.array([D0 + dt.timedelta(1), D0 + dt.timedelta(2)], pa.date32())})
+    fit = PriorFit(user_strength=2.0, item_strength=2.0, alpha=0.5, valid_auc={})
+    out = with_click_rates(table, schema, fit, history, history.iloc[:0])
+    # day 1 sees day 0 only: (2 + 2 * 1.0) / (2 + 2); day 2 sees both: (2 + 2 * 0.5) / (4 + 2)
+    assert out.column(RATE_FIELDS[0]).to_pylist() == pytest.approx([1.0, 0.5])
+    with_rates = click_rate_schema(schema)
+    assert [f.kind for f in with_rates.user_fields if f.name in RATE_FIELDS] == [FieldKind.numeric]
+    assert [f.name for f in with_rates.item_fields][-1] == RATE_FIELDS[1] and len(schema.item_fields) == 9

@@ -114,3 +114,15 @@ def test_bad_depth_and_another_model_version_are_refused(planted, source):
 def test_unknown_scenario_falls_back_to_the_oov_bucket(source):
     assert replace(source, scenario=12345).scenario_index() == 0
     assert source.scenario_index() != 0
+
+
+def test_a_lineage_version_serves_under_its_bases_feature_service(source):
+    """A lineage export's feature service carries its base; any version of that lineage may start the IIM (the
+    transfer report takes the one trained through the day before the test days), another lineage's may not."""
+    from dataclasses import replace
+
+    member = replace(source, lineage_root="b" * 20)
+    member.check_feature_version("b" * 20)  # the base's service
+    member.check_feature_version(source.model_version)  # its own
+    with pytest.raises(VersionMismatch, match="c" * 20):
+        member.check_feature_version("c" * 20)
