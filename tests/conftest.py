@@ -14,10 +14,10 @@ from tests.support.config import make_config
 # does not end with one of them running alone. test_feast_serving comes second because it does not use the shared
 # `world`: it runs beside test_releases while that builds it (a file that needs the world there waits for it,
 # measured: 1,870 s for the suite against 1,641-1,788 s).
-LONGEST_FIRST = ("test_cluster_s3.py", "test_releases.py", "test_feast_serving.py", "test_refresh_jobs.py", "test_resume.py",
-                 "test_dagster.py", "test_quality_gate.py", "test_whole_entities.py", "test_storage_faults.py", "test_daily.py",
-                 "test_refresh_cluster.py", "test_kuairand_serving.py", "test_downstream_report.py",
-                 "test_byod_pipeline.py", "test_spark_s3.py", "test_ingest.py")
+LONGEST_FIRST = ("test_cluster_s3.py", "test_releases.py", "test_downstream_report.py", "test_feast_serving.py",
+                 "test_refresh_jobs.py", "test_resume.py", "test_dagster.py", "test_quality_gate.py",
+                 "test_whole_entities.py", "test_storage_faults.py", "test_daily.py", "test_refresh_cluster.py",
+                 "test_kuairand_serving.py", "test_byod_pipeline.py", "test_spark_s3.py", "test_ingest.py")
 
 
 def pytest_collection_modifyitems(config, items) -> None:

@@ -147,20 +147,30 @@ def layer_sweep(st: Study, ref: Lfm, points: list[str]) -> list[Job]:
 
 
 def export_and_fetch(st: Study, lfms: list[Lfm]) -> tuple[list[Lfm], dict[str, TabSets], dict[str, TabSets],
-                                                          dict[str, float]]:
+                                                          dict[str, float], dict[str, str]]:
     """run-daily per LFM (a lineage updated daily, the frozen base without updates), then its training sets.
-    Returns the LFMs with their IIM checkpoints, the reference's window and more-data sets per tab, and per tab the
-    validation share that makes the more-data runs validate on the window runs' rows."""
+    Returns the LFMs with their IIM checkpoints, the reference's window and more-data sets per tab, per tab the
+    validation share that makes the more-data runs validate on the window runs' rows, and the lineages left out
+    because the gate refused one of their days (label -> the gate's verdict; the reference's stops the study)."""
+    from pipeline.daily import DailyFailed
+
     spec, ref = st.spec, lfms[0]
     ref_sets: dict[str, TabSets] = {}
     more_sets: dict[str, TabSets] = {}
     valid_fraction = {}
-    done = []
+    done, refused = [], {}
     for lfm in lfms:
         cfg = frozen(st.cfg) if lfm.frozen else st.cfg
-        with st.timer.phase("run-daily exports (lineage: with its daily updates)"):
+        with st.timer.phase("run-daily exports (lineages with their daily updates, the frozen base)"):
             if not (spec.resume and exported(cfg, spec, lfm.export)):
-                export(st.spark, cfg, spec, lfm.version, lfm.layer)
+                try:
+                    export(st.spark, cfg, spec, lfm.version, lfm.layer)
+                except DailyFailed as err:
+                    if lfm is ref or lfm.frozen:
+                        raise
+                    refused[lfm_label(lfm)] = str(err).split("\n  data docs:")[0].replace("\n  ", "; ")
+                    log.warning("%s is left out: %s", lfm_label(lfm), refused[lfm_label(lfm)])
+                    continue
         lfm = replace(lfm, checkpoint=None if lfm.frozen else version_before(cfg, lfm.version, spec.windows.test[0]))
         done.append(lfm)
         with st.timer.phase("training sets (Feast point-in-time)"):
@@ -176,7 +186,7 @@ def export_and_fetch(st: Study, lfms: list[Lfm]) -> tuple[list[Lfm], dict[str, T
                     sets = fetch(st.spark, cfg, spec, tab, lfm.export)
                     check_same_rows(ref_sets[tab].test, sets.test, st.keys, f"{lfm.upstream.label}, tab {tab}")
                 st.store.put(lfm.export, tab, sets)
-    return done, ref_sets, more_sets, valid_fraction
+    return done, ref_sets, more_sets, valid_fraction, refused
 
 
 def put_click_rates(st: Study, ref: Lfm, sets: dict[str, TabSets], more: dict[str, TabSets], fits: dict[str, dict],
@@ -213,7 +223,7 @@ def run_report(spec: ReportSpec, base: LfmConfig, command: str = "") -> ReportRe
     st = open_study(spec, base)
     lfms, made = build_lfms(st)
     jobs = layer_sweep(st, lfms[0], list(made["cards"][lfms[0].upstream].cr_points))
-    lfms, ref_sets, more_sets, valid_fraction = export_and_fetch(st, lfms)
+    lfms, ref_sets, more_sets, valid_fraction, refused = export_and_fetch(st, lfms)
     ref = lfms[0]
     with st.timer.phase("click-rate prior and features"):
         history = prior_history(st.spark, st.cfg, spec)
@@ -241,7 +251,9 @@ def run_report(spec: ReportSpec, base: LfmConfig, command: str = "") -> ReportRe
     ctx = Context(spec, command, upstreams=upstream_rows(st.cfg, lfms, made["cards"]),
                   selections=selection_texts(lfms, made["selections"]),
                   priors=prior_fits, phases=st.timer.phases, total_s=st.timer.total, jobs=workers,
-                  threads=st.settings.trainer.threads, resumed=st.timer.resumed)
+                  threads=st.settings.trainer.threads, resumed=st.timer.resumed,
+                  notes=[f"`{label}` is left out: the quality gate refused a day of its export, so it has no "
+                         f"released vectors from there on. {verdict}" for label, verdict in refused.items()])
     text = markdown(ctx, summary, spread, verdict, sweep, by_segment)
     plot(spec.out_png, summary, spread, spec.tabs)
     write_outputs(spec, ctx, records, held_out, st.runlog, text)

@@ -94,7 +94,7 @@ class Worker:
         from bench.transfer.baselines import click_rate_schema
 
         self.cfg, self.settings, self.task, self.index = cfg, settings, task, index
-        self.with_rates = cfg.model_copy(update={"schema": click_rate_schema(cfg.schema)})
+        self.with_rates = cfg.model_copy(update={"schema_": click_rate_schema(cfg.schema)})  # the field's name
         self.loaded: dict[tuple[str, str], object] = {}
         self.iim: dict[tuple, object] = {}
 

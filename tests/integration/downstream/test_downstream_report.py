@@ -77,6 +77,11 @@ def test_small_study_end_to_end_on_synthetic_data(spark, tmp_path):
     assert set(s.option) == {CONTROL, "plain", "frozen"}
     plain = s[(s.option == "plain")]
     assert (plain.lfm_seeds == 1).all() and plain["vs ctr_prior"].notna().all() and plain["vs prod"].notna().all()
+    by_run = {(r["tab"], r["variant"], r["option"]): r["valid_auc"] for r in result.records if r["seed"] == 0}
+    for tab in ("1", "0"):  # the click rates are fields of their own: prod is not none_more_data again
+        assert by_run[(tab, "prod", CONTROL)] != by_run[(tab, "none_more_data", CONTROL)]
+        assert by_run[(tab, "prod_window", CONTROL)] != by_run[(tab, "none", CONTROL)]
+        assert by_run[(tab, "prod+ur_ir_cr_mlp", "plain")] != by_run[(tab, "ur_ir_cr_mlp", "plain")]
     frozen = s[s.option == "frozen"]
     assert frozen["vs plain LFM"].notna().all()  # the frozen-LFM row against the lineage's same variant
     # the layer was chosen on the probe days, after the base's days and before the test days

@@ -146,7 +146,7 @@ def test_more_data_validates_on_the_rows_none_validates_on():
 
 def test_arguments_and_subsets():
     spec, _ = parse_args([])
-    assert spec.tabs == ("0", "4", "6", "2", "1") and len(spec.lfm_seeds) == 1 and len(spec.seeds) == 2
+    assert spec.tabs == ("0", "4", "6", "2", "1") and len(spec.lfm_seeds) == 3 and len(spec.seeds) == 2
     assert not spec.options and spec.cadence == 1 and [v.value for v in spec.frozen] == ["ur_ir_cr_mlp"]
     w = spec.windows
     day = lambda m, d: dt.date(2022, m, d)  # noqa: E731
@@ -154,11 +154,12 @@ def test_arguments_and_subsets():
     assert w.base_through < w.export[0] == day(4, 28) and w.train[0] == day(4, 29)  # D's rows read D-1's export
     assert w.more == tuple(day(4, d) for d in range(25, 29))  # the days before any time-correct vector
     assert [r.label for r in spec.requests(depth=5)] == ["ur_linear", "ur_ir_mlp", "ur_ir_cr_mlp", "iim_k4"]
-    assert len(spec.upstreams) == 1 and spec.reference.seed == 0
-    many, _ = parse_args(["--lfm-seeds", "3", "--options", "stem,crocodile"])
+    assert len(spec.upstreams) == 3 and spec.reference.seed == 0
+    many, _ = parse_args(["--options", "stem,crocodile"])
     assert len(many.upstreams) == 5 and many.option_tabs == ("1", "0")
-    sub, _ = parse_args(["--tabs", "1", "--variants", "ur_ir_cr_mlp", "--frozen", "none", "--production", "none"])
-    assert sub.tabs == ("1",) and [r.label for r in sub.requests(5)] == ["ur_ir_cr_mlp"]
+    sub, _ = parse_args(["--tabs", "1", "--variants", "ur_ir_cr_mlp", "--frozen", "none", "--production", "none",
+                         "--lfm-seeds", "1"])
+    assert sub.tabs == ("1",) and [r.label for r in sub.requests(5)] == ["ur_ir_cr_mlp"] and len(sub.upstreams) == 1
     assert not sub.frozen and not sub.production
     quick, _ = parse_args(["--quick"])
     assert len(quick.tabs) == 2 and quick.seeds == (0,) and not quick.frozen and "bench/out" in str(quick.out_md)
@@ -242,6 +243,12 @@ def test_click_rate_features_are_the_prior_as_of_each_rows_day():
     out = with_click_rates(table, schema, fit, history, history.iloc[:0])
     # day 1 sees day 0 only: (2 + 2 * 1.0) / (2 + 2); day 2 sees both: (2 + 2 * 0.5) / (4 + 2)
     assert out.column(RATE_FIELDS[0]).to_pylist() == pytest.approx([1.0, 0.5])
+    from bench.transfer.runs import Worker
+    from lfm.config import LfmConfig
+
+    worker = Worker(LfmConfig(), None, "is_click", {})  # what a prod run trains with
+    assert [f.name for f in worker.with_rates.schema.user_fields][-1] == RATE_FIELDS[0]
+    assert RATE_FIELDS[0] not in [f.name for f in worker.cfg.schema.user_fields]
     with_rates = click_rate_schema(schema)
     assert [f.kind for f in with_rates.user_fields if f.name in RATE_FIELDS] == [FieldKind.numeric]
     assert [f.name for f in with_rates.item_fields][-1] == RATE_FIELDS[1] and len(schema.item_fields) == 9
