@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from bench.transfer.baselines import PriorFit, matching_valid_fraction, with_click_rates
 from bench.transfer.plan import (MORE, NO_LAYER, RATES, Lfm, StudyError, main_jobs, sweep_jobs, sweep_layers,
@@ -248,7 +249,8 @@ def run_report(spec: ReportSpec, base: LfmConfig, command: str = "") -> ReportRe
         verdict = verdicts(summary, spec.tabs)
         sweep = sweep_table(ev, spec.tabs, ref.version, ref.layer)
         by_segment = segment_table(ev, summary, spec.tabs, spec.rounds)
-    ctx = Context(spec, command, upstreams=upstream_rows(st.cfg, lfms, made["cards"]),
+    ctx = Context(spec, command, upstreams=upstream_rows(st.cfg, lfms, made["cards"],
+                                                         [ref_sets[tab].test for tab in spec.tabs]),
                   selections=selection_texts(lfms, made["selections"]),
                   priors=prior_fits, phases=st.timer.phases, total_s=st.timer.total, jobs=workers,
                   threads=st.settings.trainer.threads, resumed=st.timer.resumed,
@@ -266,14 +268,24 @@ def lfm_label(lfm: Lfm) -> str:
     return f"{lfm.upstream.label} (frozen)" if lfm.frozen else lfm.upstream.label
 
 
-def upstream_rows(cfg: LfmConfig, lfms: list[Lfm], cards: dict) -> list[dict]:
-    """Per LFM: its base, its layer, its base's early-stopping score, and for a lineage its versions."""
-    from models.lineage import lineage_of, members
+def upstream_rows(cfg: LfmConfig, lfms: list[Lfm], cards: dict, test: list[pa.Table]) -> list[dict]:
+    """Per LFM: its base, its layer, its base's early-stopping score, for a lineage its versions, and the share of
+    the `test` rows (every tab's) whose user and whose item the vocabularies of the IIM's checkpoint (the version
+    trained through the day before the test days; the base for the frozen LFM) lack: those ids share one OOV row."""
+    from models.lineage import lineage_of, maker_of, members
     from models.registry import Registry
 
     registry = Registry(cfg)
+    s = cfg.schema
+    keys = {k: np.concatenate([np.asarray(t.column(k).to_pylist(), dtype=object).astype(str) for t in test])
+            for k in (s.user_key, s.item_key)}
     rows = []
     for lfm in lfms:
+        maker = lfm.version if lfm.frozen else maker_of(members(lfm.version, registry.list()),
+                                                        min(t.column("ds")[0].as_py() for t in test)).model_version
+        encoders = registry.load(maker).encoders
+        vocab = {e.name: set(e.vocab) for e in encoders.user + encoders.item if e.name in keys}
+        unseen = {k: float(np.mean([x not in vocab[k] for x in keys[k]])) for k in keys}
         card = cards[lfm.upstream]
         versions = [] if lfm.frozen else members(lfm.version, registry.list())
         growth = {}
@@ -285,7 +297,8 @@ def upstream_rows(cfg: LfmConfig, lfms: list[Lfm], cards: dict) -> list[dict]:
                      "versions": len(versions) or 1, "checkpoint": lfm.checkpoint,
                      "seen_through": str(lineage_of(registry.card(lfm.checkpoint)).seen_through)
                      if lfm.checkpoint else str(lineage_of(card).seen_through),
-                     "grown_ids": {k: growth[k] for k in (cfg.schema.user_key, cfg.schema.item_key) if k in growth}})
+                     "grown_ids": {k: growth[k] for k in (cfg.schema.user_key, cfg.schema.item_key) if k in growth},
+                     "unseen_test_ids": unseen})
     return rows
 
 

@@ -225,10 +225,12 @@ def markdown(ctx: Context, summary: pd.DataFrame, spread: pd.DataFrame, verdicts
               f"the new days each; {spec.rounds} paired bootstrap "
               "resamples of the test rows per tab.", ""]
     lines += ["| LFM | base version | versions | IIM checkpoint (seen through) | ids grown over the base | "
-              "base valid score | CR layer (select-layer) |", "|---|---|---|---|---|---|---|"]
+              "test rows whose id the IIM checkpoint never saw | base valid score | CR layer (select-layer) |",
+              "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {u['label']} | `{u['version']}` | {u['versions']} | "
               f"{'`' + u['checkpoint'] + '`' if u.get('checkpoint') else 'the base'} ({u['seen_through']}) | "
-              + (", ".join(f"{k} {v:,}" for k, v in u.get("grown_ids", {}).items()) or "-")
+              + (", ".join(f"{k} {v:,}" for k, v in u.get("grown_ids", {}).items()) or "-") + " | "
+              + (", ".join(f"{k} {v:.1%}" for k, v in u.get("unseen_test_ids", {}).items()) or "-")
               + f" | {u['valid_score']:.4f} | {u['layer']} |" for u in ctx.upstreams]
     lines += [""] + [f"Note: {n}" for n in ctx.notes] + ([""] if ctx.notes else [])
     lines += protocol_lines(spec) + [""]

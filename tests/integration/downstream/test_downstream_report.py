@@ -93,7 +93,11 @@ def test_small_study_end_to_end_on_synthetic_data(spark, tmp_path):
     from models.lineage import lineage_of, members
     versions = members(card.model_version, registry.list())
     assert len(versions) == 3 and result.versions["plain seed 0 (frozen)"] == card.model_version
-    iim = {r["checkpoint"] for r in json.loads(spec.out_json.read_text())["upstreams"] if r["checkpoint"]}
+    ups = {r["label"]: r for r in json.loads(spec.out_json.read_text())["upstreams"]}
+    unseen = {label: r["unseen_test_ids"] for label, r in ups.items()}  # a lineage learns the ids a base never saw
+    assert set(unseen["plain seed 0"]) == {"user_id", "video_id"}
+    assert all(unseen["plain seed 0"][k] <= unseen["plain seed 0 (frozen)"][k] for k in ("user_id", "video_id"))
+    iim = {r["checkpoint"] for r in ups.values() if r["checkpoint"]}
     assert len(iim) == 1 and lineage_of(registry.card(iim.pop())).seen_through == dt.date.fromisoformat(day(3))
 
     # every cell recomputes from the published files: the records and the per-row ranks

@@ -91,7 +91,7 @@ def test_markdown_and_plot(tmp_path):
                           "--lfm-seeds", "2", "--options", "none"])
     ctx = Context(spec, "cmd", [{"label": "plain seed 0", "version": "v", "layer": "dnn1", "valid_score": 0.7,
                                  "versions": 3, "checkpoint": "v2", "seen_through": "2022-05-06",
-                                 "grown_ids": {"user_id": 12}}],
+                                 "grown_ids": {"user_id": 12}, "unseen_test_ids": {"user_id": 0.025}}],
                   [("plain seed 0", "| point |")], {"0": {"user_strength": 3.0, "item_strength": 10.0, "alpha": 0.7,
                                                           "valid_auc": {"ctr_user": 0.6, "ctr_item": 0.55,
                                                                         "ctr_prior": 0.62}}},
@@ -101,6 +101,7 @@ def test_markdown_and_plot(tmp_path):
     assert "beats it" in text and "## Lift over `ctr_prior`" in text and "## Upstream variance" in text
     assert "| ur_ir_cr_mlp | " in text and "**\\***" in text
     assert "`ur_mlp`" in text  # the dropped variants are named with their reason
+    assert "| user_id 12 | user_id 2.5% |" in text
     plot(spec.out_png, summary, spread, ("0",))
     assert spec.out_png.stat().st_size > 0
 
