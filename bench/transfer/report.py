@@ -272,7 +272,7 @@ def upstream_rows(cfg: LfmConfig, lfms: list[Lfm], cards: dict, test: list[pa.Ta
     """Per LFM: its base, its layer, its base's early-stopping score, for a lineage its versions, and the share of
     the `test` rows (every tab's) whose user and whose item the vocabularies of the IIM's checkpoint (the version
     trained through the day before the test days; the base for the frozen LFM) lack: those ids share one OOV row."""
-    from models.lineage import lineage_of, maker_of, members
+    from models.lineage import lineage_of, members
     from models.registry import Registry
 
     registry = Registry(cfg)
@@ -281,9 +281,7 @@ def upstream_rows(cfg: LfmConfig, lfms: list[Lfm], cards: dict, test: list[pa.Ta
             for k in (s.user_key, s.item_key)}
     rows = []
     for lfm in lfms:
-        maker = lfm.version if lfm.frozen else maker_of(members(lfm.version, registry.list()),
-                                                        min(t.column("ds")[0].as_py() for t in test)).model_version
-        encoders = registry.load(maker).encoders
+        encoders = registry.load(lfm.checkpoint or lfm.version).encoders  # the IIM's checkpoint, or the frozen base
         vocab = {e.name: set(e.vocab) for e in encoders.user + encoders.item if e.name in keys}
         unseen = {k: float(np.mean([x not in vocab[k] for x in keys[k]])) for k in keys}
         card = cards[lfm.upstream]

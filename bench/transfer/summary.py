@@ -14,12 +14,12 @@ import numpy as np
 import pandas as pd
 
 from bench.transfer.baselines import PriorKind
+from bench.transfer.plan import FROZEN, PROD, PROD_WINDOW
 from bench.transfer.runs import CONTROL
 from bench.transfer.stats import Interval, RowBootstrap, auc, gauc, paired_lift
 from models.training.variants import TransferVariant
 
 NONE, MORE, LINEAR, PLAIN = TransferVariant.none.value, "none_more_data", TransferVariant.ur_linear.value, "plain"
-PROD, PROD_WINDOW, FROZEN = "prod", "prod_window", "frozen"  # bench.transfer.plan's names
 IIM_CONTROL = TransferVariant.iim_random.value
 METRICS = ("auc", "gauc")
 
